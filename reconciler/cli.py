@@ -1,0 +1,289 @@
+"""The ``kucero`` command line: parse flags into one frozen settings object, then dispatch.
+
+Flag names and defaults of the original kucero DaemonSet are kept (``--renew-before=720h``,
+``--enable-kucero-controller=false`` as Go's pflag spells booleans), so its manifests keep
+working; they are defaults for the policy fields a policy leaves out. Every bad value is
+reported at once, naming the flag, before anything runs.
+
+Exit codes: 0 success/converged, 1 something failed or is invalid, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from reconciler import __version__, duration, execute, node, observe, plan, policy, report
+from reconciler import host as host_
+
+NSENTER = ("nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--")
+
+
+def _go_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "t", "true"):
+        return True
+    if lowered in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r} (use true or false)")
+
+
+def _go_duration(text: str) -> str:
+    try:
+        if duration.parse(text) <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be a positive duration")
+    except duration.DurationError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
+
+
+def _rfc3339(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time (e.g. 2027-01-01T00:00:00Z)") from e
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or +00:00)")
+    return value.astimezone(dt.UTC)
+
+
+def _labels(text: str) -> dict[str, str]:
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{item!r} is not key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _seed_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("flags of the original kucero (defaults for fields the policy leaves out)")
+    g.add_argument("--ca-cert-path", default="/etc/kubernetes/pki/ca.crt", help="sign CSR with this certificate file")
+    g.add_argument("--ca-key-path", default="/etc/kubernetes/pki/ca.key", help="sign CSR with this private key file")
+    g.add_argument("--ds-name", default="kucero", help="name of daemonset on which to place lock")
+    g.add_argument("--ds-namespace", default="kube-system", help="namespace containing daemonset on which to place lock")
+    g.add_argument("--enable-kucero-controller", type=_go_bool, nargs="?", const=True, default=True, metavar="BOOL")
+    g.add_argument("--leader-election-id", default="kucero-leader-election")
+    g.add_argument("--lock-annotation", default="caasp.suse.com/kucero-node-lock")
+    g.add_argument("--metrics-addr", default=":8080")
+    g.add_argument("--polling-period", type=_go_duration, default="1h", help="certificate rotation check period")
+    g.add_argument("--renew-before", type=_go_duration, default="720h", help="rotate certificates whose residual time is below this")
+    g.add_argument("--enable-kubelet-client-cert-rotation", type=_go_bool, nargs="?", const=True, default=True, metavar="BOOL")
+    g.add_argument("--enable-kubelet-server-cert-rotation", type=_go_bool, nargs="?", const=True, default=True, metavar="BOOL")
+
+
+def _host_flags(p: argparse.ArgumentParser, policy_flag: bool = True) -> None:
+    p.add_argument("--host-root", default="/", help="where the node's / is mounted (default /)")
+    p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (default $NODE_NAME, else from the kubelet's certificate)")
+    if policy_flag:
+        p.add_argument("--policy", help="policy file (default: the built-in defaults and seed flags)")
+        p.add_argument("--node-labels", type=_labels, default={}, help="k=v,... to resolve overrides offline")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kucero", description="Keeps kubeadm control-plane certificates from expiring.")
+    p.add_argument("--version", action="version", version=f"kucero {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("check-expiration", help="every certificate, kubeconfig and CA with its expiry")
+    _host_flags(s, policy_flag=False)
+    s.add_argument("--now", type=_rfc3339, help="pretend it is this time (RFC 3339)")
+
+    s = sub.add_parser("plan", help="what one pass would do, changing nothing")
+    _host_flags(s)
+    _seed_flags(s)
+    s.add_argument("--now", type=_rfc3339, help="plan as if it were this time (RFC 3339)")
+
+    s = sub.add_parser("node", help="the node reconciler (--once: one offline pass)")
+    _host_flags(s)
+    _seed_flags(s)
+    s.add_argument("--once", action="store_true", help="run one pass and exit: 0 converged, 1 failed")
+    s.add_argument("--kubelet-restart-command", help="command that restarts the kubelet (default: systemctl restart kubelet, through nsenter into PID 1 when in a container or --host-root is not /)")
+    s.add_argument("--manifest-grace", type=float, default=25.0, help="seconds a static pod manifest stays out during a manifest-move restart")
+
+    s = sub.add_parser("validate-policy", help="validate policy files; exit 1 on the first invalid one")
+    s.add_argument("files", nargs="+")
+
+    for name in ("run", "controller"):
+        s = sub.add_parser(name, help="cluster mode (not in this version)")
+        _host_flags(s)
+        _seed_flags(s)
+    return p
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    command: str
+    args: argparse.Namespace
+    host_root: str
+    node_name: str | None
+    policy_defaults: dict[str, Any]
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    defaults: dict[str, Any] = {}
+    if hasattr(args, "renew_before"):
+        defaults = {
+            "checkInterval": args.polling_period,
+            "kubeadm": {"renewBefore": args.renew_before},
+            "kubelet": {
+                "rotateClientCertificates": args.enable_kubelet_client_cert_rotation,
+                "rotateServerCertificates": args.enable_kubelet_server_cert_rotation,
+            },
+            "csrSigner": {
+                "enabled": args.enable_kucero_controller,
+                "caCertPath": args.ca_cert_path,
+                "caKeyPath": args.ca_key_path,
+            },
+        }
+    return Settings(
+        command=args.command,
+        args=args,
+        host_root=getattr(args, "host_root", "/"),
+        node_name=getattr(args, "node_name", None),
+        policy_defaults=defaults,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = settings_from(args)
+    commands = {
+        "check-expiration": _check_expiration,
+        "plan": _plan,
+        "node": _node,
+        "validate-policy": _validate_policy,
+        "run": _cluster_mode,
+        "controller": _cluster_mode,
+    }
+    return commands[settings.command](settings)
+
+
+def _now(settings: Settings) -> dt.datetime:
+    return getattr(settings.args, "now", None) or dt.datetime.now(dt.UTC)
+
+
+def _check_root(settings: Settings) -> str | None:
+    if not os.path.isdir(settings.host_root):
+        return f"kucero: host root {settings.host_root} does not exist or is not a directory"
+    return None
+
+
+def _check_expiration(settings: Settings) -> int:
+    if error := _check_root(settings):
+        print(error, file=sys.stderr)
+        return 1
+    observed = observe.observe(host_.Host(settings.host_root), settings.node_name)
+    rows = report.expiration(observed, _now(settings))
+    if settings.args.output == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        print(report.expiration_table(rows), end="")
+    return 1 if any(r.get("error") for r in rows) else 0
+
+
+def _load_spec(settings: Settings) -> policy.NodeSpec:
+    path = settings.args.policy
+    if path:
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except OSError as e:
+            raise policy.PolicyError(path, [f"cannot read: {e.strerror or e}"]) from e
+        loaded = policy.load(text, path, settings.policy_defaults)
+    else:
+        loaded = policy.from_mapping({"apiVersion": policy.API_VERSION, "kind": policy.KIND}, "defaults", settings.policy_defaults)
+    return policy.resolve(loaded, settings.args.node_labels)
+
+
+def _plan(settings: Settings) -> int:
+    if error := _check_root(settings):
+        print(error, file=sys.stderr)
+        return 1
+    try:
+        spec = _load_spec(settings)
+    except policy.PolicyError as e:
+        print(e, file=sys.stderr)
+        return 1
+    observed = observe.observe(host_.Host(settings.host_root), settings.node_name)
+    the_plan = plan.plan(spec, observed, _now(settings))
+    if settings.args.output == "json":
+        print(json.dumps({"revision": spec.revision, **the_plan.to_dict()}, indent=2))
+    else:
+        print(f"policy revision {spec.revision}, node {observed.node_name or '<unknown>'}\n")
+        print(report.plan_table(the_plan), end="")
+    return 0
+
+
+def kubelet_restart_command(settings: Settings) -> tuple[str, ...]:
+    given = settings.args.kubelet_restart_command
+    if given:
+        return tuple(shlex.split(given))
+    systemctl = ("systemctl", "restart", "kubelet")
+    in_container = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv") or "KUBERNETES_SERVICE_HOST" in os.environ
+    if os.path.realpath(settings.host_root) == "/" and not in_container:
+        return systemctl
+    return NSENTER + systemctl
+
+
+def _node(settings: Settings) -> int:
+    if not settings.args.once:
+        return _cluster_mode(settings)
+    try:
+        spec = _load_spec(settings)
+    except policy.PolicyError as e:
+        print(e, file=sys.stderr)
+        return 1
+    exec_settings = execute.Settings(
+        kubelet_restart_command=kubelet_restart_command(settings),
+        manifest_grace_seconds=settings.args.manifest_grace,
+    )
+    result = node.run_once(host_.Host(settings.host_root), spec, settings.node_name, lambda: dt.datetime.now(dt.UTC), exec_settings)
+    if settings.args.output == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for note in result.recovered:
+            print(f"recovered: {note}")
+        print(report.results_table(result.results), end="")
+        print(report.findings_table(result.findings), end="")
+        failures = result.failures
+        if failures:
+            print("\nFAILED:\n" + "\n".join(f"  {f}" for f in failures))
+        elif result.converged:
+            print(f"\nconverged to policy revision {spec.revision}")
+    return 0 if result.converged else 1
+
+
+def _validate_policy(settings: Settings) -> int:
+    ok = True
+    for path in settings.args.files:
+        try:
+            with open(path, "rb") as f:
+                loaded = policy.load(f.read(), path)
+        except OSError as e:
+            print(f"{path}: cannot read: {e.strerror or e}")
+            ok = False
+        except policy.PolicyError as e:
+            print(e)
+            ok = False
+        else:
+            print(f"{path}: valid (revision {loaded.revision})")
+    return 0 if ok else 1
+
+
+def _cluster_mode(settings: Settings) -> int:
+    print(
+        f"kucero {settings.command}: cluster mode is not available in this version; "
+        "use `kucero node --once --host-root DIR --policy FILE` for an offline pass",
+        file=sys.stderr,
+    )
+    return 2

@@ -1,0 +1,208 @@
+"""Carry out a plan on a node: renewals, kubelet repairs and restarts.
+
+Every file change of a pass goes through one ``transaction.apply`` (backup, journal, atomic
+writes), together with kucero's state file that records the restarts the change makes owed.
+A restart that fails therefore stays owed and is planned again by the next pass, even though
+the certificates on disk no longer look due.
+
+Each action is idempotent: renewing re-reads nothing it has not observed, writing content a
+file already has is a no-op, and moving back a manifest that is already in place does nothing.
+Restarts with ``manifest-move`` are unverified in this version (the served certificate is not
+yet checked); ``crictl`` is refused with a clear failure rather than pretended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+
+from cryptography import x509
+
+from reconciler import host as host_
+from reconciler import kubeadm, kubeconfig, kubelet, observe, pki, policy, transaction
+from reconciler.plan import Action, ActionKind, Plan
+
+MOVED_MANIFESTS = f"{kubeadm.TMP}/kucero-manifests"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    kubelet_restart_command: tuple[str, ...]
+    # How long a manifest stays out of the manifest directory so the kubelet notices it is gone
+    # (the kubelet re-reads the directory every 20 s by default: fileCheckFrequency).
+    manifest_grace_seconds: float = 25.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    action: Action
+    ok: bool
+    message: str
+
+    def to_dict(self) -> dict[str, str | bool]:
+        return {**self.action.to_dict(), "ok": self.ok, "message": self.message}
+
+
+def recover(host: host_.Host) -> list[str]:
+    """Repair what a crashed pass left: an open journal, manifests moved out. Idempotent."""
+    notes = []
+    done = transaction.recover(host)
+    if done:
+        notes.append(done)
+    for name in host.listdir(MOVED_MANIFESTS):
+        target = f"{kubeadm.MANIFESTS}/{name}"
+        if not host.exists(target):
+            host.rename(f"{MOVED_MANIFESTS}/{name}", target)
+            notes.append(f"moved {target} back after an interrupted restart")
+    return notes
+
+
+def execute(
+    host: host_.Host,
+    spec: policy.NodeSpec,
+    observed: observe.Observed,
+    the_plan: Plan,
+    now: dt.datetime,
+    settings: Settings,
+) -> list[Result]:
+    results: list[Result] = []
+    writes: list[transaction.Write] = []
+    written: list[Action] = []
+    ca_keys: dict[str, pki.PrivateKey] = {}
+    for action in the_plan.actions:
+        try:
+            if action.kind == ActionKind.RENEW:
+                writes += _renewal(host, spec, observed, action.target, now, ca_keys)
+            elif action.kind == ActionKind.FIX_KUBELET_CONF:
+                writes.append(_fix_kubelet_conf(observed))
+            elif action.kind == ActionKind.SET_KUBELET_CONFIG:
+                writes.append(_set_kubelet_config(spec, observed))
+            else:
+                continue
+        except (host_.HostError, pki.PKIError, kubeconfig.KubeconfigError, ValueError) as e:
+            results.append(Result(action, False, str(e)))
+            continue
+        written.append(action)
+
+    owed = set(observed.pending_restarts)
+    owed |= {a.target for a in the_plan.of(ActionKind.RESTART_STATIC_POD)}
+    owed |= {"kubelet" for _ in the_plan.of(ActionKind.RESTART_KUBELET)}
+    if writes:
+        writes.append(_state_write(host, owed))
+        try:
+            backup = transaction.apply(host, writes, now, spec.kubeadm.backup_retain)
+        except (transaction.TransactionError, host_.HostError) as e:
+            results += [Result(a, False, str(e)) for a in written]
+            return results  # nothing changed, so no restart is owed
+        results += [Result(a, True, f"done (backup in {backup})") for a in written]
+    elif owed != set(observed.pending_restarts):
+        _save_state(host, owed)
+
+    for action in the_plan.actions:
+        if action.kind not in (ActionKind.RESTART_STATIC_POD, ActionKind.RESTART_KUBELET):
+            continue
+        try:
+            message = _restart(host, spec, action, settings)
+        except host_.HostError as e:
+            results.append(Result(action, False, str(e)))
+            continue
+        owed.discard(action.target)
+        _save_state(host, owed)
+        results.append(Result(action, True, message))
+    return results
+
+
+def _renewal(
+    host: host_.Host,
+    spec: policy.NodeSpec,
+    observed: observe.Observed,
+    name: str,
+    now: dt.datetime,
+    ca_keys: dict[str, pki.PrivateKey],
+) -> list[transaction.Write]:
+    leaf = observed.leaves[name]
+    ca = kubeadm.CA_BY_NAME[leaf.ca]
+    ca_cert = observed.cas[leaf.ca].cert
+    assert leaf.cert is not None and ca_cert is not None
+    if leaf.ca not in ca_keys:
+        data = host.read(ca.key)
+        if data is None:
+            raise host_.HostError(f"{ca.key}: CA key disappeared")
+        try:
+            ca_keys[leaf.ca] = pki.load_key(data)
+        except pki.PKIError as e:
+            raise pki.PKIError(f"{ca.key}: {e}") from e  # the message names the file, never the key
+    new_key = pki.new_key_like(leaf.cert.public_key())  # type: ignore[arg-type]
+    cert = pki.renew(leaf.cert, ca_cert, ca_keys[leaf.ca], new_key, now, spec.kubeadm.certificate_validity)
+    _check_renewed(cert, new_key, ca_cert, name)
+    cert_pem, key_pem = pki.cert_pem(cert), pki.key_pem(new_key, like=leaf.key_pem)
+    if leaf.kind == "certificate":
+        key_path = kubeadm.LEAF_BY_NAME[name].key
+        assert key_path is not None
+        return [transaction.Write(leaf.path, cert_pem), transaction.Write(key_path, key_pem, mode=0o600)]
+    creds = leaf.credentials
+    assert creds is not None and leaf.document is not None
+    if creds.embedded and creds.key_data is not None:
+        return [transaction.Write(leaf.path, kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem))]
+    if creds.cert_file and creds.cert_file == creds.key_file:
+        return [transaction.Write(creds.cert_file, cert_pem + key_pem, mode=0o600)]
+    writes = []
+    if creds.cert_file:
+        writes.append(transaction.Write(creds.cert_file, cert_pem))
+    if creds.key_file:
+        writes.append(transaction.Write(creds.key_file, key_pem, mode=0o600))
+    # Mixed embedded/file credentials: rewrite the embedded half in the kubeconfig itself.
+    if creds.cert_data is not None or creds.key_data is not None:
+        raise kubeconfig.KubeconfigError(f"{leaf.path}: mixes embedded and file credentials; renew it by hand")
+    return writes
+
+
+def _check_renewed(cert: x509.Certificate, key: pki.PrivateKey, ca: x509.Certificate, name: str) -> None:
+    if not pki.key_matches(cert, key) or not pki.issued_by(cert, ca):
+        raise pki.PKIError(f"{name}: renewed certificate failed verification; nothing written")
+
+
+def _fix_kubelet_conf(observed: observe.Observed) -> transaction.Write:
+    conf = observed.kubelet.conf
+    assert conf is not None and conf.document is not None and conf.credentials is not None
+    data = kubeconfig.with_file_references(
+        conf.document, conf.credentials.user, kubeadm.KUBELET_CLIENT_CURRENT, kubeadm.KUBELET_CLIENT_CURRENT
+    )
+    return transaction.Write(kubeadm.KUBELET_CONF, data)
+
+
+def _set_kubelet_config(spec: policy.NodeSpec, observed: observe.Observed) -> transaction.Write:
+    state = observed.kubelet
+    assert state.config_text is not None and state.config is not None
+    desired = kubelet.desired_config(spec.kubelet.rotate_client_certificates, spec.kubelet.rotate_server_certificates)
+    text = kubelet.set_fields(state.config_text, kubelet.config_changes(state.config, desired))
+    return transaction.Write(kubeadm.KUBELET_CONFIG, text.encode())
+
+
+def _state_write(host: host_.Host, owed: set[str]) -> transaction.Write:
+    state = observe.read_state(host)
+    state["pendingRestarts"] = sorted(owed)
+    return transaction.Write(observe.STATE, json.dumps(state, indent=1).encode(), mode=0o600)
+
+
+def _save_state(host: host_.Host, owed: set[str]) -> None:
+    write = _state_write(host, owed)
+    host.write_atomic(write.path, write.data, mode=write.mode)
+
+
+def _restart(host: host_.Host, spec: policy.NodeSpec, action: Action, settings: Settings) -> str:
+    if action.kind == ActionKind.RESTART_KUBELET:
+        host.run(settings.kubelet_restart_command)
+        return "ran " + " ".join(settings.kubelet_restart_command)
+    strategy = spec.kubeadm.restart
+    if strategy == "manifest-move":
+        source = kubeadm.manifest(action.target)
+        parked = f"{MOVED_MANIFESTS}/{action.target}.yaml"
+        host.makedirs(MOVED_MANIFESTS)
+        host.rename(source, parked)
+        time.sleep(settings.manifest_grace_seconds)
+        host.rename(parked, source)
+        return f"manifest moved out for {settings.manifest_grace_seconds:g}s and back (restart not verified in this version)"
+    raise host_.HostError(f"{action.target}: restart strategy {strategy!r} is not implemented in this version; use manifest-move or none")

@@ -1,0 +1,263 @@
+"""Build kubeadm-like node trees on disk, for the demo, the tests and the benchmarks.
+
+The profiles follow what ``kubeadm init phase certs all`` and ``kubeadm init phase kubeconfig
+all`` write (subjects, SANs, key usages, file names, PEM containers, kubeconfig layout), so the
+reconciler meets the same files it meets on a real node. The test suite also builds trees with
+the real kubeadm binary and cross-checks the two.
+
+``expiries`` maps a kubeadm name (or ``kubelet-client``) to a lifetime left from ``now``, which is
+how the demo and tests put some certificates inside the renewal window.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import ipaddress
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from reconciler import kubeadm, pki
+
+YEAR = dt.timedelta(days=365)
+TEN_YEARS = dt.timedelta(days=3650)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    node_name: str = "cp-1"
+    node_ip: str = "10.0.0.11"
+    key_type: str = "rsa"  # "rsa" (2048) or "ecdsa" (P-256)
+    etcd: bool = True  # stacked etcd certificates
+    control_plane: bool = True  # False: a worker (kubelet files only)
+    embedded_kubelet_conf: bool = True  # kubeadm < 1.17 style kubelet.conf
+    kubelet_config_rotation: bool = False  # rotateCertificates/serverTLSBootstrap present and true
+    external_ca: bool = False  # remove ca.key (kubeadm "external CA" mode)
+    expiries: tuple[tuple[str, dt.timedelta], ...] = ()
+
+
+def new_key(key_type: str) -> pki.PrivateKey:
+    if key_type == "ecdsa":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def make_ca(cn: str, now: dt.datetime, key_type: str, lifetime: dt.timedelta = TEN_YEARS) -> tuple[x509.Certificate, pki.PrivateKey]:
+    key = new_key(key_type)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.KeyUsage(True, False, True, False, False, True, False, False, False), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, pki.signature_hash_for(key))
+    )
+    return cert, key
+
+
+def make_leaf(
+    ca: tuple[x509.Certificate, pki.PrivateKey],
+    cn: str,
+    orgs: tuple[str, ...],
+    usages: tuple[x509.ObjectIdentifier, ...],
+    sans: tuple[str, ...],
+    now: dt.datetime,
+    lifetime: dt.timedelta,
+    key_type: str,
+) -> tuple[x509.Certificate, pki.PrivateKey]:
+    ca_cert, ca_key = ca
+    key = new_key(key_type)
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(min(now - dt.timedelta(minutes=5), now + lifetime - YEAR))
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.KeyUsage(True, False, isinstance(key, rsa.RSAPrivateKey), False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)  # type: ignore[arg-type]
+    )
+    if sans:
+        names: list[x509.GeneralName] = []
+        for san in sans:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(san)))
+            except ValueError:
+                names.append(x509.DNSName(san))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(ca_key, pki.signature_hash_for(ca_key)), key
+
+
+SERVER = (ExtendedKeyUsageOID.SERVER_AUTH,)
+CLIENT = (ExtendedKeyUsageOID.CLIENT_AUTH,)
+BOTH = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+def build(root: str | Path, now: dt.datetime, options: Options = Options()) -> Path:
+    """Write a kubeadm-like node tree under ``root`` and return it."""
+    root = Path(root)
+    expiries = dict(options.expiries)
+    kt = options.key_type
+
+    def life(name: str) -> dt.timedelta:
+        return expiries.get(name, YEAR)
+
+    ca = make_ca("kubernetes", now, kt)
+    _write_pair(root, "ca", ca)
+    if options.control_plane:
+        node, ip = options.node_name, options.node_ip
+        fp = make_ca("front-proxy-ca", now, kt)
+        _write_pair(root, "front-proxy-ca", fp)
+        apiserver_sans = (node, "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "10.96.0.1", ip)
+        leaves = {
+            "apiserver": (ca, "kube-apiserver", (), SERVER, apiserver_sans),
+            "apiserver-kubelet-client": (ca, "kube-apiserver-kubelet-client", ("kubeadm:cluster-admins",), CLIENT, ()),
+            "front-proxy-client": (fp, "front-proxy-client", (), CLIENT, ()),
+        }
+        if options.etcd:
+            etcd = make_ca("etcd-ca", now, kt)
+            _write_pair(root, "etcd/ca", etcd)
+            etcd_sans = (node, "localhost", ip, "127.0.0.1", "::1")
+            leaves.update(
+                {
+                    "apiserver-etcd-client": (etcd, "kube-apiserver-etcd-client", (), CLIENT, ()),
+                    "etcd-server": (etcd, node, (), BOTH, etcd_sans),
+                    "etcd-peer": (etcd, node, (), BOTH, etcd_sans),
+                    "etcd-healthcheck-client": (etcd, "kube-etcd-healthcheck-client", (), CLIENT, ()),
+                }
+            )
+        for name, (issuer, cn, orgs, usages, sans) in leaves.items():
+            pair = make_leaf(issuer, cn, orgs, usages, sans, now, life(name), kt)
+            _write_pair(root, kubeadm.LEAF_BY_NAME[name].path.removeprefix(kubeadm.PKI + "/").removesuffix(".crt"), pair)
+        confs = {
+            "admin.conf": ("kubernetes-admin", ("kubeadm:cluster-admins",)),
+            "super-admin.conf": ("kubernetes-super-admin", ("system:masters",)),
+            "controller-manager.conf": ("system:kube-controller-manager", ()),
+            "scheduler.conf": ("system:kube-scheduler", ()),
+        }
+        for name, (cn, orgs) in confs.items():
+            pair = make_leaf(ca, cn, orgs, CLIENT, (), now, life(name), kt)
+            _write(root, f"{kubeadm.KUBECONFIG_DIR}/{name}", kubeconfig_text(ca[0], pair, cn, ip), 0o600)
+        for component in kubeadm.COMPONENTS:
+            if component == "etcd" and not options.etcd:
+                continue
+            _write(root, kubeadm.manifest(component), _manifest(component), 0o600)
+        _write(root, f"{kubeadm.PKI}/sa.key", pki.key_pem(new_key("rsa")), 0o600)
+    # kubelet files, on every node
+    node_cn = f"system:node:{options.node_name}"
+    client = make_leaf(ca, node_cn, ("system:nodes",), CLIENT, (), now, life("kubelet-client"), kt)
+    pem = pki.cert_pem(client[0]) + pki.key_pem(client[1])
+    _write(root, "/var/lib/kubelet/pki/kubelet-client-2026-01-01-00-00-00.pem", pem, 0o600)
+    (root / "var/lib/kubelet/pki/kubelet-client-current.pem").symlink_to("kubelet-client-2026-01-01-00-00-00.pem")
+    if options.embedded_kubelet_conf:
+        conf = kubeconfig_text(ca[0], client, node_cn, options.node_ip)
+    else:
+        conf = kubeconfig_text(ca[0], None, node_cn, options.node_ip, files=kubeadm.KUBELET_CLIENT_CURRENT)
+    _write(root, kubeadm.KUBELET_CONF, conf, 0o600)
+    _write(root, kubeadm.KUBELET_CONFIG, kubelet_config_text(options.kubelet_config_rotation), 0o644)
+    if options.external_ca:
+        (root / "etc/kubernetes/pki/ca.key").unlink()
+    return root
+
+
+def kubeconfig_text(
+    ca: x509.Certificate,
+    pair: tuple[x509.Certificate, pki.PrivateKey] | None,
+    user: str,
+    server_ip: str,
+    files: str | None = None,
+) -> bytes:
+    user_entry: dict[str, str]
+    if pair is not None:
+        user_entry = {
+            "client-certificate-data": base64.b64encode(pki.cert_pem(pair[0])).decode(),
+            "client-key-data": base64.b64encode(pki.key_pem(pair[1])).decode(),
+        }
+    else:
+        assert files is not None
+        user_entry = {"client-certificate": files, "client-key": files}
+    context = f"{user}@kubernetes"
+    doc = {
+        "apiVersion": "v1",
+        "clusters": [
+            {
+                "cluster": {
+                    "certificate-authority-data": base64.b64encode(pki.cert_pem(ca)).decode(),
+                    "server": f"https://{server_ip}:6443",
+                },
+                "name": "kubernetes",
+            }
+        ],
+        "contexts": [{"context": {"cluster": "kubernetes", "user": user}, "name": context}],
+        "current-context": context,
+        "kind": "Config",
+        "preferences": {},
+        "users": [{"name": user, "user": user_entry}],
+    }
+    return yaml.safe_dump(doc, sort_keys=False).encode()
+
+
+def kubelet_config_text(rotation: bool) -> bytes:
+    text = """\
+apiVersion: kubelet.config.k8s.io/v1beta1
+# written by kubeadm; kucero must keep this comment
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    cacheTTL: 0s
+    enabled: true
+  x509:
+    clientCAFile: /etc/kubernetes/pki/ca.crt
+authorization:
+  mode: Webhook
+cgroupDriver: systemd
+clusterDNS:
+- 10.96.0.10
+clusterDomain: cluster.local
+kind: KubeletConfiguration
+staticPodPath: /etc/kubernetes/manifests
+"""
+    if rotation:
+        text += "rotateCertificates: true\nserverTLSBootstrap: true\n"
+    return text.encode()
+
+
+def _manifest(component: str) -> bytes:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": component, "namespace": "kube-system", "labels": {"component": component, "tier": "control-plane"}},
+            "spec": {"hostNetwork": True, "containers": [{"name": component, "image": f"registry.k8s.io/{component}:v1.34.0"}]},
+        },
+        sort_keys=False,
+    ).encode()
+
+
+def _write_pair(root: Path, base: str, pair: tuple[x509.Certificate, pki.PrivateKey]) -> None:
+    _write(root, f"{kubeadm.PKI}/{base}.crt", pki.cert_pem(pair[0]), 0o644)
+    _write(root, f"{kubeadm.PKI}/{base}.key", pki.key_pem(pair[1]), 0o600)
+
+
+def _write(root: Path, host_path: str, data: bytes, mode: int) -> None:
+    path = root / host_path.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(mode)

@@ -1,0 +1,142 @@
+"""Reading and rewriting the client credentials of a node's kubeconfig files.
+
+kubeadm's kubeconfigs (``admin.conf``, ``controller-manager.conf``, ...) embed the client
+certificate and key as base64 (``client-certificate-data``/``client-key-data``); the
+kubelet's, once fixed, references ``/var/lib/kubelet/pki/kubelet-client-current.pem``. We parse
+them as plain YAML (the Kubernetes client's loader writes temp files for embedded data, see
+PITFALLS.md) and rewrite only the user entry in use, keeping every other key and its order.
+
+The user in use is the one of ``current-context``; with no current context, the only user.
+Relative file references are relative to the kubeconfig's directory, as in client-go.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import dataclasses
+import posixpath
+from typing import Any
+
+import yaml
+
+
+class KubeconfigError(ValueError):
+    """A kubeconfig we cannot read credentials from; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    user: str
+    cert_data: bytes | None  # embedded PEM
+    key_data: bytes | None
+    cert_file: str | None  # absolute host path
+    key_file: str | None
+
+    @property
+    def embedded(self) -> bool:
+        return self.cert_data is not None
+
+
+def parse(text: bytes | str) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise KubeconfigError(f"invalid YAML: {' '.join(str(e).split())}") from e
+    if not isinstance(doc, dict):
+        raise KubeconfigError("not a kubeconfig (expected a YAML mapping)")
+    return doc
+
+
+def credentials(doc: dict[str, Any], path: str) -> Credentials:
+    """The client credentials of the user in use; ``path`` is the kubeconfig's host path."""
+    name, user = _user_in_use(doc)
+    cert_data = _decode(user, "client-certificate-data", name)
+    key_data = _decode(user, "client-key-data", name)
+    base = posixpath.dirname(path)
+    cert_file = _file(user, "client-certificate", base)
+    key_file = _file(user, "client-key", base)
+    if cert_data is None and cert_file is None:
+        raise KubeconfigError(f"user {name!r} has no client certificate")
+    if key_data is None and key_file is None:
+        raise KubeconfigError(f"user {name!r} has no client key")
+    return Credentials(name, cert_data, key_data, cert_file, key_file)
+
+
+def with_embedded(doc: dict[str, Any], user: str, cert_pem: bytes, key_pem: bytes) -> bytes:
+    """The kubeconfig with ``user``'s certificate and key embedded as new data."""
+
+    def edit(entry: dict[str, Any]) -> None:
+        entry["client-certificate-data"] = base64.b64encode(cert_pem).decode()
+        entry["client-key-data"] = base64.b64encode(key_pem).decode()
+
+    return _edit_user(doc, user, edit)
+
+
+def with_file_references(doc: dict[str, Any], user: str, cert_file: str, key_file: str) -> bytes:
+    """The kubeconfig with ``user`` pointing at files instead of embedded data."""
+
+    def edit(entry: dict[str, Any]) -> None:
+        entry.pop("client-certificate-data", None)
+        entry.pop("client-key-data", None)
+        entry["client-certificate"] = cert_file
+        entry["client-key"] = key_file
+
+    return _edit_user(doc, user, edit)
+
+
+def dump(doc: dict[str, Any]) -> bytes:
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).encode()
+
+
+def _edit_user(doc: dict[str, Any], user: str, edit: Any) -> bytes:
+    out = copy.deepcopy(doc)
+    for entry in out.get("users") or []:
+        if isinstance(entry, dict) and entry.get("name") == user:
+            if not isinstance(entry.get("user"), dict):
+                entry["user"] = {}
+            edit(entry["user"])
+            return dump(out)
+    raise KubeconfigError(f"user {user!r} not found")
+
+
+def _user_in_use(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    users = [u for u in doc.get("users") or [] if isinstance(u, dict) and "name" in u]
+    if not users:
+        raise KubeconfigError("no users")
+    current = doc.get("current-context")
+    if current:
+        contexts = {c.get("name"): c for c in doc.get("contexts") or [] if isinstance(c, dict)}
+        if current not in contexts:
+            raise KubeconfigError(f"current-context {current!r} is not among the contexts")
+        wanted = (contexts[current].get("context") or {}).get("user")
+        matches = [u for u in users if u["name"] == wanted]
+        if not matches:
+            raise KubeconfigError(f"context {current!r} names user {wanted!r}, which is absent")
+        chosen = matches[0]
+    elif len(users) == 1:
+        chosen = users[0]
+    else:
+        raise KubeconfigError("no current-context and several users")
+    entry = chosen.get("user")
+    if not isinstance(entry, dict):
+        raise KubeconfigError(f"user {chosen['name']!r} has no credentials")
+    return str(chosen["name"]), entry
+
+
+def _decode(user: dict[str, Any], field: str, name: str) -> bytes | None:
+    value = user.get(field)
+    if value is None:
+        return None
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise KubeconfigError(f"user {name!r}: {field} is not valid base64") from e
+
+
+def _file(user: dict[str, Any], field: str, base: str) -> str | None:
+    value = user.get(field)
+    if not value:
+        return None
+    return posixpath.normpath(posixpath.join(base, str(value)))

@@ -1,0 +1,78 @@
+"""One pass of the node reconciler: recover, observe, plan, execute, check.
+
+This wires the pure modules (``policy``, ``plan``) to the ones that act (``observe``,
+``execute``); it holds no decisions of its own. A pass always finishes an interrupted earlier
+pass first, and ends by observing and planning again, so "converged" means what the next pass
+would see, not what this one hoped to have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+
+from reconciler import execute, observe, plan, policy, transaction
+from reconciler import host as host_
+
+
+@dataclasses.dataclass(frozen=True)
+class PassResult:
+    spec: policy.NodeSpec
+    recovered: tuple[str, ...]
+    plan: plan.Plan
+    results: tuple[execute.Result, ...]
+    after: plan.Plan  # what the next pass would do
+    error: str | None = None  # the pass could not run at all
+
+    @property
+    def findings(self) -> list[plan.Finding]:
+        """What the next pass sees, plus the restarts this pass left to the operator."""
+        owed = [f for f in self.plan.findings if f.reason == plan.Reason.RESTART_REQUIRED]
+        return list(self.after.findings) + owed
+
+    @property
+    def failures(self) -> list[str]:
+        out = [f"{r.action.kind} {r.action.target}: {r.message}" for r in self.results if not r.ok]
+        out += [f"{f.target}: {f.detail}" for f in self.after.findings if f.severity == plan.Severity.ERROR]
+        if self.error:
+            out.append(self.error)
+        return out
+
+    @property
+    def converged(self) -> bool:
+        return not self.failures and (not self.after.actions or self.spec.paused)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "node": None,
+            "revision": self.spec.revision,
+            "converged": self.converged,
+            "recovered": list(self.recovered),
+            "results": [r.to_dict() for r in self.results],
+            "remaining": [a.to_dict() for a in self.after.actions],
+            "findings": [f.to_dict() for f in self.findings],
+            "failures": self.failures,
+        }
+
+
+def run_once(
+    host: host_.Host,
+    spec: policy.NodeSpec,
+    node_name: str | None,
+    clock: Callable[[], dt.datetime],
+    settings: execute.Settings,
+) -> PassResult:
+    empty = plan.Plan((), ())
+    if not host.root.is_dir():
+        return PassResult(spec, (), empty, (), empty, f"host root {host.root} does not exist or is not a directory")
+    recovered: list[str] = []
+    try:
+        recovered = execute.recover(host)
+    except (transaction.TransactionError, host_.HostError) as e:
+        return PassResult(spec, (), empty, (), empty, f"cannot recover an interrupted pass: {e}")
+    observed = observe.observe(host, node_name)
+    first = plan.plan(spec, observed, clock())
+    results = execute.execute(host, spec, observed, first, clock(), settings)
+    after = plan.plan(spec, observe.observe(host, node_name), clock())
+    return PassResult(spec, tuple(recovered), first, tuple(results), after)

@@ -1,0 +1,245 @@
+"""The gatherer: read a node's kubeadm and kubelet files into one ``Observed`` value.
+
+Nothing here decides anything. A missing file is simply absent; a file that cannot be read or
+parsed is kept with its ``error`` (path and reason) so the plan can report it and leave it
+alone. Works for control-plane nodes with stacked etcd, with external etcd (no ``etcd/``
+certificates), and for workers (only the kubelet's files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from cryptography import x509
+
+from reconciler import host as host_
+from reconciler import kubeadm, kubeconfig, kubelet, pki
+
+STATE = f"{kubeadm.TMP}/kucero-state.json"
+JOURNAL = f"{kubeadm.TMP}/kucero-journal.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class CAFile:
+    name: str
+    path: str
+    cert: x509.Certificate | None
+    key_present: bool
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafFile:
+    name: str
+    kind: kubeadm.Kind
+    path: str
+    ca: str
+    cert: x509.Certificate | None = None
+    key_pem: bytes | None = None  # kept so a renewed key uses the same PEM container
+    key_matches: bool | None = None
+    issued_by_ca: bool | None = None
+    externally_managed: bool = False
+    credentials: kubeconfig.Credentials | None = None  # kubeconfigs only
+    document: dict[str, Any] | None = None  # kubeconfigs only
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Kubelet:
+    conf: LeafFile | None  # kubelet.conf's client credentials
+    client_current: x509.Certificate | None
+    client_current_key_matches: bool
+    client_current_error: str | None
+    config_text: str | None
+    config: dict[str, Any] | None
+    config_error: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    node_name: str | None
+    cas: dict[str, CAFile]
+    leaves: dict[str, LeafFile]  # only those present on the node, by kubeadm name
+    kubelet: Kubelet
+    manifests: frozenset[str]  # static pod components with a manifest
+    pending_restarts: frozenset[str]  # from the state file: restarts owed by an earlier pass
+    journal_pending: bool
+    errors: tuple[str, ...] = ()
+
+
+def observe(host: host_.Host, node_name: str | None = None) -> Observed:
+    """Read everything a pass needs from ``host``; never raises for a bad file."""
+    errors: list[str] = []
+    cas = {ca.name: _read_ca(host, ca) for ca in kubeadm.CAS}
+    leaves: dict[str, LeafFile] = {}
+    for leaf in kubeadm.LEAVES:
+        observed = _read_leaf(host, leaf, cas[leaf.ca])
+        if observed is not None:
+            leaves[leaf.name] = observed
+    kubelet_state = _read_kubelet(host, cas["ca"])
+    if node_name is None and kubelet_state.conf is not None:
+        node_name = kubelet.node_name_from(kubelet_state.conf.cert)
+    if node_name is None:
+        node_name = kubelet.node_name_from(kubelet_state.client_current)
+    manifests = frozenset(
+        c for c in kubeadm.COMPONENTS if _safe_exists(host, kubeadm.manifest(c), errors)
+    )
+    return Observed(
+        node_name=node_name,
+        cas=cas,
+        leaves=leaves,
+        kubelet=kubelet_state,
+        manifests=manifests,
+        pending_restarts=_read_pending_restarts(host, errors),
+        journal_pending=_safe_exists(host, JOURNAL, errors),
+        errors=tuple(errors),
+    )
+
+
+def read_state(host: host_.Host) -> dict[str, Any]:
+    """kucero's own per-node state file (pending restarts); empty when absent or unreadable."""
+    try:
+        data = host.read(STATE)
+        state = json.loads(data) if data else {}
+    except (host_.HostError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _read_pending_restarts(host: host_.Host, errors: list[str]) -> frozenset[str]:
+    try:
+        data = host.read(STATE)
+    except host_.HostError as e:
+        errors.append(str(e))
+        return frozenset()
+    if not data:
+        return frozenset()
+    try:
+        state = json.loads(data)
+        return frozenset(str(c) for c in state.get("pendingRestarts", []))
+    except (ValueError, AttributeError, TypeError):
+        errors.append(f"{STATE}: not valid JSON; pending restarts forgotten")
+        return frozenset()
+
+
+def _safe_exists(host: host_.Host, path: str, errors: list[str]) -> bool:
+    try:
+        return host.exists(path)
+    except OSError as e:
+        errors.append(f"{path}: {e}")
+        return False
+
+
+def _read_ca(host: host_.Host, ca: kubeadm.CA) -> CAFile:
+    try:
+        data = host.read(ca.cert)
+        key_present = host.exists(ca.key)
+    except host_.HostError as e:
+        return CAFile(ca.name, ca.cert, None, False, str(e))
+    if data is None:
+        return CAFile(ca.name, ca.cert, None, key_present)
+    try:
+        return CAFile(ca.name, ca.cert, pki.load_cert(data), key_present)
+    except pki.PKIError as e:
+        return CAFile(ca.name, ca.cert, None, key_present, f"{ca.cert}: {e}")
+
+
+def _read_leaf(host: host_.Host, leaf: kubeadm.Leaf, ca: CAFile) -> LeafFile | None:
+    base = LeafFile(
+        name=leaf.name,
+        kind=leaf.kind,
+        path=leaf.path,
+        ca=leaf.ca,
+        externally_managed=ca.cert is not None and not ca.key_present,
+    )
+    try:
+        if leaf.kind == "kubeconfig":
+            return _read_kubeconfig(host, base, ca)
+        data = host.read(leaf.path)
+        if data is None:
+            return None
+        assert leaf.key is not None
+        key_pem = host.read(leaf.key)
+    except host_.HostError as e:
+        return dataclasses.replace(base, error=str(e))
+    return _with_pair(base, data, leaf.path, key_pem, leaf.key, ca)
+
+
+def _read_kubeconfig(host: host_.Host, base: LeafFile, ca: CAFile) -> LeafFile | None:
+    data = host.read(base.path)
+    if data is None:
+        return None
+    try:
+        doc = kubeconfig.parse(data)
+        creds = kubeconfig.credentials(doc, base.path)
+    except kubeconfig.KubeconfigError as e:
+        return dataclasses.replace(base, error=f"{base.path}: {e}")
+    base = dataclasses.replace(base, credentials=creds, document=doc)
+    if creds.embedded:
+        cert_data, cert_where = creds.cert_data, f"{base.path} (client-certificate-data)"
+    else:
+        assert creds.cert_file is not None
+        cert_data, cert_where = host.read(creds.cert_file), creds.cert_file
+        if cert_data is None:
+            return dataclasses.replace(base, error=f"{creds.cert_file}: missing (referenced by {base.path})")
+    if creds.key_data is not None:
+        key_data, key_where = creds.key_data, f"{base.path} (client-key-data)"
+    else:
+        assert creds.key_file is not None
+        key_data, key_where = host.read(creds.key_file), creds.key_file
+    assert cert_data is not None
+    return _with_pair(base, cert_data, cert_where, key_data, key_where, ca)
+
+
+def _with_pair(
+    base: LeafFile, cert_data: bytes, cert_where: str, key_data: bytes | None, key_where: str, ca: CAFile
+) -> LeafFile:
+    try:
+        cert = pki.load_cert(cert_data)
+    except pki.PKIError as e:
+        return dataclasses.replace(base, error=f"{cert_where}: {e}")
+    if key_data is None:
+        return dataclasses.replace(base, cert=cert, error=f"{key_where}: key missing")
+    try:
+        key = pki.load_key(key_data)
+    except pki.PKIError as e:
+        return dataclasses.replace(base, cert=cert, error=f"{key_where}: {e}")
+    return dataclasses.replace(
+        base,
+        cert=cert,
+        key_pem=key_data,
+        key_matches=pki.key_matches(cert, key),
+        issued_by_ca=pki.issued_by(cert, ca.cert) if ca.cert is not None else None,
+    )
+
+
+def _read_kubelet(host: host_.Host, ca: CAFile) -> Kubelet:
+    leaf = kubeadm.Leaf("kubelet.conf", "kubeconfig", "ca", kubeadm.KUBELET_CONF, None, ())
+    try:
+        conf = _read_leaf(host, leaf, ca)
+    except host_.HostError as e:
+        conf = LeafFile("kubelet.conf", "kubeconfig", kubeadm.KUBELET_CONF, "ca", error=str(e))
+    current: x509.Certificate | None = None
+    current_matches = False
+    current_error: str | None = None
+    try:
+        data = host.read(kubeadm.KUBELET_CLIENT_CURRENT)
+        if data is not None:
+            current = pki.load_cert(data)
+            current_matches = pki.key_matches(current, pki.load_key(data))
+    except (host_.HostError, pki.PKIError) as e:
+        current_error = f"{kubeadm.KUBELET_CLIENT_CURRENT}: {e}"
+    config_text: str | None = None
+    config: dict[str, Any] | None = None
+    config_error: str | None = None
+    try:
+        raw = host.read(kubeadm.KUBELET_CONFIG)
+        if raw is not None:
+            config_text = raw.decode("utf-8")
+            config = kubelet.parse_config(config_text)
+    except (host_.HostError, UnicodeDecodeError, ValueError) as e:
+        config_error = f"{kubeadm.KUBELET_CONFIG}: {e}"
+        config = None
+    return Kubelet(conf, current, current_matches, current_error, config_text, config, config_error)

@@ -1,0 +1,389 @@
+"""The rotation policy: load, validate, default, resolve per node, and hash.
+
+A policy is one YAML document (``kucero.io/v1alpha1``, ``RotationPolicy``) kept in Git and
+shipped in a ConfigMap. This module is pure: it takes text and returns values or a
+``PolicyError`` whose lines each name the file and the field (``spec.kubeadm.renewBefore: '-3h'
+is not a valid duration``), so an operator can fix a GitOps commit without reading our code.
+
+Layers, lowest first: the schema's defaults, the seed flags of the original kucero
+(``--renew-before`` and friends, given as ``defaults``), the document, and for a node the first
+override whose ``nodeSelector`` matches its labels (merged over ``spec``; lists replace).
+The revision is a hash of the normalised, defaulted document: two spellings of the same
+policy (``720h`` and ``720h0m0s``, reordered keys) have the same revision.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import importlib.resources
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jsonschema
+import yaml
+
+from reconciler import duration
+
+API_VERSION = "kucero.io/v1alpha1"
+KIND = "RotationPolicy"
+SUPPORTED_API_VERSIONS = (API_VERSION,)
+
+# Fields whose value is a Go duration, by their path below ``spec``.
+_DURATION_FIELDS = (
+    ("checkInterval",),
+    ("kubeadm", "renewBefore"),
+    ("kubeadm", "certificateValidity"),
+    ("kubeadm", "healthTimeout"),
+    ("csrSigner", "certificateValidity"),
+)
+
+
+class PolicyError(ValueError):
+    """A policy that must not be acted on; ``errors`` has one line per problem."""
+
+    def __init__(self, source: str, errors: Iterable[str]) -> None:
+        self.source = source
+        self.errors = [f"{source}: {e}" for e in errors]
+        super().__init__("\n".join(self.errors))
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeadmSpec:
+    enabled: bool
+    renew_before: dt.timedelta
+    certificate_validity: dt.timedelta
+    certificates: tuple[str, ...]
+    restart: str
+    health_timeout: dt.timedelta
+    backup_retain: int
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeletSpec:
+    fix_kubelet_conf: bool
+    rotate_client_certificates: bool
+    rotate_server_certificates: bool
+    restart: str
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    """What one node must converge to: the policy with its matching override applied."""
+
+    revision: str
+    paused: bool
+    check_interval: dt.timedelta
+    kubeadm: KubeadmSpec
+    kubelet: KubeletSpec
+    override: int | None  # index of the override that matched, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec as a policy-shaped mapping (for the ``kucero.io/desired``
+        annotation and ``--policy`` round trips)."""
+        k, kl = self.kubeadm, self.kubelet
+        return {
+            "revision": self.revision,
+            "override": self.override,
+            "spec": {
+                "paused": self.paused,
+                "checkInterval": _fmt(self.check_interval),
+                "kubeadm": {
+                    "enabled": k.enabled,
+                    "renewBefore": _fmt(k.renew_before),
+                    "certificateValidity": _fmt(k.certificate_validity),
+                    "certificates": list(k.certificates),
+                    "restart": k.restart,
+                    "healthTimeout": _fmt(k.health_timeout),
+                    "backup": {"retain": k.backup_retain},
+                },
+                "kubelet": {
+                    "fixKubeletConf": kl.fix_kubelet_conf,
+                    "rotateClientCertificates": kl.rotate_client_certificates,
+                    "rotateServerCertificates": kl.rotate_server_certificates,
+                    "restart": kl.restart,
+                },
+            },
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A validated policy with every default filled in."""
+
+    document: Mapping[str, Any]  # normalised: defaults applied, durations canonical
+    revision: str
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        return self.document["spec"]  # type: ignore[no-any-return]
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The JSON Schema of ``kucero.io/v1alpha1`` (shipped from the top-level ``schema/``)."""
+    text = importlib.resources.files("reconciler.schema").joinpath("kucero.io_v1alpha1.json")
+    return json.loads(text.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def load(text: str | bytes, source: str = "policy", defaults: Mapping[str, Any] | None = None) -> Policy:
+    """Parse, validate and default a policy document; raise ``PolicyError`` naming each field."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise PolicyError(source, [f"invalid YAML: {_one_line(e)}"]) from e
+    if not isinstance(data, dict):
+        kind = "empty document" if data is None else type(data).__name__
+        raise PolicyError(source, [f"the policy must be a YAML mapping, got {kind}"])
+    return from_mapping(data, source, defaults)
+
+
+def from_mapping(
+    data: Mapping[str, Any], source: str = "policy", defaults: Mapping[str, Any] | None = None
+) -> Policy:
+    errors = validate(data)
+    if errors:
+        raise PolicyError(source, errors)
+    document = _apply_defaults(data, defaults or {})
+    errors = _cross_field_errors(document)
+    if errors:
+        raise PolicyError(source, errors)
+    normalised = _normalise(document)
+    return Policy(document=normalised, revision=revision_of(normalised))
+
+
+def validate(data: Mapping[str, Any]) -> list[str]:
+    """Schema errors as ``field: message`` lines, sorted by field; empty when valid."""
+    api_version = data.get("apiVersion")
+    if isinstance(api_version, str) and api_version not in SUPPORTED_API_VERSIONS:
+        return [
+            f"apiVersion: unsupported apiVersion {api_version!r} "
+            f"(supported: {', '.join(SUPPORTED_API_VERSIONS)})"
+        ]
+    validator = jsonschema.Draft202012Validator(schema(), format_checker=_FORMATS)
+    messages: dict[str, str] = {}
+    for error in validator.iter_errors(data):
+        path, message = _describe(error)
+        # A bad duration fails both its pattern and its format; report it once.
+        messages.setdefault(path, message)
+    return [f"{path}: {msg}" if path else msg for path, msg in sorted(messages.items())]
+
+
+def resolve(policy: Policy, labels: Mapping[str, str]) -> NodeSpec:
+    """The node's spec: the first override whose selector matches ``labels``, over ``spec``."""
+    spec = policy.spec
+    merged: Mapping[str, Any] = spec
+    matched: int | None = None
+    for i, override in enumerate(spec["overrides"]):
+        if selector_matches(override["nodeSelector"], labels):
+            merged = _merge(spec, override["spec"])
+            matched = i
+            break
+    return _node_spec(merged, policy.revision, matched)
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics; an empty selector matches every node."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        present = key in labels
+        if op == "In" and not (present and labels[key] in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def revision_of(document: Mapping[str, Any]) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def default_document() -> dict[str, Any]:
+    return _apply_defaults({"apiVersion": API_VERSION, "kind": KIND}, {})
+
+
+# --- internals -------------------------------------------------------------------------
+
+
+def _check_duration(value: object) -> bool:
+    if not isinstance(value, str):
+        return True  # the type keyword reports it
+    try:
+        return duration.parse(value) > 0
+    except duration.DurationError:
+        return False
+
+
+def _check_cidr(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return False
+    return "/" in value
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+_FORMATS.checks("go-duration")(_check_duration)
+_FORMATS.checks("cidr")(_check_cidr)
+
+
+def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
+    path = _path(error.absolute_path)
+    value = error.instance
+    schema_ = error.schema if isinstance(error.schema, dict) else {}
+    is_duration = schema_.get("format") == "go-duration"
+    if error.validator == "additionalProperties":
+        extra = sorted(set(value) - set(schema_.get("properties", {})))
+        return path, f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}"
+    if error.validator in ("pattern", "format") and is_duration:
+        if isinstance(value, str) and value.startswith("-"):
+            return path, f"{value!r} is not a valid duration (must be positive)"
+        try:
+            if isinstance(value, str) and duration.parse(value) == 0:
+                return path, f"{value!r} is not a valid duration (must be positive)"
+        except duration.DurationError:
+            pass
+        return path, f"{value!r} is not a valid duration (use Go syntax, e.g. 720h, 1h30m, 90s)"
+    if error.validator == "type" and is_duration:
+        return path, f"{value!r} is not a valid duration (write it as a string with a unit, e.g. 720h)"
+    if error.validator == "type":
+        return path, f"{value!r} is not of type {error.validator_value}"
+    if error.validator == "format" and schema_.get("format") == "cidr":
+        return path, f"{value!r} is not a CIDR (e.g. 10.0.0.0/8)"
+    if error.validator == "enum":
+        allowed = ", ".join(map(str, error.validator_value))
+        return path, f"{value!r} is not one of: {allowed}"
+    if error.validator == "const":
+        return path, f"{value!r} must be {error.validator_value!r}"
+    if error.validator == "required":
+        return path, error.message
+    return path, error.message
+
+
+def _path(parts: Iterable[str | int]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _apply_defaults(data: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Schema defaults, then seed-flag ``defaults`` (shaped like ``spec``), then ``data``."""
+    root = schema()
+    base = {"spec": _schema_defaults(root["$defs"]["spec"], root)}
+    base["spec"] = _merge(base["spec"], defaults)
+    doc = _merge(base, {k: v for k, v in data.items() if k != "metadata"})
+    return doc
+
+
+def _schema_defaults(node: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        target = dict(root["$defs"][name])
+        target.update({k: v for k, v in node.items() if k != "$ref"})
+        node = target
+    if "default" in node:
+        return copy.deepcopy(node["default"])
+    if node.get("type") == "object" and "properties" in node:
+        out = {}
+        for key, sub in node["properties"].items():
+            value = _schema_defaults(sub, root)
+            if value is not None:
+                out[key] = value
+        return out
+    return None
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else (lists included) replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _cross_field_errors(document: Mapping[str, Any]) -> list[str]:
+    spec = document["spec"]
+    errors = _validity_errors(spec, "spec")
+    for i, override in enumerate(spec["overrides"]):
+        merged = _merge(spec, override["spec"])
+        where = f"spec.overrides[{i}].spec"
+        errors += [e for e in _validity_errors(merged, where) if e not in errors]
+    return errors
+
+
+def _validity_errors(spec: Mapping[str, Any], where: str) -> list[str]:
+    kubeadm = spec["kubeadm"]
+    before = duration.parse(kubeadm["renewBefore"])
+    validity = duration.parse(kubeadm["certificateValidity"])
+    if before >= validity:
+        return [
+            f"{where}.kubeadm.renewBefore: {kubeadm['renewBefore']} must be shorter than "
+            f"kubeadm.certificateValidity ({kubeadm['certificateValidity']}), or every "
+            "renewed certificate would be renewed again at once"
+        ]
+    return []
+
+
+def _normalise(document: Mapping[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(dict(document))
+    specs = [doc["spec"], *(o["spec"] for o in doc["spec"]["overrides"])]
+    for spec in specs:
+        for field_path in _DURATION_FIELDS:
+            parent = spec
+            for key in field_path[:-1]:
+                parent = parent.get(key, {})
+            if field_path[-1] in parent:
+                parent[field_path[-1]] = duration.format(duration.parse(parent[field_path[-1]]))
+    return doc
+
+
+def _node_spec(spec: Mapping[str, Any], revision: str, override: int | None) -> NodeSpec:
+    k, kl = spec["kubeadm"], spec["kubelet"]
+    return NodeSpec(
+        revision=revision,
+        paused=spec["paused"],
+        check_interval=duration.parse_timedelta(spec["checkInterval"]),
+        kubeadm=KubeadmSpec(
+            enabled=k["enabled"],
+            renew_before=duration.parse_timedelta(k["renewBefore"]),
+            certificate_validity=duration.parse_timedelta(k["certificateValidity"]),
+            certificates=tuple(k["certificates"]),
+            restart=k["restart"],
+            health_timeout=duration.parse_timedelta(k["healthTimeout"]),
+            backup_retain=k["backup"]["retain"],
+        ),
+        kubelet=KubeletSpec(
+            fix_kubelet_conf=kl["fixKubeletConf"],
+            rotate_client_certificates=kl["rotateClientCertificates"],
+            rotate_server_certificates=kl["rotateServerCertificates"],
+            restart=kl["restart"],
+        ),
+        override=override,
+    )
+
+
+def _fmt(delta: dt.timedelta) -> str:
+    return duration.format(int(delta / dt.timedelta(microseconds=1)) * duration.MICROSECOND)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())

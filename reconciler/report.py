@@ -1,0 +1,131 @@
+"""What operators read: expiration rows, plan and result tables, JSON documents.
+
+Pure formatting: values in, strings and JSON-ready dicts out. The expiration table reads like
+``kubeadm certs check-expiration`` (name, expires, residual time, CA, externally managed) so an
+operator used to kubeadm finds the same columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from reconciler import duration, kubeadm, plan
+from reconciler.execute import Result
+from reconciler.observe import LeafFile, Observed
+
+
+def expiration(observed: Observed, now: dt.datetime) -> list[dict[str, Any]]:
+    """One entry per certificate, kubeconfig and CA present on the node."""
+    rows = [_leaf_row(leaf, now, "kucero") for leaf in observed.leaves.values()]
+    if observed.kubelet.conf is not None:
+        rows.append(_leaf_row(observed.kubelet.conf, now, "kubelet"))
+    current = observed.kubelet.client_current
+    if current is not None or observed.kubelet.client_current_error:
+        rows.append(
+            {
+                "name": "kubelet-client-current",
+                "kind": "certificate",
+                "path": kubeadm.KUBELET_CLIENT_CURRENT,
+                **_dates(current.not_valid_after_utc if current else None, now),
+                "issuer": "ca",
+                "externallyManaged": False,
+                "renewedBy": "kubelet",
+                "error": observed.kubelet.client_current_error,
+            }
+        )
+    for ca in observed.cas.values():
+        if ca.cert is None and ca.error is None:
+            continue
+        rows.append(
+            {
+                "name": ca.name,
+                "kind": "ca",
+                "path": ca.path,
+                **_dates(ca.cert.not_valid_after_utc if ca.cert else None, now),
+                "issuer": ca.name if ca.cert is None or ca.cert.issuer == ca.cert.subject else ca.cert.issuer.rfc4514_string(),
+                "externallyManaged": not ca.key_present,
+                "renewedBy": "nobody (CAs are never renewed silently)",
+                "error": ca.error,
+            }
+        )
+    return rows
+
+
+def _leaf_row(leaf: LeafFile, now: dt.datetime, renewed_by: str) -> dict[str, Any]:
+    return {
+        "name": leaf.name,
+        "kind": leaf.kind,
+        "path": leaf.path,
+        **_dates(leaf.cert.not_valid_after_utc if leaf.cert else None, now),
+        "issuer": leaf.ca,
+        "externallyManaged": leaf.externally_managed,
+        "keyMatches": leaf.key_matches,
+        "renewedBy": renewed_by,
+        "error": leaf.error,
+    }
+
+
+def _dates(not_after: dt.datetime | None, now: dt.datetime) -> dict[str, Any]:
+    if not_after is None:
+        return {"notAfter": None, "residualSeconds": None}
+    return {
+        "notAfter": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "residualSeconds": int((not_after - now).total_seconds()),
+    }
+
+
+def expiration_table(rows: Sequence[dict[str, Any]]) -> str:
+    leaves = [r for r in rows if r["kind"] != "ca"]
+    cas = [r for r in rows if r["kind"] == "ca"]
+    out = table(
+        ["CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "EXTERNALLY MANAGED"],
+        [[r["name"], *_expires(r), r["issuer"], _yes(r["externallyManaged"])] for r in leaves],
+    )
+    out += "\n" + table(
+        ["CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED"],
+        [[r["name"], *_expires(r), _yes(r["externallyManaged"])] for r in cas],
+    )
+    errors = [f"{r['name']}: {r['error']}" for r in rows if r.get("error")]
+    if errors:
+        out += "\nERRORS\n" + "\n".join(errors) + "\n"
+    return out
+
+
+def _expires(row: dict[str, Any]) -> list[str]:
+    if row["notAfter"] is None:
+        return ["<unreadable>", "-"]
+    when = dt.datetime.strptime(row["notAfter"], "%Y-%m-%dT%H:%M:%SZ")
+    return [when.strftime("%b %d, %Y %H:%M UTC"), duration.human(dt.timedelta(seconds=row["residualSeconds"]))]
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def plan_table(the_plan: plan.Plan) -> str:
+    if the_plan.actions:
+        out = table(["ACTION", "TARGET", "REASON", "DETAIL"], [[a.kind, a.target, a.reason, a.detail] for a in the_plan.actions])
+    else:
+        out = "Nothing to do: the node is converged.\n"
+    return out + findings_table(the_plan.findings)
+
+
+def findings_table(findings: Sequence[plan.Finding]) -> str:
+    if not findings:
+        return ""
+    return "\n" + table(["FINDING", "TARGET", "SEVERITY", "DETAIL"], [[f.reason, f.target, f.severity, f.detail] for f in findings])
+
+
+def results_table(results: Sequence[Result]) -> str:
+    if not results:
+        return "Nothing to do: the node is converged.\n"
+    return table(["ACTION", "TARGET", "RESULT", "MESSAGE"], [[r.action.kind, r.action.target, "ok" if r.ok else "FAILED", r.message] for r in results])
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines) + "\n"
