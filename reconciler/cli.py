@@ -48,7 +48,9 @@ def _rfc3339(text: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time (e.g. 2027-01-01T00:00:00Z)") from e
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RFC 3339 time (e.g. 2027-01-01T00:00:00Z)"
+        ) from e
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or +00:00)")
     return value.astimezone(dt.UTC)
@@ -65,36 +67,93 @@ def _labels(text: str) -> dict[str, str]:
 
 
 def _seed_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("flags of the original kucero (defaults for fields the policy leaves out)")
-    g.add_argument("--ca-cert-path", default="/etc/kubernetes/pki/ca.crt", help="sign CSR with this certificate file")
-    g.add_argument("--ca-key-path", default="/etc/kubernetes/pki/ca.key", help="sign CSR with this private key file")
+    g = p.add_argument_group(
+        "flags of the original kucero (defaults for fields the policy leaves out)"
+    )
+    g.add_argument(
+        "--ca-cert-path",
+        default="/etc/kubernetes/pki/ca.crt",
+        help="sign CSR with this certificate file",
+    )
+    g.add_argument(
+        "--ca-key-path",
+        default="/etc/kubernetes/pki/ca.key",
+        help="sign CSR with this private key file",
+    )
     g.add_argument("--ds-name", default="kucero", help="name of daemonset on which to place lock")
-    g.add_argument("--ds-namespace", default="kube-system", help="namespace containing daemonset on which to place lock")
-    g.add_argument("--enable-kucero-controller", type=_go_bool, nargs="?", const=True, default=True, metavar="BOOL")
+    g.add_argument(
+        "--ds-namespace",
+        default="kube-system",
+        help="namespace containing daemonset on which to place lock",
+    )
+    g.add_argument(
+        "--enable-kucero-controller",
+        type=_go_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+    )
     g.add_argument("--leader-election-id", default="kucero-leader-election")
     g.add_argument("--lock-annotation", default="caasp.suse.com/kucero-node-lock")
     g.add_argument("--metrics-addr", default=":8080")
-    g.add_argument("--polling-period", type=_go_duration, default="1h", help="certificate rotation check period")
-    g.add_argument("--renew-before", type=_go_duration, default="720h", help="rotate certificates whose residual time is below this")
-    g.add_argument("--enable-kubelet-client-cert-rotation", type=_go_bool, nargs="?", const=True, default=True, metavar="BOOL")
-    g.add_argument("--enable-kubelet-server-cert-rotation", type=_go_bool, nargs="?", const=True, default=True, metavar="BOOL")
+    g.add_argument(
+        "--polling-period",
+        type=_go_duration,
+        default="1h",
+        help="certificate rotation check period",
+    )
+    g.add_argument(
+        "--renew-before",
+        type=_go_duration,
+        default="720h",
+        help="rotate certificates whose residual time is below this",
+    )
+    g.add_argument(
+        "--enable-kubelet-client-cert-rotation",
+        type=_go_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+    )
+    g.add_argument(
+        "--enable-kubelet-server-cert-rotation",
+        type=_go_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+    )
 
 
 def _host_flags(p: argparse.ArgumentParser, policy_flag: bool = True) -> None:
     p.add_argument("--host-root", default="/", help="where the node's / is mounted (default /)")
-    p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (default $NODE_NAME, else from the kubelet's certificate)")
+    p.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        help="this node's name (default $NODE_NAME, else from the kubelet's certificate)",
+    )
     if policy_flag:
-        p.add_argument("--policy", help="policy file (default: the built-in defaults and seed flags)")
-        p.add_argument("--node-labels", type=_labels, default={}, help="k=v,... to resolve overrides offline")
+        p.add_argument(
+            "--policy", help="policy file (default: the built-in defaults and seed flags)"
+        )
+        p.add_argument(
+            "--node-labels", type=_labels, default={}, help="k=v,... to resolve overrides offline"
+        )
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kucero", description="Keeps kubeadm control-plane certificates from expiring.")
+    p = argparse.ArgumentParser(
+        prog="kucero", description="Keeps kubeadm control-plane certificates from expiring."
+    )
     p.add_argument("--version", action="version", version=f"kucero {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("check-expiration", help="every certificate, kubeconfig and CA with its expiry")
+    s = sub.add_parser(
+        "check-expiration", help="every certificate, kubeconfig and CA with its expiry"
+    )
     _host_flags(s, policy_flag=False)
     s.add_argument("--now", type=_rfc3339, help="pretend it is this time (RFC 3339)")
 
@@ -106,11 +165,23 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("node", help="the node reconciler (--once: one offline pass)")
     _host_flags(s)
     _seed_flags(s)
-    s.add_argument("--once", action="store_true", help="run one pass and exit: 0 converged, 1 failed")
-    s.add_argument("--kubelet-restart-command", help="command that restarts the kubelet (default: systemctl restart kubelet, through nsenter into PID 1 when in a container or --host-root is not /)")
-    s.add_argument("--manifest-grace", type=float, default=25.0, help="seconds a static pod manifest stays out during a manifest-move restart")
+    s.add_argument(
+        "--once", action="store_true", help="run one pass and exit: 0 converged, 1 failed"
+    )
+    s.add_argument(
+        "--kubelet-restart-command",
+        help="command that restarts the kubelet (default: systemctl restart kubelet, through nsenter into PID 1 when in a container or --host-root is not /)",
+    )
+    s.add_argument(
+        "--manifest-grace",
+        type=float,
+        default=25.0,
+        help="seconds a static pod manifest stays out during a manifest-move restart",
+    )
 
-    s = sub.add_parser("validate-policy", help="validate policy files; exit 1 on the first invalid one")
+    s = sub.add_parser(
+        "validate-policy", help="validate policy files; exit 1 on the first invalid one"
+    )
     s.add_argument("files", nargs="+")
 
     for name in ("run", "controller"):
@@ -201,7 +272,11 @@ def _load_spec(settings: Settings) -> policy.NodeSpec:
             raise policy.PolicyError(path, [f"cannot read: {e.strerror or e}"]) from e
         loaded = policy.load(text, path, settings.policy_defaults)
     else:
-        loaded = policy.from_mapping({"apiVersion": policy.API_VERSION, "kind": policy.KIND}, "defaults", settings.policy_defaults)
+        loaded = policy.from_mapping(
+            {"apiVersion": policy.API_VERSION, "kind": policy.KIND},
+            "defaults",
+            settings.policy_defaults,
+        )
     return policy.resolve(loaded, settings.args.node_labels)
 
 
@@ -229,7 +304,11 @@ def kubelet_restart_command(settings: Settings) -> tuple[str, ...]:
     if given:
         return tuple(shlex.split(given))
     systemctl = ("systemctl", "restart", "kubelet")
-    in_container = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv") or "KUBERNETES_SERVICE_HOST" in os.environ
+    in_container = (
+        os.path.exists("/.dockerenv")
+        or os.path.exists("/run/.containerenv")
+        or "KUBERNETES_SERVICE_HOST" in os.environ
+    )
     if os.path.realpath(settings.host_root) == "/" and not in_container:
         return systemctl
     return NSENTER + systemctl
@@ -247,7 +326,13 @@ def _node(settings: Settings) -> int:
         kubelet_restart_command=kubelet_restart_command(settings),
         manifest_grace_seconds=settings.args.manifest_grace,
     )
-    result = node.run_once(host_.Host(settings.host_root), spec, settings.node_name, lambda: dt.datetime.now(dt.UTC), exec_settings)
+    result = node.run_once(
+        host_.Host(settings.host_root),
+        spec,
+        settings.node_name,
+        lambda: dt.datetime.now(dt.UTC),
+        exec_settings,
+    )
     if settings.args.output == "json":
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -106,7 +106,7 @@ def _fraction(digits: str, unit: int) -> int:
     return int(float(mantissa) * (float(unit) / scale))
 
 
-def format(nanoseconds: int) -> str:  # noqa: A001 - mirrors Go's Duration.String
+def format(nanoseconds: int) -> str:
     """Format nanoseconds like Go's ``Duration.String`` (``720h0m0s``, ``1.5s``, ``500ms``)."""
     if nanoseconds == 0:
         return "0s"

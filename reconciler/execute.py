@@ -135,17 +135,26 @@ def _renewal(
         except pki.PKIError as e:
             raise pki.PKIError(f"{ca.key}: {e}") from e  # the message names the file, never the key
     new_key = pki.new_key_like(leaf.cert.public_key())  # type: ignore[arg-type]
-    cert = pki.renew(leaf.cert, ca_cert, ca_keys[leaf.ca], new_key, now, spec.kubeadm.certificate_validity)
+    cert = pki.renew(
+        leaf.cert, ca_cert, ca_keys[leaf.ca], new_key, now, spec.kubeadm.certificate_validity
+    )
     _check_renewed(cert, new_key, ca_cert, name)
     cert_pem, key_pem = pki.cert_pem(cert), pki.key_pem(new_key, like=leaf.key_pem)
     if leaf.kind == "certificate":
         key_path = kubeadm.LEAF_BY_NAME[name].key
         assert key_path is not None
-        return [transaction.Write(leaf.path, cert_pem), transaction.Write(key_path, key_pem, mode=0o600)]
+        return [
+            transaction.Write(leaf.path, cert_pem),
+            transaction.Write(key_path, key_pem, mode=0o600),
+        ]
     creds = leaf.credentials
     assert creds is not None and leaf.document is not None
     if creds.embedded and creds.key_data is not None:
-        return [transaction.Write(leaf.path, kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem))]
+        return [
+            transaction.Write(
+                leaf.path, kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem)
+            )
+        ]
     if creds.cert_file and creds.cert_file == creds.key_file:
         return [transaction.Write(creds.cert_file, cert_pem + key_pem, mode=0o600)]
     writes = []
@@ -155,11 +164,15 @@ def _renewal(
         writes.append(transaction.Write(creds.key_file, key_pem, mode=0o600))
     # Mixed embedded/file credentials: rewrite the embedded half in the kubeconfig itself.
     if creds.cert_data is not None or creds.key_data is not None:
-        raise kubeconfig.KubeconfigError(f"{leaf.path}: mixes embedded and file credentials; renew it by hand")
+        raise kubeconfig.KubeconfigError(
+            f"{leaf.path}: mixes embedded and file credentials; renew it by hand"
+        )
     return writes
 
 
-def _check_renewed(cert: x509.Certificate, key: pki.PrivateKey, ca: x509.Certificate, name: str) -> None:
+def _check_renewed(
+    cert: x509.Certificate, key: pki.PrivateKey, ca: x509.Certificate, name: str
+) -> None:
     if not pki.key_matches(cert, key) or not pki.issued_by(cert, ca):
         raise pki.PKIError(f"{name}: renewed certificate failed verification; nothing written")
 
@@ -168,7 +181,10 @@ def _fix_kubelet_conf(observed: observe.Observed) -> transaction.Write:
     conf = observed.kubelet.conf
     assert conf is not None and conf.document is not None and conf.credentials is not None
     data = kubeconfig.with_file_references(
-        conf.document, conf.credentials.user, kubeadm.KUBELET_CLIENT_CURRENT, kubeadm.KUBELET_CLIENT_CURRENT
+        conf.document,
+        conf.credentials.user,
+        kubeadm.KUBELET_CLIENT_CURRENT,
+        kubeadm.KUBELET_CLIENT_CURRENT,
     )
     return transaction.Write(kubeadm.KUBELET_CONF, data)
 
@@ -176,7 +192,9 @@ def _fix_kubelet_conf(observed: observe.Observed) -> transaction.Write:
 def _set_kubelet_config(spec: policy.NodeSpec, observed: observe.Observed) -> transaction.Write:
     state = observed.kubelet
     assert state.config_text is not None and state.config is not None
-    desired = kubelet.desired_config(spec.kubelet.rotate_client_certificates, spec.kubelet.rotate_server_certificates)
+    desired = kubelet.desired_config(
+        spec.kubelet.rotate_client_certificates, spec.kubelet.rotate_server_certificates
+    )
     text = kubelet.set_fields(state.config_text, kubelet.config_changes(state.config, desired))
     return transaction.Write(kubeadm.KUBELET_CONFIG, text.encode())
 
@@ -205,4 +223,6 @@ def _restart(host: host_.Host, spec: policy.NodeSpec, action: Action, settings: 
         time.sleep(settings.manifest_grace_seconds)
         host.rename(parked, source)
         return f"manifest moved out for {settings.manifest_grace_seconds:g}s and back (restart not verified in this version)"
-    raise host_.HostError(f"{action.target}: restart strategy {strategy!r} is not implemented in this version; use manifest-move or none")
+    raise host_.HostError(
+        f"{action.target}: restart strategy {strategy!r} is not implemented in this version; use manifest-move or none"
+    )

@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -47,7 +48,9 @@ def new_key(key_type: str) -> pki.PrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def make_ca(cn: str, now: dt.datetime, key_type: str, lifetime: dt.timedelta = TEN_YEARS) -> tuple[x509.Certificate, pki.PrivateKey]:
+def make_ca(
+    cn: str, now: dt.datetime, key_type: str, lifetime: dt.timedelta = TEN_YEARS
+) -> tuple[x509.Certificate, pki.PrivateKey]:
     key = new_key(key_type)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     cert = (
@@ -58,7 +61,9 @@ def make_ca(cn: str, now: dt.datetime, key_type: str, lifetime: dt.timedelta = T
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + lifetime)
-        .add_extension(x509.KeyUsage(True, False, True, False, False, True, False, False, False), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, True, False, False, True, False, False, False), critical=True
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, pki.signature_hash_for(key))
@@ -88,10 +93,23 @@ def make_leaf(
         .serial_number(x509.random_serial_number())
         .not_valid_before(min(now - dt.timedelta(minutes=5), now + lifetime - YEAR))
         .not_valid_after(now + lifetime)
-        .add_extension(x509.KeyUsage(True, False, isinstance(key, rsa.RSAPrivateKey), False, False, False, False, False, False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                True,
+                False,
+                isinstance(key, rsa.RSAPrivateKey),
+                False,
+                False,
+                False,
+                False,
+                False,
+                False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)  # type: ignore[arg-type]
+        .add_extension(_authority_key_id(ca_cert), critical=False)
     )
     if sans:
         names: list[x509.GeneralName] = []
@@ -102,6 +120,11 @@ def make_leaf(
                 names.append(x509.DNSName(san))
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(ca_key, pki.signature_hash_for(ca_key)), key
+
+
+def _authority_key_id(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
 SERVER = (ExtendedKeyUsageOID.SERVER_AUTH,)
@@ -124,10 +147,24 @@ def build(root: str | Path, now: dt.datetime, options: Options = Options()) -> P
         node, ip = options.node_name, options.node_ip
         fp = make_ca("front-proxy-ca", now, kt)
         _write_pair(root, "front-proxy-ca", fp)
-        apiserver_sans = (node, "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "10.96.0.1", ip)
-        leaves = {
+        apiserver_sans = (
+            node,
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "10.96.0.1",
+            ip,
+        )
+        leaves: dict[str, tuple[Any, ...]] = {
             "apiserver": (ca, "kube-apiserver", (), SERVER, apiserver_sans),
-            "apiserver-kubelet-client": (ca, "kube-apiserver-kubelet-client", ("kubeadm:cluster-admins",), CLIENT, ()),
+            "apiserver-kubelet-client": (
+                ca,
+                "kube-apiserver-kubelet-client",
+                ("kubeadm:cluster-admins",),
+                CLIENT,
+                (),
+            ),
             "front-proxy-client": (fp, "front-proxy-client", (), CLIENT, ()),
         }
         if options.etcd:
@@ -139,12 +176,24 @@ def build(root: str | Path, now: dt.datetime, options: Options = Options()) -> P
                     "apiserver-etcd-client": (etcd, "kube-apiserver-etcd-client", (), CLIENT, ()),
                     "etcd-server": (etcd, node, (), BOTH, etcd_sans),
                     "etcd-peer": (etcd, node, (), BOTH, etcd_sans),
-                    "etcd-healthcheck-client": (etcd, "kube-etcd-healthcheck-client", (), CLIENT, ()),
+                    "etcd-healthcheck-client": (
+                        etcd,
+                        "kube-etcd-healthcheck-client",
+                        (),
+                        CLIENT,
+                        (),
+                    ),
                 }
             )
         for name, (issuer, cn, orgs, usages, sans) in leaves.items():
             pair = make_leaf(issuer, cn, orgs, usages, sans, now, life(name), kt)
-            _write_pair(root, kubeadm.LEAF_BY_NAME[name].path.removeprefix(kubeadm.PKI + "/").removesuffix(".crt"), pair)
+            _write_pair(
+                root,
+                kubeadm.LEAF_BY_NAME[name]
+                .path.removeprefix(kubeadm.PKI + "/")
+                .removesuffix(".crt"),
+                pair,
+            )
         confs = {
             "admin.conf": ("kubernetes-admin", ("kubeadm:cluster-admins",)),
             "super-admin.conf": ("kubernetes-super-admin", ("system:masters",)),
@@ -153,7 +202,12 @@ def build(root: str | Path, now: dt.datetime, options: Options = Options()) -> P
         }
         for name, (cn, orgs) in confs.items():
             pair = make_leaf(ca, cn, orgs, CLIENT, (), now, life(name), kt)
-            _write(root, f"{kubeadm.KUBECONFIG_DIR}/{name}", kubeconfig_text(ca[0], pair, cn, ip), 0o600)
+            _write(
+                root,
+                f"{kubeadm.KUBECONFIG_DIR}/{name}",
+                kubeconfig_text(ca[0], pair, cn, ip),
+                0o600,
+            )
         for component in kubeadm.COMPONENTS:
             if component == "etcd" and not options.etcd:
                 continue
@@ -164,13 +218,19 @@ def build(root: str | Path, now: dt.datetime, options: Options = Options()) -> P
     client = make_leaf(ca, node_cn, ("system:nodes",), CLIENT, (), now, life("kubelet-client"), kt)
     pem = pki.cert_pem(client[0]) + pki.key_pem(client[1])
     _write(root, "/var/lib/kubelet/pki/kubelet-client-2026-01-01-00-00-00.pem", pem, 0o600)
-    (root / "var/lib/kubelet/pki/kubelet-client-current.pem").symlink_to("kubelet-client-2026-01-01-00-00-00.pem")
+    (root / "var/lib/kubelet/pki/kubelet-client-current.pem").symlink_to(
+        "kubelet-client-2026-01-01-00-00-00.pem"
+    )
     if options.embedded_kubelet_conf:
         conf = kubeconfig_text(ca[0], client, node_cn, options.node_ip)
     else:
-        conf = kubeconfig_text(ca[0], None, node_cn, options.node_ip, files=kubeadm.KUBELET_CLIENT_CURRENT)
+        conf = kubeconfig_text(
+            ca[0], None, node_cn, options.node_ip, files=kubeadm.KUBELET_CLIENT_CURRENT
+        )
     _write(root, kubeadm.KUBELET_CONF, conf, 0o600)
-    _write(root, kubeadm.KUBELET_CONFIG, kubelet_config_text(options.kubelet_config_rotation), 0o644)
+    _write(
+        root, kubeadm.KUBELET_CONFIG, kubelet_config_text(options.kubelet_config_rotation), 0o644
+    )
     if options.external_ca:
         (root / "etc/kubernetes/pki/ca.key").unlink()
     return root
@@ -244,8 +304,17 @@ def _manifest(component: str) -> bytes:
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": component, "namespace": "kube-system", "labels": {"component": component, "tier": "control-plane"}},
-            "spec": {"hostNetwork": True, "containers": [{"name": component, "image": f"registry.k8s.io/{component}:v1.34.0"}]},
+            "metadata": {
+                "name": component,
+                "namespace": "kube-system",
+                "labels": {"component": component, "tier": "control-plane"},
+            },
+            "spec": {
+                "hostNetwork": True,
+                "containers": [
+                    {"name": component, "image": f"registry.k8s.io/{component}:v1.34.0"}
+                ],
+            },
         },
         sort_keys=False,
     ).encode()

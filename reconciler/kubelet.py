@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
@@ -78,7 +78,7 @@ def set_fields(text: str, changes: Mapping[str, bool]) -> str:
         line = f"{key}: {'true' if value else 'false'}"
         pattern = re.compile(rf"^{re.escape(key)}[ \t]*:[^\n#]*?(?P<comment>[ \t]+#[^\n]*)?$", re.M)
         if pattern.search(edited):
-            edited = pattern.sub(lambda m, line=line: line + (m.group("comment") or ""), edited, 1)
+            edited = pattern.sub(_keep_comment(line), edited, count=1)
         else:
             edited = edited + ("" if edited.endswith("\n") or not edited else "\n") + line + "\n"
     wanted = {**original, **changes}
@@ -88,6 +88,13 @@ def set_fields(text: str, changes: Mapping[str, bool]) -> str:
     except ValueError:
         pass
     return yaml.safe_dump(wanted, sort_keys=False, default_flow_style=False)
+
+
+def _keep_comment(line: str) -> Callable[[re.Match[str]], str]:
+    def replace(match: re.Match[str]) -> str:
+        return line + (match.group("comment") or "")
+
+    return replace
 
 
 def parse_config(text: str | bytes) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from reconciler import host as host_
 class PassResult:
     spec: policy.NodeSpec
     recovered: tuple[str, ...]
-    plan: plan.Plan
+    planned: plan.Plan
     results: tuple[execute.Result, ...]
     after: plan.Plan  # what the next pass would do
     error: str | None = None  # the pass could not run at all
@@ -28,13 +28,17 @@ class PassResult:
     @property
     def findings(self) -> list[plan.Finding]:
         """What the next pass sees, plus the restarts this pass left to the operator."""
-        owed = [f for f in self.plan.findings if f.reason == plan.Reason.RESTART_REQUIRED]
+        owed = [f for f in self.planned.findings if f.reason == plan.Reason.RESTART_REQUIRED]
         return list(self.after.findings) + owed
 
     @property
     def failures(self) -> list[str]:
         out = [f"{r.action.kind} {r.action.target}: {r.message}" for r in self.results if not r.ok]
-        out += [f"{f.target}: {f.detail}" for f in self.after.findings if f.severity == plan.Severity.ERROR]
+        out += [
+            f"{f.target}: {f.detail}"
+            for f in self.after.findings
+            if f.severity == plan.Severity.ERROR
+        ]
         if self.error:
             out.append(self.error)
         return out
@@ -65,7 +69,14 @@ def run_once(
 ) -> PassResult:
     empty = plan.Plan((), ())
     if not host.root.is_dir():
-        return PassResult(spec, (), empty, (), empty, f"host root {host.root} does not exist or is not a directory")
+        return PassResult(
+            spec,
+            (),
+            empty,
+            (),
+            empty,
+            f"host root {host.root} does not exist or is not a directory",
+        )
     recovered: list[str] = []
     try:
         recovered = execute.recover(host)

@@ -183,7 +183,10 @@ def _read_kubeconfig(host: host_.Host, base: LeafFile, ca: CAFile) -> LeafFile |
         assert creds.cert_file is not None
         cert_data, cert_where = host.read(creds.cert_file), creds.cert_file
         if cert_data is None:
-            return dataclasses.replace(base, error=f"{creds.cert_file}: missing (referenced by {base.path})")
+            return dataclasses.replace(
+                base, error=f"{creds.cert_file}: missing (referenced by {base.path})"
+            )
+    key_data: bytes | None
     if creds.key_data is not None:
         key_data, key_where = creds.key_data, f"{base.path} (client-key-data)"
     else:
@@ -194,7 +197,12 @@ def _read_kubeconfig(host: host_.Host, base: LeafFile, ca: CAFile) -> LeafFile |
 
 
 def _with_pair(
-    base: LeafFile, cert_data: bytes, cert_where: str, key_data: bytes | None, key_where: str, ca: CAFile
+    base: LeafFile,
+    cert_data: bytes,
+    cert_where: str,
+    key_data: bytes | None,
+    key_where: str,
+    ca: CAFile,
 ) -> LeafFile:
     try:
         cert = pki.load_cert(cert_data)

@@ -81,7 +81,9 @@ def load_key(data: bytes) -> PrivateKey:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise PKIError(f"not a valid PEM private key: {e}") from e
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+    if not isinstance(
+        key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    ):
         raise PKIError(f"unsupported key type {type(key).__name__}")
     return key
 
@@ -140,7 +142,9 @@ def common_name(cert: x509.Certificate) -> str | None:
 
 
 def organizations(cert: x509.Certificate) -> list[str]:
-    return [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)]
+    return [
+        str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    ]
 
 
 def new_key_like(public_key: PublicKey) -> PrivateKey:
@@ -179,7 +183,9 @@ def renew(
     )
     for ext in old.extensions:
         if isinstance(ext.value, x509.SubjectKeyIdentifier):
-            value: x509.ExtensionType = x509.SubjectKeyIdentifier.from_public_key(new_key.public_key())
+            value: x509.ExtensionType = x509.SubjectKeyIdentifier.from_public_key(
+                new_key.public_key()
+            )
         elif isinstance(ext.value, x509.AuthorityKeyIdentifier):
             value = _authority_key_identifier(ca_cert)
         else:
@@ -196,7 +202,10 @@ def _authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIde
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
 
 
-def _signature_hash(old: x509.Certificate, ca_key: PrivateKey) -> hashes.HashAlgorithm | None:
+SignatureHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+
+
+def _signature_hash(old: x509.Certificate, ca_key: PrivateKey) -> SignatureHash | None:
     if isinstance(ca_key, ed25519.Ed25519PrivateKey):
         return None
     try:
@@ -208,7 +217,7 @@ def _signature_hash(old: x509.Certificate, ca_key: PrivateKey) -> hashes.HashAlg
     return hashes.SHA256()
 
 
-def signature_hash_for(key: PrivateKey) -> hashes.HashAlgorithm | None:
+def signature_hash_for(key: PrivateKey) -> hashes.SHA256 | None:
     """SHA-256, as kubeadm uses; Ed25519 signs without a separate hash."""
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 

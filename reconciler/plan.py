@@ -68,7 +68,12 @@ class Action:
     detail: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"action": self.kind, "target": self.target, "reason": self.reason, "detail": self.detail}
+        return {
+            "action": self.kind,
+            "target": self.target,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +84,12 @@ class Finding:
     detail: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"target": self.target, "reason": self.reason, "severity": self.severity, "detail": self.detail}
+        return {
+            "target": self.target,
+            "reason": self.reason,
+            "severity": self.severity,
+            "detail": self.detail,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +120,9 @@ def plan(spec: policy.NodeSpec, observed: Observed, now: dt.datetime) -> Plan:
                 "a pass was interrupted; the next `kucero node` pass completes it first",
             )
         )
-    findings += [Finding(e.split(":", 1)[0], Reason.UNREADABLE, Severity.ERROR, e) for e in observed.errors]
+    findings += [
+        Finding(e.split(":", 1)[0], Reason.UNREADABLE, Severity.ERROR, e) for e in observed.errors
+    ]
     findings += _ca_findings(spec, observed, now)
 
     renewals = _renewals(spec, observed, now, findings) if spec.kubeadm.enabled else []
@@ -142,15 +154,29 @@ def _ca_findings(spec: policy.NodeSpec, observed: Observed, now: dt.datetime) ->
         elif ca.cert is not None:
             left = ca.cert.not_valid_after_utc - now
             if left <= dt.timedelta(0):
-                out.append(Finding(ca.name, Reason.CA_EXPIRED, Severity.ERROR, "CA expired; kucero never renews CAs, renew it by hand"))
+                out.append(
+                    Finding(
+                        ca.name,
+                        Reason.CA_EXPIRED,
+                        Severity.ERROR,
+                        "CA expired; kucero never renews CAs, renew it by hand",
+                    )
+                )
             elif left < spec.kubeadm.renew_before:
                 out.append(
-                    Finding(ca.name, Reason.CA_EXPIRING, Severity.WARNING, f"CA expires in {duration.human(left)}; kucero never renews CAs, renew it by hand")
+                    Finding(
+                        ca.name,
+                        Reason.CA_EXPIRING,
+                        Severity.WARNING,
+                        f"CA expires in {duration.human(left)}; kucero never renews CAs, renew it by hand",
+                    )
                 )
     return out
 
 
-def _renewals(spec: policy.NodeSpec, observed: Observed, now: dt.datetime, findings: list[Finding]) -> list[Action]:
+def _renewals(
+    spec: policy.NodeSpec, observed: Observed, now: dt.datetime, findings: list[Finding]
+) -> list[Action]:
     wanted = set(spec.kubeadm.certificates) or set(kubeadm.NAMES)
     out = []
     for name in kubeadm.NAMES:
@@ -163,34 +189,65 @@ def _renewals(spec: policy.NodeSpec, observed: Observed, now: dt.datetime, findi
     return out
 
 
-def _renewal(spec: policy.NodeSpec, observed: Observed, leaf: LeafFile, now: dt.datetime, findings: list[Finding]) -> Action | None:
-    def skip(reason: Reason, severity: Severity, detail: str) -> None:
+def _renewal(
+    spec: policy.NodeSpec,
+    observed: Observed,
+    leaf: LeafFile,
+    now: dt.datetime,
+    findings: list[Finding],
+) -> Action | None:
+    def skip(reason: Reason, severity: Severity, detail: str) -> Action | None:
         findings.append(Finding(leaf.name, reason, severity, detail))
+        return None
 
     if leaf.error is not None or leaf.cert is None:
         return skip(Reason.UNREADABLE, Severity.ERROR, leaf.error or f"{leaf.path}: no certificate")
     # Broken pairs are reported whether or not they are due: a client using them fails today.
     if not leaf.key_matches:
-        return skip(Reason.KEY_MISMATCH, Severity.ERROR, f"{leaf.path}: certificate does not match its key; left untouched")
+        return skip(
+            Reason.KEY_MISMATCH,
+            Severity.ERROR,
+            f"{leaf.path}: certificate does not match its key; left untouched",
+        )
     ca = observed.cas[leaf.ca]
     if ca.cert is not None and not leaf.issued_by_ca:
-        return skip(Reason.ISSUER_MISMATCH, Severity.ERROR, f"{leaf.path}: not signed by {ca.path}; left untouched")
+        return skip(
+            Reason.ISSUER_MISMATCH,
+            Severity.ERROR,
+            f"{leaf.path}: not signed by {ca.path}; left untouched",
+        )
     not_after = leaf.cert.not_valid_after_utc
     left = not_after - now
     if left >= spec.kubeadm.renew_before:
         return None
     if leaf.externally_managed:
-        return skip(Reason.EXTERNALLY_MANAGED, Severity.WARNING, f"expires in {duration.human(left)} but the {leaf.ca} key is absent: renew it where the CA is kept")
+        return skip(
+            Reason.EXTERNALLY_MANAGED,
+            Severity.WARNING,
+            f"expires in {duration.human(left)} but the {leaf.ca} key is absent: renew it where the CA is kept",
+        )
     if ca.cert is None:
-        return skip(Reason.CA_UNAVAILABLE, Severity.ERROR, ca.error or f"{ca.path}: CA certificate missing")
+        return skip(
+            Reason.CA_UNAVAILABLE, Severity.ERROR, ca.error or f"{ca.path}: CA certificate missing"
+        )
     if not_after >= ca.cert.not_valid_after_utc:
-        return skip(Reason.LIMITED_BY_CA, Severity.WARNING, f"already valid until its CA {leaf.ca} expires; renew the CA")
+        return skip(
+            Reason.LIMITED_BY_CA,
+            Severity.WARNING,
+            f"already valid until its CA {leaf.ca} expires; renew the CA",
+        )
     reason = Reason.EXPIRED if left <= dt.timedelta(0) else Reason.NEARING_EXPIRY
-    detail = f"expired {duration.human(-left)} ago" if reason == Reason.EXPIRED else f"expires in {duration.human(left)} (renewBefore {duration.human(spec.kubeadm.renew_before)})"
+    detail = (
+        f"expired {duration.human(-left)} ago"
+        if reason == Reason.EXPIRED
+        else f"expires in {duration.human(left)} (renewBefore {duration.human(spec.kubeadm.renew_before)})"
+    )
     return Action(ActionKind.RENEW, leaf.name, reason, detail)
 
 
-def _static_pod_restarts(spec: policy.NodeSpec, observed: Observed, renewals: list[Action], findings: list[Finding]) -> list[Action]:
+def _static_pod_restarts(
+    spec: policy.NodeSpec, observed: Observed, renewals: list[Action], findings: list[Finding]
+) -> list[Action]:
     needed: dict[str, list[str]] = {}
     for action in renewals:
         for component in kubeadm.LEAF_BY_NAME[action.target].components:
@@ -199,52 +256,140 @@ def _static_pod_restarts(spec: policy.NodeSpec, observed: Observed, renewals: li
     pending = [c for c in observed.pending_restarts if c in kubeadm.COMPONENTS and c not in needed]
     if spec.kubeadm.restart == "none":
         for component in sorted(needed, key=kubeadm.COMPONENTS.index):
-            findings.append(Finding(component, Reason.RESTART_REQUIRED, Severity.INFO, "kubeadm.restart is none: restart it by hand to load " + ", ".join(needed[component])))
+            findings.append(
+                Finding(
+                    component,
+                    Reason.RESTART_REQUIRED,
+                    Severity.INFO,
+                    "kubeadm.restart is none: restart it by hand to load "
+                    + ", ".join(needed[component]),
+                )
+            )
         return []
     out = []
     for component in kubeadm.COMPONENTS:
         if component in needed:
-            out.append(Action(ActionKind.RESTART_STATIC_POD, component, Reason.CERTIFICATE_RENEWED, "loads " + ", ".join(needed[component])))
+            out.append(
+                Action(
+                    ActionKind.RESTART_STATIC_POD,
+                    component,
+                    Reason.CERTIFICATE_RENEWED,
+                    "loads " + ", ".join(needed[component]),
+                )
+            )
         elif component in pending:
-            out.append(Action(ActionKind.RESTART_STATIC_POD, component, Reason.PENDING_RESTART, "an earlier restart did not complete"))
+            out.append(
+                Action(
+                    ActionKind.RESTART_STATIC_POD,
+                    component,
+                    Reason.PENDING_RESTART,
+                    "an earlier restart did not complete",
+                )
+            )
     return out
 
 
-def _kubelet(spec: policy.NodeSpec, observed: Observed, now: dt.datetime, findings: list[Finding]) -> list[Action]:
+def _kubelet(
+    spec: policy.NodeSpec, observed: Observed, now: dt.datetime, findings: list[Finding]
+) -> list[Action]:
     state = observed.kubelet
     out = []
     conf = state.conf
     if conf is not None and conf.error is not None:
         findings.append(Finding("kubelet.conf", Reason.UNREADABLE, Severity.ERROR, conf.error))
-    elif conf is not None and conf.credentials is not None and conf.credentials.embedded and spec.kubelet.fix_kubelet_conf:
+    elif (
+        conf is not None
+        and conf.credentials is not None
+        and conf.credentials.embedded
+        and spec.kubelet.fix_kubelet_conf
+    ):
         problem = state.client_current_error or (
-            "missing" if state.client_current is None else kubelet.client_cert_problem(state.client_current, state.client_current_key_matches, observed.node_name, now)
+            "missing"
+            if state.client_current is None
+            else kubelet.client_cert_problem(
+                state.client_current, state.client_current_key_matches, observed.node_name, now
+            )
         )
         if problem is None:
-            out.append(Action(ActionKind.FIX_KUBELET_CONF, kubeadm.KUBELET_CONF, Reason.EMBEDDED_CLIENT_CERT, f"use {kubeadm.KUBELET_CLIENT_CURRENT} instead of embedded data"))
+            out.append(
+                Action(
+                    ActionKind.FIX_KUBELET_CONF,
+                    kubeadm.KUBELET_CONF,
+                    Reason.EMBEDDED_CLIENT_CERT,
+                    f"use {kubeadm.KUBELET_CLIENT_CURRENT} instead of embedded data",
+                )
+            )
         else:
-            detail = problem if problem.startswith("/") else f"{kubeadm.KUBELET_CLIENT_CURRENT}: {problem}"
-            findings.append(Finding("kubelet.conf", Reason.KUBELET_CLIENT_CERT_UNUSABLE, Severity.WARNING, "embedded client certificate kept: " + detail))
+            detail = (
+                problem
+                if problem.startswith("/")
+                else f"{kubeadm.KUBELET_CLIENT_CURRENT}: {problem}"
+            )
+            findings.append(
+                Finding(
+                    "kubelet.conf",
+                    Reason.KUBELET_CLIENT_CERT_UNUSABLE,
+                    Severity.WARNING,
+                    "embedded client certificate kept: " + detail,
+                )
+            )
     if state.config_error is not None:
-        findings.append(Finding("kubelet-config", Reason.UNREADABLE, Severity.ERROR, state.config_error))
+        findings.append(
+            Finding("kubelet-config", Reason.UNREADABLE, Severity.ERROR, state.config_error)
+        )
     elif state.config is not None:
-        desired = kubelet.desired_config(spec.kubelet.rotate_client_certificates, spec.kubelet.rotate_server_certificates)
+        desired = kubelet.desired_config(
+            spec.kubelet.rotate_client_certificates, spec.kubelet.rotate_server_certificates
+        )
         changes = kubelet.config_changes(state.config, desired)
         if changes:
-            detail = ", ".join(f"{k}: {state.config.get(k)!s} -> {v}".replace("True", "true").replace("False", "false").replace("None", "unset") for k, v in changes.items())
-            out.append(Action(ActionKind.SET_KUBELET_CONFIG, kubeadm.KUBELET_CONFIG, Reason.KUBELET_CONFIG_DIFFERS, detail))
+            detail = ", ".join(
+                f"{k}: {state.config.get(k)!s} -> {v}".replace("True", "true")
+                .replace("False", "false")
+                .replace("None", "unset")
+                for k, v in changes.items()
+            )
+            out.append(
+                Action(
+                    ActionKind.SET_KUBELET_CONFIG,
+                    kubeadm.KUBELET_CONFIG,
+                    Reason.KUBELET_CONFIG_DIFFERS,
+                    detail,
+                )
+            )
     elif conf is not None:
-        findings.append(Finding("kubelet-config", Reason.KUBELET_CONFIG_MISSING, Severity.WARNING, f"{kubeadm.KUBELET_CONFIG}: missing; kubelet settings not managed"))
+        findings.append(
+            Finding(
+                "kubelet-config",
+                Reason.KUBELET_CONFIG_MISSING,
+                Severity.WARNING,
+                f"{kubeadm.KUBELET_CONFIG}: missing; kubelet settings not managed",
+            )
+        )
     return out
 
 
-def _kubelet_restart(spec: policy.NodeSpec, observed: Observed, kubelet_actions: list[Action], findings: list[Finding]) -> list[Action]:
+def _kubelet_restart(
+    spec: policy.NodeSpec,
+    observed: Observed,
+    kubelet_actions: list[Action],
+    findings: list[Finding],
+) -> list[Action]:
     pending = "kubelet" in observed.pending_restarts
     if not kubelet_actions and not pending:
         return []
     if spec.kubelet.restart == "none":
         if kubelet_actions:
-            findings.append(Finding("kubelet", Reason.RESTART_REQUIRED, Severity.INFO, "kubelet.restart is none: restart the kubelet by hand to apply the change"))
+            findings.append(
+                Finding(
+                    "kubelet",
+                    Reason.RESTART_REQUIRED,
+                    Severity.INFO,
+                    "kubelet.restart is none: restart the kubelet by hand to apply the change",
+                )
+            )
         return []
     reason = Reason.KUBELET_CONFIG_CHANGED if kubelet_actions else Reason.PENDING_RESTART
-    return [Action(ActionKind.RESTART_KUBELET, "kubelet", reason, "once, after all kubelet changes")]
+    return [
+        Action(ActionKind.RESTART_KUBELET, "kubelet", reason, "once, after all kubelet changes")
+    ]

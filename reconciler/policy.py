@@ -131,7 +131,9 @@ def schema() -> dict[str, Any]:
     return json.loads(text.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
 
-def load(text: str | bytes, source: str = "policy", defaults: Mapping[str, Any] | None = None) -> Policy:
+def load(
+    text: str | bytes, source: str = "policy", defaults: Mapping[str, Any] | None = None
+) -> Policy:
     """Parse, validate and default a policy document; raise ``PolicyError`` naming each field."""
     try:
         data = yaml.safe_load(text)
@@ -260,7 +262,10 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
             pass
         return path, f"{value!r} is not a valid duration (use Go syntax, e.g. 720h, 1h30m, 90s)"
     if error.validator == "type" and is_duration:
-        return path, f"{value!r} is not a valid duration (write it as a string with a unit, e.g. 720h)"
+        return (
+            path,
+            f"{value!r} is not a valid duration (write it as a string with a unit, e.g. 720h)",
+        )
     if error.validator == "type":
         return path, f"{value!r} is not of type {error.validator_value}"
     if error.validator == "format" and schema_.get("format") == "cidr":

@@ -44,7 +44,9 @@ def expiration(observed: Observed, now: dt.datetime) -> list[dict[str, Any]]:
                 "kind": "ca",
                 "path": ca.path,
                 **_dates(ca.cert.not_valid_after_utc if ca.cert else None, now),
-                "issuer": ca.name if ca.cert is None or ca.cert.issuer == ca.cert.subject else ca.cert.issuer.rfc4514_string(),
+                "issuer": ca.name
+                if ca.cert is None or ca.cert.issuer == ca.cert.subject
+                else ca.cert.issuer.rfc4514_string(),
                 "externallyManaged": not ca.key_present,
                 "renewedBy": "nobody (CAs are never renewed silently)",
                 "error": ca.error,
@@ -97,7 +99,10 @@ def _expires(row: dict[str, Any]) -> list[str]:
     if row["notAfter"] is None:
         return ["<unreadable>", "-"]
     when = dt.datetime.strptime(row["notAfter"], "%Y-%m-%dT%H:%M:%SZ")
-    return [when.strftime("%b %d, %Y %H:%M UTC"), duration.human(dt.timedelta(seconds=row["residualSeconds"]))]
+    return [
+        when.strftime("%b %d, %Y %H:%M UTC"),
+        duration.human(dt.timedelta(seconds=row["residualSeconds"])),
+    ]
 
 
 def _yes(value: bool) -> str:
@@ -106,7 +111,10 @@ def _yes(value: bool) -> str:
 
 def plan_table(the_plan: plan.Plan) -> str:
     if the_plan.actions:
-        out = table(["ACTION", "TARGET", "REASON", "DETAIL"], [[a.kind, a.target, a.reason, a.detail] for a in the_plan.actions])
+        out = table(
+            ["ACTION", "TARGET", "REASON", "DETAIL"],
+            [[a.kind, a.target, a.reason, a.detail] for a in the_plan.actions],
+        )
     else:
         out = "Nothing to do: the node is converged.\n"
     return out + findings_table(the_plan.findings)
@@ -115,17 +123,25 @@ def plan_table(the_plan: plan.Plan) -> str:
 def findings_table(findings: Sequence[plan.Finding]) -> str:
     if not findings:
         return ""
-    return "\n" + table(["FINDING", "TARGET", "SEVERITY", "DETAIL"], [[f.reason, f.target, f.severity, f.detail] for f in findings])
+    return "\n" + table(
+        ["FINDING", "TARGET", "SEVERITY", "DETAIL"],
+        [[f.reason, f.target, f.severity, f.detail] for f in findings],
+    )
 
 
 def results_table(results: Sequence[Result]) -> str:
     if not results:
         return "Nothing to do: the node is converged.\n"
-    return table(["ACTION", "TARGET", "RESULT", "MESSAGE"], [[r.action.kind, r.action.target, "ok" if r.ok else "FAILED", r.message] for r in results])
+    return table(
+        ["ACTION", "TARGET", "RESULT", "MESSAGE"],
+        [[r.action.kind, r.action.target, "ok" if r.ok else "FAILED", r.message] for r in results],
+    )
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines = [
+        "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     return "\n".join(lines) + "\n"

@@ -29,6 +29,7 @@ import json
 import os
 import posixpath
 import signal
+from typing import Any
 
 from reconciler import host as host_
 from reconciler import kubeadm
@@ -120,7 +121,9 @@ def recover(host: host_.Host) -> str | None:
     except (ValueError, KeyError, TypeError) as e:
         # The journal is written atomically, so this is damage from outside; files were not
         # touched before a complete journal existed, and we cannot tell which are whose.
-        raise TransactionError(f"{JOURNAL}: unreadable ({e}); inspect it and the backups by hand") from e
+        raise TransactionError(
+            f"{JOURNAL}: unreadable ({e}); inspect it and the backups by hand"
+        ) from e
     if all(_staged_ok(host, backup, e) for e in entries):
         for entry in entries:
             _install(host, backup, entry)
@@ -152,26 +155,26 @@ def _new_backup_dir(host: host_.Host, now: dt.datetime) -> str:
     return candidate
 
 
-def _install(host: host_.Host, backup: str, entry: dict) -> None:  # type: ignore[type-arg]
+def _install(host: host_.Host, backup: str, entry: dict[str, Any]) -> None:
     staged = host.read(f"{backup}/new/{entry['path'].lstrip('/')}")
     assert staged is not None
-    owner = tuple(entry["owner"]) if entry.get("owner") else None
-    host.write_atomic(entry["path"], staged, mode=entry["mode"], owner=owner)  # type: ignore[arg-type]
+    owner = (entry["owner"][0], entry["owner"][1]) if entry.get("owner") else None
+    host.write_atomic(entry["path"], staged, mode=entry["mode"], owner=owner)
 
 
-def _staged_ok(host: host_.Host, backup: str, entry: dict) -> bool:  # type: ignore[type-arg]
+def _staged_ok(host: host_.Host, backup: str, entry: dict[str, Any]) -> bool:
     staged = host.read(f"{backup}/new/{entry['path'].lstrip('/')}")
     return staged is not None and hashlib.sha256(staged).hexdigest() == entry["sha256"]
 
 
-def _rollback(host: host_.Host, journal: dict) -> None:  # type: ignore[type-arg]
+def _rollback(host: host_.Host, journal: dict[str, Any]) -> None:
     backup = journal["backup"]
     for entry in journal["files"]:
         if entry["existed"]:
             old = host.read(f"{backup}/old/{entry['path'].lstrip('/')}")
             if old is not None:
-                owner = tuple(entry["owner"]) if entry.get("owner") else None
-                host.write_atomic(entry["path"], old, mode=entry["mode"], owner=owner)  # type: ignore[arg-type]
+                owner = (entry["owner"][0], entry["owner"][1]) if entry.get("owner") else None
+                host.write_atomic(entry["path"], old, mode=entry["mode"], owner=owner)
         else:
             host.remove(entry["path"])
     host.remove(JOURNAL)
