@@ -13,10 +13,12 @@ directory fsynced, so a reader (or a crash) sees the old content or the new, nev
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 # A host command (systemctl, crictl) that hangs must not hang the pass forever.
@@ -129,6 +131,32 @@ class Host:
             self.path(host_path).mkdir(mode=mode, parents=True, exist_ok=True)
         except OSError as e:
             raise HostError(f"{host_path}: cannot create directory: {e.strerror or e}") from e
+
+    @contextlib.contextmanager
+    def lock(self, host_path: str) -> Iterator[None]:
+        """Hold an exclusive lock file for the duration of a pass, so two kucero processes
+        (an old pod still terminating, a `node --once` by hand) never interleave on a node.
+
+        A host we cannot write to cannot be changed either, so the lock is skipped there and
+        the pass reports the failed writes itself.
+        """
+        target = self.path(host_path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                yield
+                return
+            raise HostError(f"{host_path}: cannot create lock: {e.strerror or e}") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise HostError(f"{host_path}: another kucero pass holds the lock") from e
+            yield
+        finally:
+            os.close(fd)
 
     def run(self, argv: Sequence[str], timeout: float = COMMAND_TIMEOUT_SECONDS) -> str:
         """Run a host command; return its output, raise ``HostError`` when it fails."""

@@ -12,8 +12,10 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
-from reconciler import execute, observe, plan, policy, transaction
+from reconciler import execute, kubeadm, observe, plan, policy, transaction
 from reconciler import host as host_
+
+LOCK = f"{kubeadm.TMP}/kucero.lock"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +79,21 @@ def run_once(
             empty,
             f"host root {host.root} does not exist or is not a directory",
         )
-    recovered: list[str] = []
+    try:
+        with host.lock(LOCK):
+            return _locked_pass(host, spec, node_name, clock, settings)
+    except host_.HostError as e:
+        return PassResult(spec, (), empty, (), empty, str(e))
+
+
+def _locked_pass(
+    host: host_.Host,
+    spec: policy.NodeSpec,
+    node_name: str | None,
+    clock: Callable[[], dt.datetime],
+    settings: execute.Settings,
+) -> PassResult:
+    empty = plan.Plan((), ())
     try:
         recovered = execute.recover(host)
     except (transaction.TransactionError, host_.HostError) as e:

@@ -58,10 +58,11 @@ def node_once(
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file's content, except the (empty) lock file a pass holds while it runs."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
+        if p.is_file() and not p.is_symlink() and p.name != "kucero.lock"
     }
 
 
@@ -474,6 +475,18 @@ def test_corrupt_file_makes_check_expiration_fail_with_its_path(
         code == 1
         and "etcd-peer: /etc/kubernetes/pki/etcd/peer.crt: not a valid PEM certificate" in out
     )
+
+
+def test_concurrent_pass_is_refused_while_the_lock_is_held(
+    make_tree: Any, policy_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_tree(now=REAL_NOW, key_type="ecdsa", expiries={"apiserver": 5 * DAY})
+    before = snapshot(root)
+    with host.Host(root).lock("/etc/kubernetes/tmp/kucero.lock"):
+        code, out, _ = node_once(root, policy_file, capsys)
+    assert code == 1 and "another kucero pass holds the lock" in out
+    assert snapshot(root) == before
+    assert node_once(root, policy_file, capsys)[0] == 0
 
 
 def test_worker_node_pass(
