@@ -26,6 +26,7 @@ class PassResult:
     results: tuple[execute.Result, ...]
     after: plan.Plan  # what the next pass would do
     error: str | None = None  # the pass could not run at all
+    node_name: str | None = None
 
     @property
     def findings(self) -> list[plan.Finding]:
@@ -51,7 +52,7 @@ class PassResult:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "node": None,
+            "node": self.node_name,
             "revision": self.spec.revision,
             "converged": self.converged,
             "recovered": list(self.recovered),
@@ -102,4 +103,6 @@ def _locked_pass(
     first = plan.plan(spec, observed, clock())
     results = execute.execute(host, spec, observed, first, clock(), settings)
     after = plan.plan(spec, observe.observe(host, node_name), clock())
-    return PassResult(spec, tuple(recovered), first, tuple(results), after)
+    return PassResult(
+        spec, tuple(recovered), first, tuple(results), after, node_name=observed.node_name
+    )
