@@ -39,6 +39,8 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date -X $pkg.gitCommit=${commit:-unknown}"
 done
 
+# Static binaries, as Kubernetes releases them: kubeadm must run chrooted into a node tree.
+export CGO_ENABLED=0
 for b in "${missing[@]}"; do
     t=$SECONDS
     if [[ $b == etcd ]]; then

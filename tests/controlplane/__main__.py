@@ -1,0 +1,39 @@
+"""``python -m tests.controlplane start|stop --dir DIR``: a real control plane by hand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tests.controlplane import cluster
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.controlplane")
+    sub = p.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="start etcd and kube-apiserver, wait for /readyz")
+    start.add_argument("--dir", type=Path, required=True)
+    start.add_argument("--with-controller-manager", action="store_true")
+    stop = sub.add_parser("stop", help="stop what `start` started in DIR (removes nothing)")
+    stop.add_argument("--dir", type=Path, required=True)
+    args = p.parse_args()
+    if args.command == "start":
+        began = time.monotonic()
+        try:
+            plane = cluster.start(args.dir, args.with_controller_manager)
+        except RuntimeError as e:
+            print(f"start failed: {e}", file=sys.stderr)
+            return 1
+        print(f"ready in {time.monotonic() - began:.1f}s: {plane.server}")
+        print(f"  export KUBECONFIG={plane.admin_kubeconfig}")
+        print(f"  pids: {', '.join(f'{n}={p}' for n, p in plane.pids.items())}")
+        return 0
+    stopped = cluster.stop(args.dir)
+    print("stopped: " + (", ".join(stopped) or "nothing was running"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

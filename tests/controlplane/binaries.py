@@ -1,0 +1,36 @@
+"""Where build.sh puts the binaries, derived from the pinned go.mod files, as build.sh does."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+NAMES = ("kube-apiserver", "kube-controller-manager", "kubeadm", "etcd")
+
+
+def _required(go_mod: Path, module: str) -> str:
+    match = re.search(rf"^require {re.escape(module)} (\S+)$", go_mod.read_text(), re.M)
+    if not match:
+        raise RuntimeError(f"{go_mod}: no 'require {module}' line")
+    return match.group(1)
+
+
+K8S_VERSION = _required(HERE / "k8s" / "go.mod", "k8s.io/kubernetes")
+ETCD_VERSION = _required(HERE / "etcd" / "go.mod", "go.etcd.io/etcd/server/v3")
+
+
+def directory() -> Path:
+    cache = os.environ.get("KUCERO_TESTBIN") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kucero-testbin"
+    )
+    return Path(cache) / f"{K8S_VERSION}-etcd-{ETCD_VERSION}"
+
+
+def missing() -> list[str]:
+    return [n for n in NAMES if not os.access(directory() / n, os.X_OK)]
+
+
+def path(name: str) -> str:
+    return str(directory() / name)
