@@ -25,7 +25,9 @@ def _require_binaries(*names: str) -> None:
     missing = [n for n in binaries.missing() if not names or n in names]
     if not missing:
         return
-    message = f"{', '.join(missing)} not built in {binaries.directory()}: run `make testbin` (needs Go)"
+    message = (
+        f"{', '.join(missing)} not built in {binaries.directory()}: run `make testbin` (needs Go)"
+    )
     if os.environ.get("CI"):
         pytest.fail(message + " [CI is set: missing binaries are a failure]", pytrace=False)
     pytest.skip(message)
@@ -42,7 +44,12 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.
         cluster.stop(directory)
 
 
-def api_client(plane: cluster.ControlPlane, crt: Path | None = None, key: Path | None = None, token: str | None = None) -> Any:
+def api_client(
+    plane: cluster.ControlPlane,
+    crt: Path | None = None,
+    key: Path | None = None,
+    token: str | None = None,
+) -> Any:
     from kubernetes import client
 
     config = client.Configuration()
@@ -96,7 +103,9 @@ def namespace(admin: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def service_account_client(admin: Any, control_plane: cluster.ControlPlane, namespace: str) -> Iterator[Callable[[str], Any]]:
+def service_account_client(
+    admin: Any, control_plane: cluster.ControlPlane, namespace: str
+) -> Iterator[Callable[[str], Any]]:
     """``service_account_client("kucero")`` -> an ApiClient authenticated as that service
     account of the test's namespace, with a token from the TokenRequest API."""
     from kubernetes import client
@@ -105,8 +114,12 @@ def service_account_client(admin: Any, control_plane: cluster.ControlPlane, name
     made: list[Any] = []
 
     def make(name: str) -> Any:
-        core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
-        request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+        core.create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+        )
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        )
         token = core.create_namespaced_service_account_token(name, namespace, request).status.token
         api = api_client(control_plane, token=token)
         made.append(api)
@@ -126,11 +139,17 @@ def make_node(admin: Any) -> Iterator[Callable[..., Any]]:
     core = client.CoreV1Api(admin)
     created: list[str] = []
 
-    def make(name: str, addresses: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> Any:
-        node = core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name, labels=labels or {})))
+    def make(
+        name: str, addresses: dict[str, str] | None = None, labels: dict[str, str] | None = None
+    ) -> Any:
+        node = core.create_node(
+            client.V1Node(metadata=client.V1ObjectMeta(name=name, labels=labels or {}))
+        )
         created.append(name)
         if addresses:
-            node.status = client.V1NodeStatus(addresses=[client.V1NodeAddress(type=t, address=a) for t, a in addresses.items()])
+            node.status = client.V1NodeStatus(
+                addresses=[client.V1NodeAddress(type=t, address=a) for t, a in addresses.items()]
+            )
             node = core.replace_node_status(name, node)
         return node
 

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -67,7 +66,9 @@ def write_kubeconfig(path: Path, server: str, ca: Path, crt: Path, key: Path, us
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "clusters": [
+            {"name": "test", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
         "users": [{"name": user, "user": {"client-certificate": str(crt), "client-key": str(key)}}],
         "contexts": [{"name": "test", "context": {"cluster": "test", "user": user}}],
         "current-context": "test",
@@ -80,7 +81,9 @@ def write_kubeconfig(path: Path, server: str, ca: Path, crt: Path, key: Path, us
 def start(directory: Path, with_controller_manager: bool = False) -> ControlPlane:
     missing = binaries.missing()
     if missing:
-        raise RuntimeError(f"missing {', '.join(missing)} in {binaries.directory()}: run `make testbin`")
+        raise RuntimeError(
+            f"missing {', '.join(missing)} in {binaries.directory()}: run `make testbin`"
+        )
     directory = directory.resolve()
     pki = directory / "pki"
     logs = directory / "logs"
@@ -89,9 +92,30 @@ def start(directory: Path, with_controller_manager: bool = False) -> ControlPlan
     certs.service_account_keys(pki)
     api_port, etcd_port, peer_port = free_port(), free_port(), free_port()
     server = f"https://127.0.0.1:{api_port}"
-    ca.issue(pki, "apiserver", "kube-apiserver", server=True, sans=("127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"))
+    ca.issue(
+        pki,
+        "apiserver",
+        "kube-apiserver",
+        server=True,
+        sans=(
+            "127.0.0.1",
+            "localhost",
+            "10.96.0.1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ),
+    )
     admin_crt, admin_key = ca.issue(pki, "admin", "kubernetes-admin", ("system:masters",))
-    write_kubeconfig(directory / "admin.kubeconfig", server, pki / "ca.crt", admin_crt, admin_key, "kubernetes-admin")
+    write_kubeconfig(
+        directory / "admin.kubeconfig",
+        server,
+        pki / "ca.crt",
+        admin_crt,
+        admin_key,
+        "kubernetes-admin",
+    )
 
     pids: dict[str, int] = {}
     etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -151,7 +175,9 @@ def _start_controller_manager(plane: ControlPlane, ca: certs.CA) -> int:
     pki = plane.pki
     crt, key = ca.issue(pki, "controller-manager", "system:kube-controller-manager")
     kubeconfig = plane.dir / "controller-manager.kubeconfig"
-    write_kubeconfig(kubeconfig, plane.server, pki / "ca.crt", crt, key, "system:kube-controller-manager")
+    write_kubeconfig(
+        kubeconfig, plane.server, pki / "ca.crt", crt, key, "system:kube-controller-manager"
+    )
     return _spawn(
         [
             binaries.path("kube-controller-manager"),
@@ -193,9 +219,26 @@ def stop(directory: Path) -> list[str]:
 
 
 def _spawn(argv: list[str], log: Path) -> int:
-    with open(log, "ab") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    return process.pid
+    """Start a detached process (own session, output to ``log``) and return its PID.
+
+    posix_spawn rather than Popen: the processes outlive this call (``start`` by hand exits
+    while they run), and a collected Popen of a running child warns.
+    """
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, fd, 1),
+                (os.POSIX_SPAWN_DUP2, fd, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(fd)
 
 
 def _terminate(pid: int) -> bool:
@@ -243,7 +286,9 @@ def _wait_ready(plane: ControlPlane, crt: Path, key: Path) -> None:
                 tail = (plane.dir / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{name} exited during start-up; end of its log:\n{tail}")
         try:
-            with urllib.request.urlopen(f"{plane.server}/readyz", context=context, timeout=5) as response:
+            with urllib.request.urlopen(
+                f"{plane.server}/readyz", context=context, timeout=5
+            ) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError) as e:
@@ -253,4 +298,6 @@ def _wait_ready(plane: ControlPlane, crt: Path, key: Path) -> None:
 
 
 def _save(plane: ControlPlane) -> None:
-    (plane.dir / STATE).write_text(json.dumps({"server": plane.server, "pids": plane.pids}, indent=1))
+    (plane.dir / STATE).write_text(
+        json.dumps({"server": plane.server, "pids": plane.pids}, indent=1)
+    )

@@ -33,19 +33,37 @@ networking: {{serviceSubnet: 10.96.0.0/12, dnsDomain: cluster.local}}
 """
 
 
-def config(root: Path | None, node: str = "cp-1", ip: str = "10.0.0.11", algorithm: str = "RSA-2048") -> str:
+def config(
+    root: Path | None, node: str = "cp-1", ip: str = "10.0.0.11", algorithm: str = "RSA-2048"
+) -> str:
     pki = (root / "etc/kubernetes/pki") if root else Path("/etc/kubernetes/pki")
-    return CONFIG.format(ip=ip, node=node, version=binaries.K8S_VERSION, pki=pki, algorithm=algorithm)
+    return CONFIG.format(
+        ip=ip, node=node, version=binaries.K8S_VERSION, pki=pki, algorithm=algorithm
+    )
 
 
-def build(root: Path, node: str = "cp-1", ip: str = "10.0.0.11", algorithm: str = "RSA-2048") -> Path:
+def build(
+    root: Path, node: str = "cp-1", ip: str = "10.0.0.11", algorithm: str = "RSA-2048"
+) -> Path:
     """A control-plane node tree under ``root`` made by kubeadm itself; returns ``root``."""
     kubeadm = binaries.path("kubeadm")
     (root / "etc/kubernetes/pki").mkdir(parents=True, exist_ok=True)
     cfg = root.parent / f"{root.name}-kubeadm.yaml"
     cfg.write_text(config(root, node, ip, algorithm))
     _run([kubeadm, "init", "phase", "certs", "all", "--config", str(cfg)])
-    _run([kubeadm, "init", "phase", "kubeconfig", "all", "--config", str(cfg), "--kubeconfig-dir", str(root / "etc/kubernetes")])
+    _run(
+        [
+            kubeadm,
+            "init",
+            "phase",
+            "kubeconfig",
+            "all",
+            "--config",
+            str(cfg),
+            "--kubeconfig-dir",
+            str(root / "etc/kubernetes"),
+        ]
+    )
     cfg.unlink()
     return root
 
@@ -71,5 +89,7 @@ def check_expiration(root: Path) -> dict[str, Any]:
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
     if done.returncode != 0:
-        raise RuntimeError(f"{shlex.join(argv)}: exit {done.returncode}\n{done.stdout}\n{done.stderr}")
+        raise RuntimeError(
+            f"{shlex.join(argv)}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+        )
     return done

@@ -1,0 +1,1 @@
+"""Tests against the real kube-apiserver, etcd and kubeadm (tests/controlplane)."""

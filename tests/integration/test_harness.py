@@ -1,0 +1,110 @@
+"""The harness is the real thing: the Node authorizer, NodeRestriction, RBAC, CSRs and
+TokenRequest behave as on a kubeadm cluster."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+pytestmark = pytest.mark.controlplane
+
+NODES = ("system:nodes",)
+
+
+def _annotate(api: Any, node: str, key: str, value: str) -> Any:
+    return client.CoreV1Api(api).patch_node(node, {"metadata": {"annotations": {key: value}}})
+
+
+def test_node_may_annotate_itself_but_not_another_node(
+    admin: Any, client_as: Any, make_node: Any
+) -> None:
+    make_node("cp-1", addresses={"InternalIP": "10.0.0.11", "Hostname": "cp-1"})
+    make_node("cp-2", addresses={"InternalIP": "10.0.0.12"})
+    cp1 = client_as("system:node:cp-1", NODES)
+
+    patched = _annotate(cp1, "cp-1", "kucero.io/status", '{"phase": "Converged"}')
+    assert patched.metadata.annotations["kucero.io/status"] == '{"phase": "Converged"}'
+
+    with pytest.raises(ApiException) as refused:
+        _annotate(cp1, "cp-2", "kucero.io/status", "{}")
+    assert refused.value.status == 403
+    assert "cp-2" in refused.value.body
+    assert "kucero.io/status" not in (
+        client.CoreV1Api(admin).read_node("cp-2").metadata.annotations or {}
+    )
+
+
+def test_node_csr_is_visible_to_admin_with_its_requestor(
+    admin: Any, client_as: Any, make_node: Any
+) -> None:
+    make_node("cp-1", addresses={"InternalIP": "10.0.0.11"})
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "system:node:cp-1"),
+                ]
+            )
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("cp-1")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    name = f"csr-cp-1-{dt.datetime.now(dt.UTC):%H%M%S%f}"
+    body = client.V1CertificateSigningRequest(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1CertificateSigningRequestSpec(
+            request=__import__("base64")
+            .b64encode(csr.public_bytes(serialization.Encoding.PEM))
+            .decode(),
+            signer_name="kubernetes.io/kubelet-serving",
+            usages=["digital signature", "server auth"],
+        ),
+    )
+    certificates = client.CertificatesV1Api(client_as("system:node:cp-1", NODES))
+    certificates.create_certificate_signing_request(body)
+    try:
+        listed = {
+            c.metadata.name: c
+            for c in client.CertificatesV1Api(admin).list_certificate_signing_request().items
+        }
+        assert listed[name].spec.username == "system:node:cp-1"
+        assert "system:nodes" in listed[name].spec.groups
+        assert listed[name].spec.signer_name == "kubernetes.io/kubelet-serving"
+    finally:
+        client.CertificatesV1Api(admin).delete_certificate_signing_request(name)
+
+
+def test_service_account_token_authenticates_and_rbac_applies(
+    service_account_client: Any, namespace: str
+) -> None:
+    api = service_account_client("kucero")
+    with pytest.raises(ApiException) as refused:
+        client.CoreV1Api(api).list_node()
+    assert refused.value.status == 403
+    assert f"system:serviceaccount:{namespace}:kucero" in refused.value.body
+
+
+def test_unknown_client_certificate_is_unauthenticated(control_plane: Any, tmp_path: Any) -> None:
+    from tests.conftest import api_client
+    from tests.controlplane import certs
+
+    stranger = certs.CA.create(tmp_path / "other-ca")
+    crt, key = stranger.issue(tmp_path, "x", "system:node:cp-1", NODES)
+    api = api_client(control_plane, crt, key)
+    try:
+        with pytest.raises(ApiException) as refused:
+            client.CoreV1Api(api).list_node()
+        assert refused.value.status == 401
+    finally:
+        api.close()
