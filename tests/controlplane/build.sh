@@ -31,7 +31,11 @@ echo "testbin: building ${missing[*]} (Kubernetes $k8s_version, etcd $etcd_versi
 # The version ldflags make `--version` tell the truth (a bare `go build` reports v0.0.0, which
 # kubeadm rejects as a control-plane version).
 minor="${k8s_version#v1.}"; minor="${minor%%.*}"
-commit="$(go mod download -json k8s.io/kubernetes@"$k8s_version" 2>/dev/null | awk -F'"' '/"Hash"/ {print $4; exit}')"
+# The module proxy serves no VCS origin, so the commit is only known when `go mod download`
+# reports one; otherwise say "unknown" rather than invent one.
+origin_hash() { (cd "$1" && go mod download -json "$2" 2>/dev/null | awk -F'"' '/"Hash"/ {print $4; exit}'); }
+commit="$(origin_hash "$here/k8s" k8s.io/kubernetes@"$k8s_version")"
+etcd_commit="$(origin_hash "$here/etcd" go.etcd.io/etcd/server/v3@"$etcd_version")"
 build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 k8s_ldflags=""
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -44,7 +48,7 @@ export CGO_ENABLED=0
 for b in "${missing[@]}"; do
     t=$SECONDS
     if [[ $b == etcd ]]; then
-        (cd "$here/etcd" && go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$etcd_version" \
+        (cd "$here/etcd" && go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${etcd_commit:-unknown}" \
             -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3)
     else
         (cd "$here/k8s" && go build -trimpath -ldflags "-s -w $k8s_ldflags" -o "$out/$b.tmp" "k8s.io/kubernetes/cmd/$b")

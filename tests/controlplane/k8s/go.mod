@@ -2,7 +2,8 @@ module kucero.test/k8sbin
 
 // Builds kube-apiserver, kube-controller-manager and kubeadm for the test suite only.
 // k8s.io/kubernetes replaces its staging modules with ./staging paths that do not exist in
-// the published module, so each is replaced here by its published v0.37.2.
+// the published module, so each is replaced here by its published v0.37.2 (all of them but
+// sample-apiserver, sample-cli-plugin and sample-controller, which are not in the build graph).
 go 1.26.0
 
 require k8s.io/kubernetes v1.37.2
