@@ -5,166 +5,151 @@ clients acting as any user (admin, a node through a client certificate, a servic
 through TokenRequest), Node objects, and node trees made by the real kubeadm.
 
 Without the binaries the tests that need them skip with a message saying how to build them;
-with ``CI`` set they fail instead, so a green CI run always means they ran.
+with ``CI`` set they fail instead, so a green CI run always means they ran. A test that uses
+these fixtures is marked ``controlplane`` (or ``kubeadm``) even if it forgot to say so, so
+``-m "not controlplane"`` always selects exactly the tests that need no binaries.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.controlplane import binaries, cluster, kubeadm_tree
+from tests.controlplane import binaries, cluster, kubeadm_tree, processes
+
+if TYPE_CHECKING:
+    from tests.controlplane import clients as clients_
+
+# The guard stops the control plane in about a second; a minute means it is stuck.
+GUARD_TIMEOUT_SECONDS = 60
+MARKS = {"control_plane": "controlplane", "kubeadm_node": "kubeadm"}
 
 
-def _require_binaries(*names: str) -> None:
-    missing = [n for n in binaries.missing() if not names or n in names]
-    if not missing:
-        return
-    message = (
-        f"{', '.join(missing)} not built in {binaries.directory()}: run `make testbin` (needs Go)"
-    )
-    if os.environ.get("CI"):
-        pytest.fail(message + " [CI is set: missing binaries are a failure]", pytrace=False)
-    pytest.skip(message)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, mark in MARKS.items():
+            if fixture in getattr(item, "fixturenames", ()) and not item.get_closest_marker(mark):
+                item.add_marker(mark)
 
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
-    _require_binaries("etcd", "kube-apiserver", "kube-controller-manager")
+    """etcd, kube-apiserver and kube-controller-manager, for the whole session."""
+    binaries.require("etcd", "kube-apiserver", "kube-controller-manager")
     directory = tmp_path_factory.mktemp("controlplane")
-    plane = cluster.start(directory, with_controller_manager=True)
+    guard = processes.guard(directory)  # stops it even if this process is killed
     try:
-        yield plane
+        yield cluster.start(directory, with_controller_manager=True)
     finally:
-        cluster.stop(directory)
-
-
-def api_client(
-    plane: cluster.ControlPlane,
-    crt: Path | None = None,
-    key: Path | None = None,
-    token: str | None = None,
-) -> Any:
-    from kubernetes import client
-
-    config = client.Configuration()
-    config.host = plane.server
-    config.ssl_ca_cert = str(plane.pki / "ca.crt")
-    if crt and key:
-        config.cert_file, config.key_file = str(crt), str(key)
-    if token:
-        config.api_key = {"authorization": token}
-        config.api_key_prefix = {"authorization": "Bearer"}
-    return client.ApiClient(config)
+        assert guard.stdin is not None
+        guard.stdin.close()
+        guard.wait(GUARD_TIMEOUT_SECONDS)
+        cluster.stop(directory)  # a no-op unless the guard failed
 
 
 @pytest.fixture(scope="session")
-def admin(control_plane: cluster.ControlPlane) -> Iterator[Any]:
-    """An ApiClient in system:masters."""
-    pki = control_plane.pki
-    api = api_client(control_plane, pki / "admin.crt", pki / "admin.key")
-    yield api
-    api.close()
+def clients(control_plane: cluster.ControlPlane) -> Iterator[clients_.Clients]:
+    from tests.controlplane import clients as clients_
+
+    made = clients_.Clients(control_plane)
+    yield made
+    made.close()
 
 
 @pytest.fixture(scope="session")
-def client_as(control_plane: cluster.ControlPlane) -> Iterator[Callable[..., Any]]:
-    """``client_as("system:node:cp-1", ("system:nodes",))`` -> an ApiClient with a client
-    certificate for that user, cached per user."""
-    made: dict[tuple[str, tuple[str, ...]], Any] = {}
-    ca = control_plane.ca()
+def admin(clients: clients_.Clients) -> Any:
+    """An ApiClient as ``kubernetes-admin`` in ``system:masters``."""
+    return clients.admin()
 
-    def make(user: str, groups: tuple[str, ...] = ()) -> Any:
-        if (user, groups) not in made:
-            safe = user.replace(":", "_") + "".join(f"+{g.replace(':', '_')}" for g in groups)
-            crt, key = ca.issue(control_plane.dir / "users", safe, user, groups)
-            made[(user, groups)] = api_client(control_plane, crt, key)
-        return made[(user, groups)]
 
-    yield make
-    for api in made.values():
-        api.close()
+@pytest.fixture(scope="session")
+def client_as(clients: clients_.Clients) -> Callable[..., Any]:
+    """``client_as(user, groups=None)`` -> an ApiClient acting as ``user``, one per user.
+
+    ``client_as("system:node:cp-1")`` is a node (client certificate, group ``system:nodes``);
+    ``client_as("system:serviceaccount:ns:kucero")`` a service account (TokenRequest token, the
+    account is created if missing); ``client_as("alice", ("devs",))`` anyone else.
+    """
+    return clients.user
 
 
 @pytest.fixture
 def namespace(admin: Any) -> Iterator[str]:
+    """A fresh namespace, deleted after the test."""
     from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
 
     name = f"t-{uuid.uuid4().hex[:10]}"
     core = client.CoreV1Api(admin)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
-    core.delete_namespace(name)
+    try:
+        core.delete_namespace(name)
+    except ApiException as e:
+        if e.status != 404:
+            raise
 
 
 @pytest.fixture
-def service_account_client(
-    admin: Any, control_plane: cluster.ControlPlane, namespace: str
-) -> Iterator[Callable[[str], Any]]:
-    """``service_account_client("kucero")`` -> an ApiClient authenticated as that service
-    account of the test's namespace, with a token from the TokenRequest API."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(admin)
-    made: list[Any] = []
-
-    def make(name: str) -> Any:
-        core.create_namespaced_service_account(
-            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
-        )
-        request = client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
-        )
-        token = core.create_namespaced_service_account_token(name, namespace, request).status.token
-        api = api_client(control_plane, token=token)
-        made.append(api)
-        return api
-
-    yield make
-    for api in made:
-        api.close()
+def service_account_client(namespace: str, client_as: Callable[..., Any]) -> Callable[[str], Any]:
+    """``service_account_client("kucero")`` -> an ApiClient as that service account of the
+    test's namespace (created if missing), with a token from the TokenRequest API."""
+    return lambda name: client_as(f"system:serviceaccount:{namespace}:{name}")
 
 
 @pytest.fixture
 def make_node(admin: Any) -> Iterator[Callable[..., Any]]:
-    """``make_node("cp-1", addresses={"InternalIP": "10.0.0.11"}, labels={...})`` -> the Node,
-    deleted after the test."""
+    """``make_node("cp-1", addresses={"InternalIP": "10.0.0.11"}, labels={...},
+    annotations={...})`` -> the created V1Node (with those status addresses), deleted after the
+    test. ``addresses`` may also be a list of (type, address) pairs, for dual-stack nodes."""
     from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
 
     core = client.CoreV1Api(admin)
     created: list[str] = []
 
     def make(
-        name: str, addresses: dict[str, str] | None = None, labels: dict[str, str] | None = None
+        name: str,
+        addresses: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
     ) -> Any:
-        node = core.create_node(
-            client.V1Node(metadata=client.V1ObjectMeta(name=name, labels=labels or {}))
+        meta = client.V1ObjectMeta(
+            name=name, labels=dict(labels or {}), annotations=dict(annotations or {})
         )
+        node = core.create_node(client.V1Node(metadata=meta))
         created.append(name)
-        if addresses:
+        pairs = list(addresses.items()) if isinstance(addresses, Mapping) else list(addresses)
+        if pairs:
             node.status = client.V1NodeStatus(
-                addresses=[client.V1NodeAddress(type=t, address=a) for t, a in addresses.items()]
+                addresses=[client.V1NodeAddress(type=t, address=a) for t, a in pairs]
             )
             node = core.replace_node_status(name, node)
         return node
 
     yield make
     for name in created:
-        core.delete_node(name)
+        try:
+            core.delete_node(name)
+        except ApiException as e:
+            if e.status != 404:  # the test deleted it
+                raise
 
 
 @pytest.fixture
 def kubeadm_node(tmp_path: Path) -> Callable[..., Path]:
-    """``kubeadm_node(node="cp-1", algorithm="RSA-2048")`` -> a host root made by the real kubeadm."""
-    _require_binaries("kubeadm")
-    counter = iter(range(100))
+    """``kubeadm_node(node="cp-1", ip="10.0.0.11", algorithm="RSA-2048")`` -> a host root whose
+    ``etc/kubernetes`` (pki/ and the kubeconfigs) the real kubeadm made."""
+    binaries.require("kubeadm")
+    made = 0
 
     def make(node: str = "cp-1", ip: str = "10.0.0.11", algorithm: str = "RSA-2048") -> Path:
-        return kubeadm_tree.build(tmp_path / f"kubeadm-node-{next(counter)}", node, ip, algorithm)
+        nonlocal made
+        made += 1
+        return kubeadm_tree.build(tmp_path / f"kubeadm-{node}-{made}", node, ip, algorithm)
 
     return make

@@ -1,4 +1,5 @@
-"""Where build.sh puts the binaries, derived from the pinned go.mod files, as build.sh does."""
+"""Where build.sh puts the binaries (derived from the pinned go.mod files, as build.sh does),
+and the gate that skips or fails the tests that need them when they are not there."""
 
 from __future__ import annotations
 
@@ -34,3 +35,17 @@ def missing() -> list[str]:
 
 def path(name: str) -> str:
     return str(directory() / name)
+
+
+def require(*names: str) -> None:
+    """Skip the calling test when any of ``names`` (default: all) is not built, saying how to
+    build them; fail instead when ``CI`` is set, so a green CI run means the tests ran."""
+    import pytest
+
+    absent = [n for n in missing() if not names or n in names]
+    if not absent:
+        return
+    message = f"{', '.join(absent)} not built in {directory()}: run `make testbin` (needs Go)"
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"{message} [CI is set: missing binaries are a failure]", pytrace=False)
+    pytest.skip(message)

@@ -36,6 +36,12 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
+def file_name(user: str, groups: tuple[str, ...] = ()) -> str:
+    """A file name for a user's credentials: ``system:node:cp-1`` in ``system:nodes`` ->
+    ``system_node_cp-1+system_nodes``."""
+    return "+".join(n.replace(":", "_").replace("/", "_") for n in (user, *groups))
+
+
 class CA:
     """The cluster CA kept in ``pki/ca.crt`` and ``pki/ca.key``."""
 

@@ -14,6 +14,8 @@ from cryptography.x509.oid import NameOID
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from tests.controlplane import certs, clients
+
 pytestmark = pytest.mark.controlplane
 
 NODES = ("system:nodes",)
@@ -96,12 +98,9 @@ def test_service_account_token_authenticates_and_rbac_applies(
 
 
 def test_unknown_client_certificate_is_unauthenticated(control_plane: Any, tmp_path: Any) -> None:
-    from tests.conftest import api_client
-    from tests.controlplane import certs
-
     stranger = certs.CA.create(tmp_path / "other-ca")
     crt, key = stranger.issue(tmp_path, "x", "system:node:cp-1", NODES)
-    api = api_client(control_plane, crt, key)
+    api = clients.api_client(control_plane, crt, key)
     try:
         with pytest.raises(ApiException) as refused:
             client.CoreV1Api(api).list_node()
