@@ -29,6 +29,8 @@ from tests.controlplane import binaries, certs, flags, processes
 STATE = "controlplane.json"
 # Start-up takes about 5 s on 2 idle cores, 20 s while Go compiles beside it; 90 s is broken.
 READY_TIMEOUT_SECONDS = 90.0
+# A health endpoint answers in milliseconds; a port that accepts and stays silent is not ours.
+PROBE_SECONDS = 1.0
 # A port can be taken between free_port() and the server binding it.
 START_ATTEMPTS = 3
 
@@ -117,6 +119,8 @@ def _start_once(directory: Path, with_controller_manager: bool) -> ControlPlane:
     plane = ControlPlane(directory, server, {})
     try:
         _launch(plane, "etcd", flags.etcd(directory, etcd_url, f"http://127.0.0.1:{free_port()}"))
+        # etcd first: an API server stopped while it waits for etcd takes GRACE_SECONDS to go
+        _wait(plane, lambda: _get(f"{etcd_url}/health", None))
         _launch(plane, "kube-apiserver", flags.apiserver(directory, server, etcd_url))
         _wait(plane, lambda: _get(f"{server}/readyz", ssl_context(pki, admin_crt, admin_key)))
         if with_controller_manager:
@@ -191,8 +195,8 @@ def ssl_context(
     return context
 
 
-def _get(url: str, context: ssl.SSLContext) -> bool:
-    with urllib.request.urlopen(url, context=context, timeout=5) as response:
+def _get(url: str, context: ssl.SSLContext | None) -> bool:
+    with urllib.request.urlopen(url, context=context, timeout=PROBE_SECONDS) as response:
         return bool(response.status == 200)
 
 
