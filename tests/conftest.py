@@ -12,6 +12,7 @@ these fixtures is marked ``controlplane`` (or ``kubeadm``) even if it forgot to 
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -49,6 +50,9 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.
         guard.stdin.close()
         guard.wait(GUARD_TIMEOUT_SECONDS)
         cluster.stop(directory)  # a no-op unless the guard failed
+        # etcd preallocates a 62 MB WAL and pytest keeps the last three sessions' directories;
+        # the logs and pki stay for a post-mortem
+        shutil.rmtree(directory / "etcd", ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@ TokenRequest behave as on a kubeadm cluster."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.controlplane import certs, clients
 
@@ -30,7 +32,7 @@ def test_node_may_annotate_itself_but_not_another_node(
 ) -> None:
     make_node("cp-1", addresses={"InternalIP": "10.0.0.11", "Hostname": "cp-1"})
     make_node("cp-2", addresses={"InternalIP": "10.0.0.12"})
-    cp1 = client_as("system:node:cp-1", NODES)
+    cp1 = client_as("system:node:cp-1")
 
     patched = _annotate(cp1, "cp-1", "kucero.io/status", '{"phase": "Converged"}')
     assert patched.metadata.annotations["kucero.io/status"] == '{"phase": "Converged"}'
@@ -38,10 +40,20 @@ def test_node_may_annotate_itself_but_not_another_node(
     with pytest.raises(ApiException) as refused:
         _annotate(cp1, "cp-2", "kucero.io/status", "{}")
     assert refused.value.status == 403
-    assert "cp-2" in refused.value.body
+    # refused by NodeRestriction, not for lack of an RBAC rule
+    message = json.loads(refused.value.body)["message"]
+    assert 'node "cp-1" is not allowed to modify node "cp-2"' in message
     assert "kucero.io/status" not in (
         client.CoreV1Api(admin).read_node("cp-2").metadata.annotations or {}
     )
+
+
+def test_node_user_outside_system_nodes_is_not_a_node(client_as: Any, make_node: Any) -> None:
+    make_node("cp-1")
+    impostor = client_as("system:node:cp-1", ())  # the Node authorizer needs the group too
+    with pytest.raises(ApiException) as refused:
+        client.CoreV1Api(impostor).read_node("cp-1")
+    assert refused.value.status == 403
 
 
 def test_node_csr_is_visible_to_admin_with_its_requestor(
@@ -66,14 +78,12 @@ def test_node_csr_is_visible_to_admin_with_its_requestor(
     body = client.V1CertificateSigningRequest(
         metadata=client.V1ObjectMeta(name=name),
         spec=client.V1CertificateSigningRequestSpec(
-            request=__import__("base64")
-            .b64encode(csr.public_bytes(serialization.Encoding.PEM))
-            .decode(),
+            request=base64.b64encode(csr.public_bytes(serialization.Encoding.PEM)).decode(),
             signer_name="kubernetes.io/kubelet-serving",
             usages=["digital signature", "server auth"],
         ),
     )
-    certificates = client.CertificatesV1Api(client_as("system:node:cp-1", NODES))
+    certificates = client.CertificatesV1Api(client_as("system:node:cp-1"))
     certificates.create_certificate_signing_request(body)
     try:
         listed = {
