@@ -48,10 +48,10 @@ export CGO_ENABLED=0
 for b in "${missing[@]}"; do
     t=$SECONDS
     if [[ $b == etcd ]]; then
-        (cd "$here/etcd" && go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${etcd_commit:-unknown}" \
+        (cd "$here/etcd" && go build -mod=readonly -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${etcd_commit:-unknown}" \
             -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3)
     else
-        (cd "$here/k8s" && go build -trimpath -ldflags "-s -w $k8s_ldflags" -o "$out/$b.tmp" "k8s.io/kubernetes/cmd/$b")
+        (cd "$here/k8s" && go build -mod=readonly -trimpath -ldflags "-s -w $k8s_ldflags" -o "$out/$b.tmp" "k8s.io/kubernetes/cmd/$b")
     fi
     mv "$out/$b.tmp" "$out/$b"   # only complete binaries count as cached
     echo "testbin: $b built in $((SECONDS - t))s"

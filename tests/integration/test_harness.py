@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.controlplane import certs, clients
@@ -117,3 +117,34 @@ def test_unknown_client_certificate_is_unauthenticated(control_plane: Any, tmp_p
         assert refused.value.status == 401
     finally:
         api.close()
+
+
+def whoami(api: Any) -> tuple[str, list[str]]:
+    review = client.AuthenticationV1Api(api).create_self_subject_review(
+        client.V1SelfSubjectReview()
+    )
+    return review.status.user_info.username, review.status.user_info.groups
+
+
+def test_kubeconfigs_for_subprocesses_authenticate_as_their_user(
+    control_plane: Any, clients: Any, namespace: str
+) -> None:
+    node = control_plane.user_kubeconfig("system:node:cp-3", ("system:nodes",))
+    token = clients.token(namespace, "kucero")
+    account = control_plane.token_kubeconfig("kucero", token)
+    for kubeconfig, user in [
+        (node, "system:node:cp-3"),
+        (account, f"system:serviceaccount:{namespace}:kucero"),
+        (control_plane.admin_kubeconfig, "kubernetes-admin"),
+    ]:
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        try:
+            assert whoami(api)[0] == user
+        finally:
+            api.close()
+
+
+def test_client_as_gives_each_user_its_kubeadm_groups(client_as: Any, admin: Any) -> None:
+    assert "system:nodes" in whoami(client_as("system:node:cp-4"))[1]
+    assert "system:masters" in whoami(admin)[1]
+    assert whoami(client_as("alice", ("devs",)))[1] == ["devs", "system:authenticated"]
