@@ -321,7 +321,14 @@ def _node(settings: Settings) -> int:
         spec = _load_spec(settings)
     except policy.PolicyError as e:
         print(e, file=sys.stderr)
+        # Finishing an interrupted pass needs no policy: never leave a torn pair waiting for
+        # someone to fix a typo in Git.
+        for note in node.recover_only(host_.Host(settings.host_root)):
+            print(f"recovered: {note}", file=sys.stderr)
         return 1
+    if settings.args.manifest_grace < 0:
+        print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
+        return 2
     exec_settings = execute.Settings(
         kubelet_restart_command=kubelet_restart_command(settings),
         manifest_grace_seconds=settings.args.manifest_grace,

@@ -143,21 +143,20 @@ def parse_timedelta(text: str) -> dt.timedelta:
 
 
 def human(delta: dt.timedelta) -> str:
-    """A short residual time like kubeadm's table: ``364d``, ``9y``, ``5h``, ``<invalid>``."""
+    """A short residual time exactly like kubeadm's table (apimachinery's
+    ``ShortHumanDuration``): ``59s``, ``45m``, ``23h``, ``364d``, ``1y``, ``<invalid>``."""
     seconds = int(delta.total_seconds())
-    if seconds < 0:
+    if seconds < -1:
         return "<invalid>"
-    if seconds < 120:
+    if seconds < 0:
+        return "0s"
+    if seconds < 60:
         return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 10:
-        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = minutes // 60
-    if hours < 48:
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    hours = seconds // 3600
+    if hours < 24:
         return f"{hours}h"
-    days = hours // 24
-    if days < 365 * 2:
-        return f"{days}d"
-    return f"{days // 365}y"
+    if hours < 24 * 365:
+        return f"{hours // 24}d"
+    return f"{hours // (24 * 365)}y"

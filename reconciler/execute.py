@@ -47,7 +47,9 @@ class Result:
 
 def recover(host: host_.Host) -> list[str]:
     """Repair what a crashed pass left: an open journal, manifests moved out. Idempotent."""
-    notes = []
+    notes = [
+        f"removed {p} left by an interrupted write" for p in host.remove_temporaries(kubeadm.TMP)
+    ]
     done = transaction.recover(host)
     if done:
         notes.append(done)
@@ -86,22 +88,28 @@ def execute(
             continue
         written.append(action)
 
+    # A restart is owed only for what actually landed (or was owed before): restarting the
+    # control plane after a failed renewal would disrupt it for nothing, every pass.
     owed = set(observed.pending_restarts)
-    owed |= {a.target for a in the_plan.of(ActionKind.RESTART_STATIC_POD)}
-    owed |= {"kubelet" for _ in the_plan.of(ActionKind.RESTART_KUBELET)}
     if writes:
-        writes.append(_state_write(host, owed))
+        new_owed = owed | _restarts_for(the_plan, written)
+        writes.append(_state_write(host, new_owed))
         try:
             backup = transaction.apply(host, writes, now, spec.kubeadm.backup_retain)
         except (transaction.TransactionError, host_.HostError) as e:
             results += [Result(a, False, str(e)) for a in written]
-            return results  # nothing changed, so no restart is owed
-        results += [Result(a, True, f"done (backup in {backup})") for a in written]
-    elif owed != set(observed.pending_restarts):
-        _save_state(host, owed)
+        else:
+            owed = new_owed
+            note = _prune(host, spec.kubeadm.backup_retain, backup)
+            results += [Result(a, True, f"done (backup in {backup}{note})") for a in written]
 
     for action in the_plan.actions:
         if action.kind not in (ActionKind.RESTART_STATIC_POD, ActionKind.RESTART_KUBELET):
+            continue
+        if action.target not in owed:
+            results.append(
+                Result(action, False, "skipped: the change it would load was not written")
+            )
             continue
         try:
             message = _restart(host, spec, action, settings)
@@ -112,6 +120,33 @@ def execute(
         _save_state(host, owed)
         results.append(Result(action, True, message))
     return results
+
+
+def _restarts_for(the_plan: Plan, written: list[Action]) -> set[str]:
+    """The planned restarts that load something in ``written``."""
+    components = {
+        c
+        for a in written
+        if a.kind == ActionKind.RENEW
+        for c in kubeadm.LEAF_BY_NAME[a.target].components
+    }
+    if any(a.kind in (ActionKind.FIX_KUBELET_CONF, ActionKind.SET_KUBELET_CONFIG) for a in written):
+        components.add("kubelet")
+    planned = {
+        a.target
+        for a in the_plan.actions
+        if a.kind in (ActionKind.RESTART_STATIC_POD, ActionKind.RESTART_KUBELET)
+    }
+    return components & planned
+
+
+def _prune(host: host_.Host, retain: int, backup: str) -> str:
+    """Prune old backups; a failure is reported, never fatal (the change has landed)."""
+    try:
+        transaction.prune(host, retain, keep=backup)
+    except host_.HostError as e:
+        return f"; pruning old backups failed: {e}"
+    return ""
 
 
 def _renewal(
@@ -150,11 +185,9 @@ def _renewal(
     creds = leaf.credentials
     assert creds is not None and leaf.document is not None
     if creds.embedded and creds.key_data is not None:
-        return [
-            transaction.Write(
-                leaf.path, kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem)
-            )
-        ]
+        # the file now holds a private key: 0600, whatever it was before
+        data = kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem)
+        return [transaction.Write(leaf.path, data, mode=0o600)]
     if creds.cert_file and creds.cert_file == creds.key_file:
         return [transaction.Write(creds.cert_file, cert_pem + key_pem, mode=0o600)]
     writes = []
@@ -220,8 +253,10 @@ def _restart(host: host_.Host, spec: policy.NodeSpec, action: Action, settings: 
         parked = f"{MOVED_MANIFESTS}/{action.target}.yaml"
         host.makedirs(MOVED_MANIFESTS)
         host.rename(source, parked)
-        time.sleep(settings.manifest_grace_seconds)
-        host.rename(parked, source)
+        try:
+            time.sleep(settings.manifest_grace_seconds)
+        finally:  # an interrupted sleep must not leave the control plane without its pod
+            host.rename(parked, source)
         return f"manifest moved out for {settings.manifest_grace_seconds:g}s and back (restart not verified in this version)"
     raise host_.HostError(
         f"{action.target}: restart strategy {strategy!r} is not implemented in this version; use manifest-move or none"

@@ -218,8 +218,9 @@ def build(root: str | Path, now: dt.datetime, options: Options = Options()) -> P
     client = make_leaf(ca, node_cn, ("system:nodes",), CLIENT, (), now, life("kubelet-client"), kt)
     pem = pki.cert_pem(client[0]) + pki.key_pem(client[1])
     _write(root, "/var/lib/kubelet/pki/kubelet-client-2026-01-01-00-00-00.pem", pem, 0o600)
+    # an absolute link, as the kubelet's certificate store makes it
     (root / "var/lib/kubelet/pki/kubelet-client-current.pem").symlink_to(
-        "kubelet-client-2026-01-01-00-00-00.pem"
+        "/var/lib/kubelet/pki/kubelet-client-2026-01-01-00-00-00.pem"
     )
     if options.embedded_kubelet_conf:
         conf = kubeconfig_text(ca[0], client, node_cn, options.node_ip)

@@ -16,13 +16,21 @@ import contextlib
 import errno
 import fcntl
 import os
+import secrets
 import shlex
+import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+# Linux's own limit on symlinks followed while resolving one path (MAXSYMLINKS).
+_MAX_SYMLINKS = 40
 # A host command (systemctl, crictl) that hangs must not hang the pass forever.
 COMMAND_TIMEOUT_SECONDS = 120.0
+
+
+# Temporary files of write_atomic; a SIGKILL can leave one, which recovery removes.
+TEMP_PREFIX = ".kucero-tmp-"
 
 
 class HostError(OSError):
@@ -34,7 +42,34 @@ class Host:
         self.root = Path(root)
 
     def path(self, host_path: str) -> Path:
-        return self.root / host_path.lstrip("/")
+        """The local path of ``host_path``, with every symlink resolved *inside* the root.
+
+        The kubelet makes ``kubelet-client-current.pem`` an absolute symlink; followed by the
+        OS under ``--host-root /host`` it would point into the container, and a hostile
+        ``/etc/kubernetes/tmp -> /elsewhere`` link would send backups and keys out of the
+        root. So absolute targets restart at the root and ``..`` stops there, as in a chroot.
+        """
+        pending = [p for p in host_path.split("/") if p not in ("", ".")]
+        resolved: list[str] = []
+        hops = 0
+        while pending:
+            part = pending.pop(0)
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = self.root.joinpath(*resolved, part)
+            if candidate.is_symlink():
+                hops += 1
+                if hops > _MAX_SYMLINKS:
+                    raise HostError(f"{host_path}: too many levels of symbolic links")
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    resolved = []
+                pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+                continue
+            resolved.append(part)
+        return self.root.joinpath(*resolved)
 
     def read(self, host_path: str) -> bytes | None:
         try:
@@ -78,10 +113,11 @@ class Host:
             return
         mode = mode if mode is not None else (st.st_mode & 0o7777 if st else 0o600)
         owner = owner if owner is not None else ((st.st_uid, st.st_gid) if st else None)
-        tmp = target.with_name(f".{target.name}.kucero-{os.getpid()}.tmp")
+        # Unpredictable name, O_EXCL|O_NOFOLLOW: never write a key through a planted link.
+        tmp = target.with_name(f"{TEMP_PREFIX}{target.name}.{secrets.token_hex(6)}")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
                 view = memoryview(data)
                 while view:
@@ -127,10 +163,32 @@ class Host:
             raise HostError(f"{src} -> {dst}: cannot rename: {e.strerror or e}") from e
 
     def makedirs(self, host_path: str, mode: int = 0o700) -> None:
+        """Create a directory and its parents, durably (each new entry's parent fsynced)."""
+        target = self.path(host_path)
+        missing = [p for p in (target, *target.parents) if not p.exists()]
         try:
-            self.path(host_path).mkdir(mode=mode, parents=True, exist_ok=True)
+            target.mkdir(mode=mode, parents=True, exist_ok=True)
+            for created in reversed(missing):
+                _fsync_dir(created.parent)
         except OSError as e:
             raise HostError(f"{host_path}: cannot create directory: {e.strerror or e}") from e
+
+    def remove_tree(self, host_path: str) -> None:
+        try:
+            shutil.rmtree(self.path(host_path))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise HostError(f"{host_path}: cannot remove: {e.strerror or e}") from e
+
+    def remove_temporaries(self, host_dir: str) -> list[str]:
+        """Remove write_atomic leftovers (a SIGKILL mid-write) in ``host_dir``."""
+        removed = []
+        for name in self.listdir(host_dir):
+            if name.startswith(TEMP_PREFIX):
+                self.remove(f"{host_dir}/{name}")
+                removed.append(f"{host_dir}/{name}")
+        return removed
 
     @contextlib.contextmanager
     def lock(self, host_path: str) -> Iterator[None]:

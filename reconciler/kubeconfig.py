@@ -102,15 +102,20 @@ def _edit_user(doc: dict[str, Any], user: str, edit: Any) -> bytes:
 
 
 def _user_in_use(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    users = [u for u in doc.get("users") or [] if isinstance(u, dict) and "name" in u]
+    users = [u for u in _list(doc, "users") if isinstance(u, dict) and "name" in u]
     if not users:
         raise KubeconfigError("no users")
     current = doc.get("current-context")
     if current:
-        contexts = {c.get("name"): c for c in doc.get("contexts") or [] if isinstance(c, dict)}
+        if not isinstance(current, str):
+            raise KubeconfigError("current-context is not a string")
+        contexts = {c.get("name"): c for c in _list(doc, "contexts") if isinstance(c, dict)}
         if current not in contexts:
             raise KubeconfigError(f"current-context {current!r} is not among the contexts")
-        wanted = (contexts[current].get("context") or {}).get("user")
+        context = contexts[current].get("context")
+        if not isinstance(context, dict):
+            raise KubeconfigError(f"context {current!r} is not a mapping")
+        wanted = context.get("user")
         matches = [u for u in users if u["name"] == wanted]
         if not matches:
             raise KubeconfigError(f"context {current!r} names user {wanted!r}, which is absent")
@@ -123,6 +128,13 @@ def _user_in_use(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if not isinstance(entry, dict):
         raise KubeconfigError(f"user {chosen['name']!r} has no credentials")
     return str(chosen["name"]), entry
+
+
+def _list(doc: dict[str, Any], key: str) -> list[Any]:
+    value = doc.get(key) or []
+    if not isinstance(value, list):
+        raise KubeconfigError(f"{key} is not a list")
+    return value
 
 
 def _decode(user: dict[str, Any], field: str, name: str) -> bytes | None:

@@ -43,12 +43,15 @@ def client_cert_problem(
     key_matches: bool,
     node_name: str | None,
     now: dt.datetime,
+    issued_by_ca: bool = True,
 ) -> str | None:
     """Why ``kubelet-client-current.pem`` must not be used, or None when it can be."""
     if cert is None:
         return "holds no certificate"
     if not key_matches:
         return "its certificate does not match its key"
+    if not issued_by_ca:
+        return "its certificate is not signed by the cluster CA (/etc/kubernetes/pki/ca.crt)"
     if now < cert.not_valid_before_utc:
         return f"its certificate is not valid before {cert.not_valid_before_utc.isoformat()}"
     if now >= cert.not_valid_after_utc:

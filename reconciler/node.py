@@ -87,6 +87,17 @@ def run_once(
         return PassResult(spec, (), empty, (), empty, str(e))
 
 
+def recover_only(host: host_.Host) -> list[str]:
+    """Finish an interrupted pass and nothing else (used when the policy is invalid)."""
+    if not host.root.is_dir():
+        return []
+    try:
+        with host.lock(LOCK):
+            return execute.recover(host)
+    except (transaction.TransactionError, host_.HostError) as e:
+        return [f"cannot recover an interrupted pass: {e}"]
+
+
 def _locked_pass(
     host: host_.Host,
     spec: policy.NodeSpec,

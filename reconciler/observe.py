@@ -28,6 +28,7 @@ class CAFile:
     cert: x509.Certificate | None
     key_present: bool
     error: str | None = None
+    key_error: str | None = None  # the key is present but unusable (never its content)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +38,13 @@ class LeafFile:
     path: str
     ca: str
     cert: x509.Certificate | None = None
-    key_pem: bytes | None = None  # kept so a renewed key uses the same PEM container
+    # kept so a renewed key uses the same PEM container; never in a repr or a log
+    key_pem: bytes | None = dataclasses.field(default=None, repr=False)
     key_matches: bool | None = None
     issued_by_ca: bool | None = None
     externally_managed: bool = False
-    credentials: kubeconfig.Credentials | None = None  # kubeconfigs only
-    document: dict[str, Any] | None = None  # kubeconfigs only
+    credentials: kubeconfig.Credentials | None = dataclasses.field(default=None, repr=False)
+    document: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
     error: str | None = None
 
 
@@ -51,6 +53,7 @@ class Kubelet:
     conf: LeafFile | None  # kubelet.conf's client credentials
     client_current: x509.Certificate | None
     client_current_key_matches: bool
+    client_current_issued_by_ca: bool
     client_current_error: str | None
     config_text: str | None
     config: dict[str, Any] | None
@@ -141,9 +144,24 @@ def _read_ca(host: host_.Host, ca: kubeadm.CA) -> CAFile:
     if data is None:
         return CAFile(ca.name, ca.cert, None, key_present)
     try:
-        return CAFile(ca.name, ca.cert, pki.load_cert(data), key_present)
+        cert = pki.load_cert(data)
     except pki.PKIError as e:
         return CAFile(ca.name, ca.cert, None, key_present, f"{ca.cert}: {e}")
+    return CAFile(ca.name, ca.cert, cert, key_present, key_error=_ca_key_error(host, ca, cert))
+
+
+def _ca_key_error(host: host_.Host, ca: kubeadm.CA, cert: x509.Certificate) -> str | None:
+    """Why the CA key cannot sign for this CA certificate, or None. The key is loaded only to
+    compare its public half; it is dropped at once and never printed."""
+    try:
+        data = host.read(ca.key)
+        if data is None:
+            return None
+        if not pki.key_matches(cert, pki.load_key(data)):
+            return f"{ca.key}: does not match {ca.cert}"
+    except (host_.HostError, pki.PKIError) as e:
+        return f"{ca.key}: {e}" if not str(e).startswith("/") else str(e)
+    return None
 
 
 def _read_leaf(host: host_.Host, leaf: kubeadm.Leaf, ca: CAFile) -> LeafFile | None:
@@ -162,9 +180,11 @@ def _read_leaf(host: host_.Host, leaf: kubeadm.Leaf, ca: CAFile) -> LeafFile | N
             return None
         assert leaf.key is not None
         key_pem = host.read(leaf.key)
+        return _with_pair(base, data, leaf.path, key_pem, leaf.key, ca)
     except host_.HostError as e:
         return dataclasses.replace(base, error=str(e))
-    return _with_pair(base, data, leaf.path, key_pem, leaf.key, ca)
+    except Exception as e:  # the gatherer never raises for a bad file: report and move on
+        return dataclasses.replace(base, error=f"{leaf.path}: unexpected {type(e).__name__}: {e}")
 
 
 def _read_kubeconfig(host: host_.Host, base: LeafFile, ca: CAFile) -> LeafFile | None:
@@ -250,4 +270,7 @@ def _read_kubelet(host: host_.Host, ca: CAFile) -> Kubelet:
     except (host_.HostError, UnicodeDecodeError, ValueError) as e:
         config_error = f"{kubeadm.KUBELET_CONFIG}: {e}"
         config = None
-    return Kubelet(conf, current, current_matches, current_error, config_text, config, config_error)
+    issued = current is not None and ca.cert is not None and pki.issued_by(current, ca.cert)
+    return Kubelet(
+        conf, current, current_matches, issued, current_error, config_text, config, config_error
+    )

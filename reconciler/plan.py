@@ -50,6 +50,7 @@ class Reason(enum.StrEnum):
     KUBELET_CLIENT_CERT_UNUSABLE = "KubeletClientCertUnusable"
     KUBELET_CONFIG_MISSING = "KubeletConfigMissing"
     RESTART_REQUIRED = "RestartRequired"
+    SERVING_CSR_APPROVER_NEEDED = "ServingCSRApproverNeeded"
     JOURNAL_PENDING = "InterruptedPassPending"
     PAUSED = "Paused"
 
@@ -230,6 +231,10 @@ def _renewal(
         return skip(
             Reason.CA_UNAVAILABLE, Severity.ERROR, ca.error or f"{ca.path}: CA certificate missing"
         )
+    if ca.key_error is not None:
+        return skip(Reason.CA_UNAVAILABLE, Severity.ERROR, f"cannot renew: {ca.key_error}")
+    if ca.cert.not_valid_after_utc <= now:
+        return skip(Reason.CA_UNAVAILABLE, Severity.ERROR, f"cannot renew: {leaf.ca} has expired")
     if not_after >= ca.cert.not_valid_after_utc:
         return skip(
             Reason.LIMITED_BY_CA,
@@ -253,7 +258,11 @@ def _static_pod_restarts(
         for component in kubeadm.LEAF_BY_NAME[action.target].components:
             if component in observed.manifests:
                 needed.setdefault(component, []).append(action.target)
-    pending = [c for c in observed.pending_restarts if c in kubeadm.COMPONENTS and c not in needed]
+    pending = [
+        c
+        for c in observed.pending_restarts
+        if c in kubeadm.COMPONENTS and c in observed.manifests and c not in needed
+    ]
     if spec.kubeadm.restart == "none":
         for component in sorted(needed, key=kubeadm.COMPONENTS.index):
             findings.append(
@@ -307,7 +316,11 @@ def _kubelet(
             "missing"
             if state.client_current is None
             else kubelet.client_cert_problem(
-                state.client_current, state.client_current_key_matches, observed.node_name, now
+                state.client_current,
+                state.client_current_key_matches,
+                observed.node_name,
+                now,
+                state.client_current_issued_by_ca,
             )
         )
         if problem is None:
@@ -357,6 +370,18 @@ def _kubelet(
                     detail,
                 )
             )
+            if changes.get("serverTLSBootstrap"):
+                # Nothing in core Kubernetes approves kubelet-serving CSRs: without an
+                # approver the kubelet has no serving certificate (kubectl logs/exec break).
+                findings.append(
+                    Finding(
+                        "kubelet",
+                        Reason.SERVING_CSR_APPROVER_NEEDED,
+                        Severity.WARNING,
+                        "serverTLSBootstrap: the kubelet's serving CSRs must be approved "
+                        "(kucero controller with csrSigner.enabled, or another approver)",
+                    )
+                )
     elif conf is not None:
         findings.append(
             Finding(

@@ -136,7 +136,7 @@ def load(
 ) -> Policy:
     """Parse, validate and default a policy document; raise ``PolicyError`` naming each field."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as e:
         raise PolicyError(source, [f"invalid YAML: {_one_line(e)}"]) from e
     if not isinstance(data, dict):
@@ -218,6 +218,22 @@ def default_document() -> dict[str, Any]:
 
 
 # --- internals -------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: with plain YAML the last one silently wins,
+    and a policy edited in Git must not mean something other than what it shows."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _check_duration(value: object) -> bool:

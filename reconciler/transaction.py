@@ -81,13 +81,14 @@ def apply(host: host_.Host, writes: list[Write], now: dt.datetime, retain: int) 
             if old is not None:
                 host.write_atomic(f"{backup}/old/{rel}", old, mode=0o600)
             host.write_atomic(f"{backup}/new/{rel}", write.data, mode=0o600)
-            mode = write.mode if write.mode is not None else (st.st_mode & 0o7777 if st else 0o600)
+            old_mode = st.st_mode & 0o7777 if st else None
             entries.append(
                 {
                     "path": write.path,
-                    "existed": old is not None,
-                    "sha256": hashlib.sha256(write.data).hexdigest(),
-                    "mode": mode,
+                    "sha256": _sha(write.data),
+                    "mode": write.mode if write.mode is not None else (old_mode or 0o600),
+                    "oldSha256": _sha(old) if old is not None else None,
+                    "oldMode": old_mode,
                     "owner": [st.st_uid, st.st_gid] if st else None,
                 }
             )
@@ -102,16 +103,28 @@ def apply(host: host_.Host, writes: list[Write], now: dt.datetime, retain: int) 
             _install(host, backup, entry)
             failpoints.step()
     except host_.HostError as e:
-        _rollback(host, journal)
+        try:
+            _rollback(host, journal)
+        except (host_.HostError, TransactionError) as again:
+            raise TransactionError(
+                f"write failed ({e}) and so did the rollback ({again}); the journal {JOURNAL} is kept for the next pass"
+            ) from e
         raise TransactionError(f"write failed, every file restored from {backup}: {e}") from e
     host.remove(JOURNAL)
     failpoints.step()
-    prune(host, retain)
+    # The staged copies were only needed until the journal was gone; don't keep two copies
+    # of every new private key around.
+    host.remove_tree(f"{backup}/new")
     return backup
 
 
 def recover(host: host_.Host) -> str | None:
-    """Finish or undo a pass interrupted by a crash; say what was done (None: nothing to do)."""
+    """Finish or undo a pass interrupted by a crash; say what was done (None: nothing to do).
+
+    Rolls forward when every staged file verifies, else back when every backed-up file
+    verifies; when neither set is complete it touches nothing, keeps the journal and raises,
+    because guessing could pair a certificate with the wrong key.
+    """
     data = host.read(JOURNAL)
     if data is None:
         return None
@@ -119,27 +132,42 @@ def recover(host: host_.Host) -> str | None:
         journal = json.loads(data)
         backup, entries = journal["backup"], journal["files"]
     except (ValueError, KeyError, TypeError) as e:
-        # The journal is written atomically, so this is damage from outside; files were not
-        # touched before a complete journal existed, and we cannot tell which are whose.
+        # The journal is written atomically, so this is damage from outside.
         raise TransactionError(
             f"{JOURNAL}: unreadable ({e}); inspect it and the backups by hand"
         ) from e
+    for directory in sorted({posixpath.dirname(e["path"]) for e in entries}):
+        host.remove_temporaries(directory)
     if all(_staged_ok(host, backup, e) for e in entries):
         for entry in entries:
             _install(host, backup, entry)
         host.remove(JOURNAL)
+        host.remove_tree(f"{backup}/new")
         return f"completed an interrupted pass from {backup}"
     _rollback(host, journal)
     return f"rolled back an interrupted pass from {backup}/old (staged files were damaged)"
 
 
-def prune(host: host_.Host, retain: int) -> list[str]:
-    """Remove all but the newest ``retain`` backups; return the removed ones."""
-    backups = sorted(n for n in host.listdir(kubeadm.TMP) if n.startswith(BACKUP_PREFIX))
-    removed = backups[: max(0, len(backups) - retain)]
+def prune(host: host_.Host, retain: int, keep: str | None = None) -> list[str]:
+    """Remove all but the newest ``retain`` backups (by modification time, so a clock that
+    stepped back cannot make the newest look oldest); never ``keep``. Returns the removed."""
+    names = [n for n in host.listdir(kubeadm.TMP) if n.startswith(BACKUP_PREFIX)]
+    dated = []
+    for name in names:
+        st = host.stat(f"{kubeadm.TMP}/{name}")
+        if st is not None:
+            dated.append((st.st_mtime, name))
+    newest_first = [n for _, n in sorted(dated, reverse=True)]
+    kept = [n for n in newest_first if keep and f"{kubeadm.TMP}/{n}" == keep]
+    kept += [n for n in newest_first if n not in kept][: max(0, retain - len(kept))]
+    removed = [n for n in newest_first if n not in kept]
     for name in removed:
-        _remove_tree(host, f"{kubeadm.TMP}/{name}")
-    return removed
+        host.remove_tree(f"{kubeadm.TMP}/{name}")
+    return [f"{kubeadm.TMP}/{n}" for n in removed]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _new_backup_dir(host: host_.Host, now: dt.datetime) -> str:
@@ -155,36 +183,41 @@ def _new_backup_dir(host: host_.Host, now: dt.datetime) -> str:
     return candidate
 
 
+def _owner(entry: dict[str, Any]) -> tuple[int, int] | None:
+    return (entry["owner"][0], entry["owner"][1]) if entry.get("owner") else None
+
+
 def _install(host: host_.Host, backup: str, entry: dict[str, Any]) -> None:
     staged = host.read(f"{backup}/new/{entry['path'].lstrip('/')}")
-    assert staged is not None
-    owner = (entry["owner"][0], entry["owner"][1]) if entry.get("owner") else None
-    host.write_atomic(entry["path"], staged, mode=entry["mode"], owner=owner)
+    if staged is None or _sha(staged) != entry["sha256"]:
+        raise host_.HostError(f"{backup}/new{entry['path']}: staged copy missing or damaged")
+    host.write_atomic(entry["path"], staged, mode=entry["mode"], owner=_owner(entry))
 
 
 def _staged_ok(host: host_.Host, backup: str, entry: dict[str, Any]) -> bool:
     staged = host.read(f"{backup}/new/{entry['path'].lstrip('/')}")
-    return staged is not None and hashlib.sha256(staged).hexdigest() == entry["sha256"]
+    return staged is not None and _sha(staged) == entry["sha256"]
 
 
 def _rollback(host: host_.Host, journal: dict[str, Any]) -> None:
     backup = journal["backup"]
+    originals: dict[str, bytes | None] = {}
     for entry in journal["files"]:
-        if entry["existed"]:
-            old = host.read(f"{backup}/old/{entry['path'].lstrip('/')}")
-            if old is not None:
-                owner = (entry["owner"][0], entry["owner"][1]) if entry.get("owner") else None
-                host.write_atomic(entry["path"], old, mode=entry["mode"], owner=owner)
-        else:
+        if entry.get("oldSha256") is None:
+            originals[entry["path"]] = None
+            continue
+        old = host.read(f"{backup}/old/{entry['path'].lstrip('/')}")
+        if old is None or _sha(old) != entry["oldSha256"]:
+            raise TransactionError(
+                f"cannot roll back: {backup}/old{entry['path']} is missing or damaged and the "
+                f"staged new files are too; {JOURNAL} kept, nothing touched; restore by hand"
+            )
+        originals[entry["path"]] = old
+    for entry in journal["files"]:
+        old = originals[entry["path"]]
+        if old is None:
             host.remove(entry["path"])
+        else:
+            mode = entry.get("oldMode") or entry["mode"]
+            host.write_atomic(entry["path"], old, mode=mode, owner=_owner(entry))
     host.remove(JOURNAL)
-
-
-def _remove_tree(host: host_.Host, path: str) -> None:
-    root = host.path(path)
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames:
-            os.unlink(os.path.join(dirpath, name))
-        for name in dirnames:
-            os.rmdir(os.path.join(dirpath, name))
-    os.rmdir(root)

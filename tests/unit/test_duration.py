@@ -117,13 +117,17 @@ def test_format_matches_go_duration_string(nanoseconds: int, text: str) -> None:
 @pytest.mark.parametrize(
     ("delta", "text"),
     [
-        (dt.timedelta(seconds=-1), "<invalid>"),
+        (dt.timedelta(seconds=-2), "<invalid>"),
+        (dt.timedelta(seconds=-1), "0s"),  # a second of clock skew is "now"
         (dt.timedelta(seconds=59), "59s"),
-        (dt.timedelta(minutes=5), "5m"),
-        (dt.timedelta(minutes=5, seconds=3), "5m3s"),
-        (dt.timedelta(hours=2), "120m"),
-        (dt.timedelta(hours=30), "30h"),
+        (dt.timedelta(minutes=5, seconds=3), "5m"),
+        (dt.timedelta(minutes=59, seconds=59), "59m"),
+        (dt.timedelta(hours=2), "2h"),
+        (dt.timedelta(hours=23, minutes=59), "23h"),
+        (dt.timedelta(hours=30), "1d"),
         (dt.timedelta(days=364, hours=23), "364d"),
+        (dt.timedelta(days=365), "1y"),
+        (dt.timedelta(days=729), "1y"),
         (dt.timedelta(days=3650), "10y"),
     ],
 )

@@ -106,10 +106,8 @@ def test_modes_backups_and_retention(
     root = make_tree(now=REAL_NOW, key_type="ecdsa", expiries={"apiserver": 5 * DAY})
     policy = tmp_path / "p.yaml"
     policy.write_text(
-        POLICY_NONE
-        + "    backup: {retain: 2}\n".replace(
-            "    backup", "  kubeadm:\n    restart: none\n    backup"
-        ).replace("spec:\n  kubeadm: {restart: none}\n  kubeadm:", "spec:\n  kubeadm:")
+        "apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\n"
+        "spec: {kubeadm: {restart: none, backup: {retain: 2}}}\n"
     )
     (root / "etc/kubernetes/pki/apiserver.crt").chmod(0o640)
     original = {
@@ -124,20 +122,31 @@ def test_modes_backups_and_retention(
     for rel, data in original.items():
         saved = backups[0] / "old" / rel
         assert saved.read_bytes() == data and saved.stat().st_mode & 0o777 == 0o600
-    # retention counts passes, oldest removed first
-    for minute in range(1, 4):
-        later = REAL_NOW + dt.timedelta(minutes=minute)
-        transaction.apply(
-            host.Host(root),
-            [transaction.Write("/etc/kubernetes/x", str(minute).encode())],
-            later,
+    assert not (backups[0] / "new").exists()  # staged keys are not kept twice
+
+
+def test_retention_keeps_the_newest_backups_even_when_the_clock_stepped_back(
+    make_tree: Any,
+) -> None:
+    root = make_tree(now=REAL_NOW, key_type="ecdsa")
+    node = host.Host(root)
+    # the third pass runs after an NTP step back: its name sorts first, yet it is the newest
+    made = []
+    for i, minutes in enumerate((10, 20, -30)):
+        backup = transaction.apply(
+            node,
+            [transaction.Write("/etc/kubernetes/x", str(i).encode())],
+            REAL_NOW + dt.timedelta(minutes=minutes),
             retain=2,
         )
-    kept = sorted(p.name for p in (root / "etc/kubernetes/tmp").glob("kucero-backup-*"))
-    assert kept == [
-        f"kucero-backup-{(REAL_NOW + dt.timedelta(minutes=m)).strftime('%Y%m%dT%H%M%SZ')}"
-        for m in (2, 3)
-    ]
+        os.utime(node.path(backup), (1_000_000 + i, 1_000_000 + i))
+        transaction.prune(node, 2, keep=backup)
+        made.append(backup)
+    kept = sorted(
+        f"/etc/kubernetes/tmp/{p.name}"
+        for p in (root / "etc/kubernetes/tmp").glob("kucero-backup-*")
+    )
+    assert kept == sorted(made[1:])
 
 
 def test_manifest_move_restart_puts_the_manifest_back(
@@ -496,4 +505,4 @@ def test_worker_node_pass(
     code, out, _ = node_once(root, policy_file, capsys)
     assert code == 0 and "fix-kubelet-conf" in out and "renew" not in out
     pairs_match(root)
-    assert pki.load_cert((root / "var/lib/kubelet/pki/kubelet-client-current.pem").read_bytes())
+    assert pki.load_cert(host.Host(root).read(kubeadm.KUBELET_CLIENT_CURRENT) or b"")

@@ -70,7 +70,9 @@ KUBELET_FIX = [
 
 CASES = {
     "converged-node-plans-nothing": Case(tree=CONVERGED),
-    "fresh-kubeadm-node-gets-kubelet-repairs": Case(actions=KUBELET_FIX),
+    "fresh-kubeadm-node-gets-kubelet-repairs": Case(
+        actions=KUBELET_FIX, findings=[("kubelet", "ServingCSRApproverNeeded")]
+    ),
     "cert-inside-window-is-renewed-and-its-pod-restarted": Case(
         tree={**CONVERGED, "expiries": {"apiserver": 10 * DAY}},
         actions=[
@@ -178,7 +180,10 @@ CASES = {
         ],
     ),
     "worker-node-only-kubelet": Case(
-        tree={"control_plane": False}, later=340 * DAY, actions=KUBELET_FIX
+        tree={"control_plane": False},
+        later=340 * DAY,
+        actions=KUBELET_FIX,
+        findings=[("kubelet", "ServingCSRApproverNeeded")],
     ),
     "external-etcd-has-no-etcd-names": Case(
         tree={**CONVERGED, "etcd": False},
