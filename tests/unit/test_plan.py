@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from reconciler import fabricate, host, observe, plan, policy
 
@@ -50,6 +51,39 @@ def _foreign_kubelet_cert(root: Path) -> None:
 
 def _state(pending: list[str]) -> Callable[[Path], None]:
     return _write(observe.STATE, json.dumps({"pendingRestarts": pending}).encode())
+
+
+def _malformed_context(root: Path) -> None:
+    path = root / "etc/kubernetes/admin.conf"
+    doc = yaml.safe_load(path.read_text())
+    doc["contexts"][0]["context"] = "oops"
+    path.write_text(yaml.safe_dump(doc))
+
+
+def _kubelet_cert_from_foreign_ca(root: Path) -> None:
+    from reconciler import pki
+
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    foreign = fabricate.make_ca("kubernetes", now, "ecdsa")
+    cert, key = fabricate.make_leaf(
+        foreign,
+        "system:node:cp-1",
+        ("system:nodes",),
+        fabricate.CLIENT,
+        (),
+        now,
+        100 * DAY,
+        "ecdsa",
+    )
+    target = root / "var/lib/kubelet/pki/kubelet-client-2026-01-01-00-00-00.pem"
+    target.write_bytes(pki.cert_pem(cert) + pki.key_pem(key))
+
+
+def _foreign_ca_key(root: Path) -> None:
+    from reconciler import pki
+
+    key = fabricate.new_key("ecdsa")
+    (root / "etc/kubernetes/pki/front-proxy-ca.key").write_bytes(pki.key_pem(key))
 
 
 @dataclasses.dataclass
@@ -253,6 +287,40 @@ CASES = {
         later=3640 * DAY,
         policy="spec: {kubeadm: {certificates: [apiserver]}}",
         findings=[("ca", "CAExpiring"), ("apiserver", "LimitedByCA")],
+    ),
+    "malformed-kubeconfig-is-reported-not-fatal": Case(
+        tree={**CONVERGED, "expiries": {"admin.conf": 5 * DAY, "scheduler.conf": 5 * DAY}},
+        mutate=_malformed_context,
+        actions=[
+            ("renew", "scheduler.conf", "NearingExpiry"),
+            ("restart-static-pod", "kube-scheduler", "CertificateRenewed"),
+        ],
+        findings=[("admin.conf", "Unreadable")],
+    ),
+    "kubelet-cert-from-a-foreign-ca-keeps-embedded-data": Case(
+        mutate=_kubelet_cert_from_foreign_ca,
+        actions=KUBELET_FIX[1:],
+        findings=[("kubelet.conf", "KubeletClientCertUnusable")],
+    ),
+    "corrupt-ca-key-blocks-its-renewals": Case(
+        tree={
+            **CONVERGED,
+            "expiries": {"front-proxy-client": 5 * DAY, "apiserver-kubelet-client": 5 * DAY},
+        },
+        mutate=_write(
+            "/etc/kubernetes/pki/front-proxy-ca.key",
+            b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+        ),
+        actions=[
+            ("renew", "apiserver-kubelet-client", "NearingExpiry"),
+            ("restart-static-pod", "kube-apiserver", "CertificateRenewed"),
+        ],
+        findings=[("front-proxy-client", "CAUnavailable")],
+    ),
+    "ca-key-of-another-ca-blocks-its-renewals": Case(
+        tree={**CONVERGED, "expiries": {"front-proxy-client": 5 * DAY}},
+        mutate=_foreign_ca_key,
+        findings=[("front-proxy-client", "CAUnavailable")],
     ),
     "owed-restart-from-an-earlier-pass": Case(
         tree=CONVERGED,

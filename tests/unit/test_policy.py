@@ -189,6 +189,25 @@ def test_document_level_errors(text: str, message: str) -> None:
     assert any(line.startswith(message) for line in caught.value.errors), caught.value.errors
 
 
+def test_duplicate_keys_are_refused_naming_the_key() -> None:
+    with pytest.raises(
+        policy.PolicyError, match=r"p\.yaml: invalid YAML: .*duplicate key 'kubeadm'"
+    ):
+        load("spec:\n  kubeadm: {restart: none}\n  kubeadm: {renewBefore: 1h}\n")
+
+
+def test_durations_accept_a_plus_sign_as_go_does() -> None:
+    spec = policy.resolve(load("spec: {kubeadm: {renewBefore: +48h}}\n"), {})
+    assert spec.kubeadm.renew_before == dt.timedelta(hours=48)
+
+
+def test_override_specs_carry_no_schema_defaults() -> None:
+    override = policy.schema()["$defs"]["spec"]["properties"]["overrides"]["items"]["properties"][
+        "spec"
+    ]
+    assert "default" not in json.dumps(override)
+
+
 def test_all_errors_are_reported_at_once() -> None:
     with pytest.raises(policy.PolicyError) as caught:
         load("spec:\n  paused: 1\n  kubeadm: {restart: x, renewBefore: soon}\n")

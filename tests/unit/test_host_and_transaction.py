@@ -1,0 +1,175 @@
+"""The node's files: symlinks resolved inside the root, and transactions that roll back only to
+a verified state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from reconciler import host, transaction
+
+NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+
+
+def test_absolute_symlink_is_resolved_inside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "var/lib/kubelet/pki").mkdir(parents=True)
+    (root / "var/lib/kubelet/pki/real.pem").write_bytes(b"inside")
+    (root / "var/lib/kubelet/pki/current.pem").symlink_to("/var/lib/kubelet/pki/real.pem")
+    assert host.Host(root).read("/var/lib/kubelet/pki/current.pem") == b"inside"
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/outside", "../../../../outside", "../../.."],
+    ids=["absolute", "dotdot", "dotdot-dir"],
+)
+def test_links_cannot_lead_out_of_the_root(tmp_path: Path, target: str) -> None:
+    root = tmp_path / "root"
+    (root / "etc/kubernetes").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "etc/kubernetes/tmp").symlink_to(target)
+    node = host.Host(root)
+    node.write_atomic("/etc/kubernetes/tmp/secret.key", b"key", mode=0o600)
+    assert not (outside / "secret.key").exists()
+    assert not (tmp_path / "secret.key").exists()
+    assert node.path("/etc/kubernetes/tmp/secret.key").is_relative_to(root)
+    assert node.read("/etc/kubernetes/tmp/secret.key") == b"key"
+
+
+def test_symlink_loop_is_an_error_naming_the_path(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to("/b")
+    (tmp_path / "b").symlink_to("/a")
+    with pytest.raises(host.HostError, match="/a/x: too many levels of symbolic links"):
+        host.Host(tmp_path).read("/a/x")
+
+
+def test_write_atomic_keeps_mode_and_leaves_no_temporary(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"old")
+    (tmp_path / "f").chmod(0o640)
+    host.Host(tmp_path).write_atomic("/f", b"new")
+    assert (tmp_path / "f").read_bytes() == b"new" and (
+        tmp_path / "f"
+    ).stat().st_mode & 0o777 == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["f"]
+
+
+def _tree(tmp_path: Path) -> host.Host:
+    root = tmp_path / "root"
+    (root / "etc/kubernetes/pki").mkdir(parents=True)
+    (root / "etc/kubernetes/pki/a.crt").write_bytes(b"crt-v1")
+    (root / "etc/kubernetes/pki/a.key").write_bytes(b"key-v1")
+    return host.Host(root)
+
+
+WRITES = [
+    transaction.Write("/etc/kubernetes/pki/a.crt", b"crt-v2"),
+    transaction.Write("/etc/kubernetes/pki/a.key", b"key-v2", mode=0o600),
+]
+
+
+def _pair(node: host.Host) -> tuple[bytes | None, bytes | None]:
+    return node.read("/etc/kubernetes/pki/a.crt"), node.read("/etc/kubernetes/pki/a.key")
+
+
+def test_a_failed_write_rolls_every_file_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = _tree(tmp_path)
+    real = host.Host.write_atomic
+
+    def failing(
+        self: host.Host,
+        path: str,
+        data: bytes,
+        mode: int | None = None,
+        owner: tuple[int, int] | None = None,
+    ) -> None:
+        if path == "/etc/kubernetes/pki/a.key" and data == b"key-v2":
+            raise host.HostError(f"{path}: cannot write: No space left on device")
+        real(self, path, data, mode, owner)
+
+    monkeypatch.setattr(host.Host, "write_atomic", failing)
+    with pytest.raises(transaction.TransactionError, match=r"every file restored.*No space left"):
+        transaction.apply(node, WRITES, NOW, retain=5)
+    assert _pair(node) == (b"crt-v1", b"key-v1")
+    assert node.read(transaction.JOURNAL) is None
+
+
+def _interrupted(node: host.Host) -> dict[str, object]:
+    """The state a SIGKILL right after the first install leaves: new crt, old key, journal."""
+    backup = "/etc/kubernetes/tmp/kucero-backup-x"
+    files = []
+    for write, old in zip(WRITES, (b"crt-v1", b"key-v1"), strict=True):
+        rel = write.path.lstrip("/")
+        node.write_atomic(f"{backup}/old/{rel}", old)
+        node.write_atomic(f"{backup}/new/{rel}", write.data)
+        files.append(
+            {
+                "path": write.path,
+                "sha256": hashlib.sha256(write.data).hexdigest(),
+                "mode": 0o600,
+                "oldSha256": hashlib.sha256(old).hexdigest(),
+                "oldMode": 0o644,
+                "owner": None,
+            }
+        )
+    journal = {"backup": backup, "files": files}
+    node.write_atomic(transaction.JOURNAL, json.dumps(journal).encode())
+    node.write_atomic("/etc/kubernetes/pki/a.crt", b"crt-v2")
+    return journal
+
+
+def test_recover_rolls_forward_from_verified_staged_files(tmp_path: Path) -> None:
+    node = _tree(tmp_path)
+    _interrupted(node)
+    assert "completed" in (transaction.recover(node) or "")
+    assert _pair(node) == (b"crt-v2", b"key-v2")
+    assert node.read(transaction.JOURNAL) is None
+
+
+def test_recover_rolls_back_when_a_staged_file_is_damaged(tmp_path: Path) -> None:
+    node = _tree(tmp_path)
+    _interrupted(node)
+    node.write_atomic(
+        "/etc/kubernetes/tmp/kucero-backup-x/new/etc/kubernetes/pki/a.key", b"garbage"
+    )
+    assert "rolled back" in (transaction.recover(node) or "")
+    assert _pair(node) == (b"crt-v1", b"key-v1")
+
+
+def test_recover_touches_nothing_when_neither_side_verifies(tmp_path: Path) -> None:
+    node = _tree(tmp_path)
+    _interrupted(node)
+    node.write_atomic(
+        "/etc/kubernetes/tmp/kucero-backup-x/new/etc/kubernetes/pki/a.key", b"garbage"
+    )
+    node.remove("/etc/kubernetes/tmp/kucero-backup-x/old/etc/kubernetes/pki/a.crt")
+    with pytest.raises(
+        transaction.TransactionError, match=r"cannot roll back.*kept, nothing touched"
+    ):
+        transaction.recover(node)
+    assert _pair(node) == (b"crt-v2", b"key-v1")  # as the crash left it, journal kept for a human
+    assert node.read(transaction.JOURNAL) is not None
+
+
+def test_unreadable_journal_is_an_error(tmp_path: Path) -> None:
+    node = _tree(tmp_path)
+    node.write_atomic(transaction.JOURNAL, b"{not json")
+    with pytest.raises(transaction.TransactionError, match="unreadable"):
+        transaction.recover(node)
+
+
+def test_recover_removes_temporaries_of_an_interrupted_write(tmp_path: Path) -> None:
+    node = _tree(tmp_path)
+    _interrupted(node)
+    leftover = node.path("/etc/kubernetes/pki") / f"{host.TEMP_PREFIX}a.key.0123456789ab"
+    leftover.write_bytes(b"half a key")
+    transaction.recover(node)
+    assert not leftover.exists()
