@@ -188,6 +188,16 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help="cluster mode (not in this version)")
         _host_flags(s)
         _seed_flags(s)
+    for s in (sub.choices["run"], sub.choices["controller"], sub.choices["node"]):
+        s.add_argument(
+            "--policy-configmap",
+            default="kube-system/kucero-policy",
+            help="namespace/name of the policy ConfigMap (cluster mode)",
+        )
+        s.add_argument(
+            "--kubeconfig",
+            help="default: in-cluster, then $KUBECONFIG, then ~/.kube/config (cluster mode)",
+        )
     return p
 
 

@@ -170,7 +170,9 @@ def _read_leaf(host: host_.Host, leaf: kubeadm.Leaf, ca: CAFile) -> LeafFile | N
         kind=leaf.kind,
         path=leaf.path,
         ca=leaf.ca,
-        externally_managed=ca.cert is not None and not ca.key_present,
+        # kubeadm's definition: the CA key is absent (with no CA at all, e.g. the client
+        # certificate for an external etcd, kubeadm does not manage it either)
+        externally_managed=not ca.key_present,
     )
     try:
         if leaf.kind == "kubeconfig":

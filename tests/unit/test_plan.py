@@ -53,6 +53,14 @@ def _state(pending: list[str]) -> Callable[[Path], None]:
     return _write(observe.STATE, json.dumps({"pendingRestarts": pending}).encode())
 
 
+def _external_etcd_client(root: Path) -> None:
+    pki_dir = root / "etc/kubernetes/pki"
+    for ext in ("crt", "key"):  # provided by the operator for an external etcd; no etcd CA here
+        (pki_dir / f"apiserver-etcd-client.{ext}").write_bytes(
+            (pki_dir / f"front-proxy-client.{ext}").read_bytes()
+        )
+
+
 def _malformed_context(root: Path) -> None:
     path = root / "etc/kubernetes/admin.conf"
     doc = yaml.safe_load(path.read_text())
@@ -287,6 +295,13 @@ CASES = {
         later=3640 * DAY,
         policy="spec: {kubeadm: {certificates: [apiserver]}}",
         findings=[("ca", "CAExpiring"), ("apiserver", "LimitedByCA")],
+    ),
+    "external-etcd-client-without-its-ca-is-not-ours": Case(
+        tree={**CONVERGED, "etcd": False, "expiries": {"apiserver": 400 * DAY}},
+        mutate=_external_etcd_client,
+        later=340 * DAY,
+        policy="spec: {kubeadm: {certificates: [apiserver, apiserver-etcd-client]}}",
+        findings=[("apiserver-etcd-client", "ExternallyManaged")],
     ),
     "malformed-kubeconfig-is-reported-not-fatal": Case(
         tree={**CONVERGED, "expiries": {"admin.conf": 5 * DAY, "scheduler.conf": 5 * DAY}},
