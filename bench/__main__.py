@@ -114,7 +114,7 @@ def bench(key_type: str, runs: int, work: Path) -> list[tuple[str, str, str]]:
         (
             f"{key_type}: node --once (in-process)",
             _median_ms(in_process),
-            f"{ratio:.1f}x the key-generation floor",
+            ratio,
         ),
         (
             f"{key_type}: peer: {RENEWED_KEYS} key generations",
