@@ -207,12 +207,12 @@ def bench(
 
     bits = "RSA-2048" if key_type == "rsa" else "ECDSA P-256"
     return [
-        (f"peer: {RENEWED_KEYS} {bits} keys, cryptography alone", floor, "= floor"),
-        ("node --once, process (cold start)", cold, times(cold.median / floor.median)),
-        ("node --once, in-process (run_once)", warm, times(warm.median / floor.median)),
-        ("node --once, process, nothing due", idle, ""),
-        ("check-expiration, process", check, ""),
-        ("plan, process", planning, ""),
+        (f"peer: {RENEWED_KEYS} {bits} key generations, cryptography alone", floor, "= floor"),
+        ("node --once (process): cold start", cold, times(cold.median / floor.median)),
+        ("node --once (in-process): run_once", warm, times(warm.median / floor.median)),
+        ("node --once (process): nothing due", idle, ""),
+        ("check-expiration (process)", check, ""),
+        ("plan (process)", planning, ""),
     ]
 
 
@@ -275,14 +275,18 @@ def main() -> int:
                 )
             ]
             for key_type in key_types:
-                title = "RSA-2048 (as kubeadm)" if key_type == "rsa" else "ECDSA P-256"
+                title = (
+                    "rsa: RSA-2048, as kubeadm makes them"
+                    if key_type == "rsa"
+                    else "ecdsa: ECDSA P-256"
+                )
                 sections.append((title, bench(launcher, key_type, args.runs, Path(tmp))))
         finally:
             launcher.close()
 
     print(
         f"kucero bench: {RENEWED_KEYS} certificates/kubeconfigs due + 2 kubelet repairs; "
-        f"median of {args.runs} runs, a fresh tree for every run that renews"
+        f"median of {args.runs} run(s), a fresh tree for every run that renews"
     )
     print(
         f"python {platform.python_version()}, cryptography {cryptography.__version__}, "
@@ -295,7 +299,7 @@ def main() -> int:
         beyond = warm.median - floor.median
         noise = max(floor.seconds) - min(floor.seconds)
         print(
-            f"{title}: start-up {ms(imports.median)} ms (of which importing the reconciler "
+            f"{title.split(':')[0]}: start-up {ms(imports.median)} ms (of which importing the reconciler "
             f"{ms(imports.median - interpreter.median)} ms) = {imports.median / cold.median:.0%} "
             f"of a cold pass; the in-process pass beyond its key generation (parse, sign, "
             f"back up, journal, fsync) {ms(beyond)} ms"
