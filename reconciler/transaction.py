@@ -127,6 +127,11 @@ def recover(host: host_.Host) -> str | None:
     """
     data = host.read(JOURNAL)
     if data is None:
+        # A crash between removing the journal and removing the staged copies leaves copies
+        # of live keys in a backup's new/: nothing needs them any more.
+        for name in host.listdir(kubeadm.TMP):
+            if name.startswith(BACKUP_PREFIX) and host.exists(f"{kubeadm.TMP}/{name}/new"):
+                host.remove_tree(f"{kubeadm.TMP}/{name}/new")
         return None
     try:
         journal = json.loads(data)

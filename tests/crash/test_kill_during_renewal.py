@@ -485,8 +485,4 @@ def test_crash_after_the_journal_leaves_no_copy_of_the_live_keys(
         for f in (root / WORKDIR).rglob("*")
         if f.is_file() and f.read_bytes() in live
     ]
-    if copies:
-        pytest.xfail(
-            "known bug: a kill between the journal's removal and the removal of the backup's "
-            f"new/ leaves copies of the live private keys that no later pass removes: {copies}"
-        )
+    assert not copies, f"copies of live private keys left in backups: {copies}"
