@@ -101,30 +101,28 @@ def observe(host: host_.Host, node_name: str | None = None) -> Observed:
     )
 
 
-def read_state(host: host_.Host) -> dict[str, Any]:
-    """kucero's own per-node state file (pending restarts); empty when absent or unreadable."""
-    try:
-        data = host.read(STATE)
-        state = json.loads(data) if data else {}
-    except (host_.HostError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
-def _read_pending_restarts(host: host_.Host, errors: list[str]) -> frozenset[str]:
+def read_state(host: host_.Host, errors: list[str] | None = None) -> dict[str, Any]:
+    """kucero's own per-node state file (pending restarts); empty when absent or unreadable,
+    with the reason appended to ``errors`` when given."""
     try:
         data = host.read(STATE)
     except host_.HostError as e:
-        errors.append(str(e))
-        return frozenset()
-    if not data:
-        return frozenset()
+        if errors is not None:
+            errors.append(str(e))
+        return {}
     try:
-        state = json.loads(data)
-        return frozenset(str(c) for c in state.get("pendingRestarts", []))
-    except (ValueError, AttributeError, TypeError):
-        errors.append(f"{STATE}: not valid JSON; pending restarts forgotten")
-        return frozenset()
+        state = json.loads(data) if data else {}
+        if not isinstance(state, dict) or not isinstance(state.get("pendingRestarts", []), list):
+            raise ValueError("not a state document")
+    except ValueError:
+        if errors is not None:
+            errors.append(f"{STATE}: not valid JSON; pending restarts forgotten")
+        return {}
+    return state
+
+
+def _read_pending_restarts(host: host_.Host, errors: list[str]) -> frozenset[str]:
+    return frozenset(str(c) for c in read_state(host, errors).get("pendingRestarts", []))
 
 
 def _safe_exists(host: host_.Host, path: str, errors: list[str]) -> bool:
