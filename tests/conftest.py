@@ -12,6 +12,7 @@ these fixtures is marked ``controlplane`` (or ``kubeadm``) even if it forgot to 
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -157,3 +158,11 @@ def kubeadm_node(tmp_path: Path) -> Callable[..., Path]:
         return kubeadm_tree.build(tmp_path / f"kubeadm-{node}-{made}", node, ip, algorithm)
 
     return make
+
+
+@pytest.fixture
+def root_for_kubeadm_check() -> None:
+    """kubeadm_tree.check_expiration mounts in a private namespace: skip without root, or
+    fail when CI is set."""
+    if os.geteuid() != 0:
+        binaries.gate("kubeadm check-expiration runs in a private mount namespace: needs root")
