@@ -8,7 +8,7 @@ with min and max to show the spread, on a fresh copy of the tree whenever the ru
 * ``node --once`` as an operator runs it: a new process, wall time, and its peak RSS (the
   ``ru_maxrss`` of that child, read with ``os.wait4`` because ``RUSAGE_CHILDREN`` only keeps
   the largest child so far);
-* the same pass in-process (``node.run_once``), i.e. without interpreter start-up;
+* the same pass in-process (``once.run_once``), i.e. without interpreter start-up;
 * ``node --once`` on the converged tree (the pass every ``checkInterval`` pays);
 * ``check-expiration`` and ``plan`` on the due tree, as processes.
 
@@ -42,14 +42,18 @@ from pathlib import Path
 import cryptography
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from reconciler import cli, execute, fabricate, kubeadm, node, observe, plan, policy
-from reconciler import host as host_
+from reconciler import cli, fabricate
+from reconciler.decide import plan, policy
+from reconciler.model import actions, kubeadm, nodespec
+from reconciler.node import execute, observe
+from reconciler.node import host as host_
+from reconciler.run import once
 
 POLICY = Path(__file__).resolve().parent.parent / "policies" / "demo.yaml"  # restart: none
 DUE = tuple((name, dt.timedelta(days=5)) for name in kubeadm.NAMES)  # renewBefore is 30 days
 RENEWED_KEYS = len(kubeadm.NAMES)  # one new key per renewed certificate or kubeconfig
 KUCERO = (sys.executable, "-m", "reconciler")
-ENV = {k: v for k, v in os.environ.items() if k != "KUCERO_FAILPOINT"}
+ENV = dict(os.environ)
 
 
 @dataclasses.dataclass
@@ -134,7 +138,7 @@ def node_once(root: Path) -> list[str]:
     ]
 
 
-def spec_as_the_cli_resolves_it(root: Path) -> policy.NodeSpec:
+def spec_as_the_cli_resolves_it(root: Path) -> nodespec.NodeSpec:
     args = cli.parser().parse_args(["node", "--once", "--host-root", str(root)])
     defaults = cli.settings_from(args).policy_defaults
     return policy.resolve(policy.load(POLICY.read_bytes(), str(POLICY), defaults), {})
@@ -161,7 +165,7 @@ def bench(
         observe.observe(host_.Host(template), None),
         dt.datetime.now(dt.UTC),
     )
-    renewals = planned.of(plan.ActionKind.RENEW)
+    renewals = planned.of(actions.ActionKind.RENEW)
     assert len(renewals) == RENEWED_KEYS, [a.target for a in renewals]
 
     floor = Measure()
@@ -191,7 +195,7 @@ def bench(
     for _ in range(runs):
         root = fresh()
         began = time.perf_counter()
-        result = node.run_once(
+        result = once.run_once(
             host_.Host(root), spec, None, lambda: dt.datetime.now(dt.UTC), settings
         )
         warm.seconds.append(time.perf_counter() - began)

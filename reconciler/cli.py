@@ -20,8 +20,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from reconciler import __version__, duration, execute, node, observe, plan, policy, report
-from reconciler import host as host_
+from reconciler import __version__
+from reconciler.decide import duration, plan, policy, report
+from reconciler.model import nodespec
+from reconciler.node import execute, observe
+from reconciler.node import host as host_
+from reconciler.run import once
 
 NSENTER = ("nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--")
 
@@ -178,6 +182,8 @@ def parser() -> argparse.ArgumentParser:
         default=25.0,
         help="seconds a static pod manifest stays out during a manifest-move restart",
     )
+    # crash tests only: SIGKILL this process at the n-th transaction step
+    s.add_argument("--failpoint", type=int, default=0, help=argparse.SUPPRESS)
 
     s = sub.add_parser(
         "validate-policy", help="validate policy files; exit 1 on the first invalid one"
@@ -272,7 +278,7 @@ def _check_expiration(settings: Settings) -> int:
     return 1 if any(r.get("error") for r in rows) else 0
 
 
-def _load_spec(settings: Settings) -> policy.NodeSpec:
+def _load_spec(settings: Settings) -> nodespec.NodeSpec:
     path = settings.args.policy
     if path:
         try:
@@ -333,7 +339,7 @@ def _node(settings: Settings) -> int:
         print(e, file=sys.stderr)
         # Finishing an interrupted pass needs no policy: never leave a torn pair waiting for
         # someone to fix a typo in Git.
-        for note in node.recover_only(host_.Host(settings.host_root)):
+        for note in once.recover_only(host_.Host(settings.host_root)):
             print(f"recovered: {note}", file=sys.stderr)
         return 1
     if settings.args.manifest_grace < 0:
@@ -342,8 +348,9 @@ def _node(settings: Settings) -> int:
     exec_settings = execute.Settings(
         kubelet_restart_command=kubelet_restart_command(settings),
         manifest_grace_seconds=settings.args.manifest_grace,
+        failpoint=settings.args.failpoint,
     )
-    result = node.run_once(
+    result = once.run_once(
         host_.Host(settings.host_root),
         spec,
         settings.node_name,

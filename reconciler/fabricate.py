@@ -23,7 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from reconciler import kubeadm, pki
+from reconciler.decide import pki
+from reconciler.model import kubeadm
 
 YEAR = dt.timedelta(days=365)
 TEN_YEARS = dt.timedelta(days=3650)

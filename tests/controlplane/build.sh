@@ -14,7 +14,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 k8s_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$here/k8s/go.mod")"
 etcd_version="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$here/etcd/go.mod")"
 out="${KUCERO_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/kucero-testbin}/${k8s_version}-etcd-${etcd_version}"
-binaries=(kube-apiserver kube-controller-manager kubeadm etcd)
+binaries=(kube-apiserver kube-controller-manager kubeadm etcd kubectl)
 
 missing=()
 for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || missing+=("$b"); done

@@ -3,7 +3,7 @@ converges.
 
 Not by mocking: a real ``kucero node --once`` process renews a full control-plane tree (every
 kubeadm certificate and kubeconfig due, kubelet.conf and the kubelet config to repair) and is
-killed with SIGKILL, either by itself at its n-th transaction step (``KUCERO_FAILPOINT=n``, every
+killed with SIGKILL, either by itself at its n-th transaction step (``--failpoint n``, every
 step in turn) or by the test after a spread of delays. After each kill:
 
 * the tree is all-or-nothing: with no journal on disk, either no file changed or every file a
@@ -203,16 +203,17 @@ def kucero_plan(root: Path) -> dict[str, Any]:
     return json.loads(out.getvalue())  # type: ignore[no-any-return]
 
 
-def node_once(root: Path) -> list[str]:
+def node_once(root: Path, failpoint: int | None = None) -> list[str]:
     return [
         *(sys.executable, "-m", "reconciler", "node", "--once"),
         *("--host-root", str(root), "--policy", str(POLICY)),
         *("--kubelet-restart-command", "true"),
+        *(("--failpoint", str(failpoint)) if failpoint else ()),
     ]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KUCERO_FAILPOINT", "NODE_NAME")}
+    env = {k: v for k, v in os.environ.items() if k != "NODE_NAME"}
     return {**env, **extra}
 
 
@@ -226,10 +227,14 @@ class Run:
 def run(root: Path, failpoint: int | None = None, kill_after: float | None = None) -> Run:
     """One ``kucero node --once`` process, killed by itself at ``failpoint`` or by us after
     ``kill_after`` seconds (or neither)."""
-    env = clean_env(KUCERO_FAILPOINT=str(failpoint)) if failpoint else clean_env()
+    env = clean_env()
     began = time.monotonic()
     process = subprocess.Popen(
-        node_once(root), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        node_once(root, failpoint),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     if kill_after is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from reconciler import host as host_
-from reconciler import observe
+from reconciler.node import host as host_
+from reconciler.node import observe
 from tests.controlplane import kubeadm_tree
 
 pytestmark = [pytest.mark.kubeadm, pytest.mark.usefixtures("root_for_kubeadm_check")]

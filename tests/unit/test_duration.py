@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from reconciler import duration
-from reconciler.duration import HOUR, MICROSECOND, MILLISECOND, MINUTE, NANOSECOND, SECOND
+from reconciler.decide import duration
+from reconciler.decide.duration import HOUR, MICROSECOND, MILLISECOND, MINUTE, NANOSECOND, SECOND
 
 VALID = [
     ("0", 0),

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import host, transaction
+from reconciler.model import paths
+from reconciler.node import host, transaction
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 
@@ -99,7 +100,7 @@ def test_a_failed_write_rolls_every_file_back(
     with pytest.raises(transaction.TransactionError, match=r"every file restored.*No space left"):
         transaction.apply(node, WRITES, NOW, retain=5)
     assert _pair(node) == (b"crt-v1", b"key-v1")
-    assert node.read(transaction.JOURNAL) is None
+    assert node.read(paths.JOURNAL) is None
 
 
 def _interrupted(node: host.Host) -> dict[str, object]:
@@ -121,7 +122,7 @@ def _interrupted(node: host.Host) -> dict[str, object]:
             }
         )
     journal = {"backup": backup, "files": files}
-    node.write_atomic(transaction.JOURNAL, json.dumps(journal).encode())
+    node.write_atomic(paths.JOURNAL, json.dumps(journal).encode())
     node.write_atomic("/etc/kubernetes/pki/a.crt", b"crt-v2")
     return journal
 
@@ -131,7 +132,7 @@ def test_recover_rolls_forward_from_verified_staged_files(tmp_path: Path) -> Non
     _interrupted(node)
     assert "completed" in (transaction.recover(node) or "")
     assert _pair(node) == (b"crt-v2", b"key-v2")
-    assert node.read(transaction.JOURNAL) is None
+    assert node.read(paths.JOURNAL) is None
 
 
 def test_recover_rolls_back_when_a_staged_file_is_damaged(tmp_path: Path) -> None:
@@ -156,12 +157,12 @@ def test_recover_touches_nothing_when_neither_side_verifies(tmp_path: Path) -> N
     ):
         transaction.recover(node)
     assert _pair(node) == (b"crt-v2", b"key-v1")  # as the crash left it, journal kept for a human
-    assert node.read(transaction.JOURNAL) is not None
+    assert node.read(paths.JOURNAL) is not None
 
 
 def test_unreadable_journal_is_an_error(tmp_path: Path) -> None:
     node = _tree(tmp_path)
-    node.write_atomic(transaction.JOURNAL, b"{not json")
+    node.write_atomic(paths.JOURNAL, b"{not json")
     with pytest.raises(transaction.TransactionError, match="unreadable"):
         transaction.recover(node)
 
@@ -169,7 +170,7 @@ def test_unreadable_journal_is_an_error(tmp_path: Path) -> None:
 def test_recover_removes_temporaries_of_an_interrupted_write(tmp_path: Path) -> None:
     node = _tree(tmp_path)
     _interrupted(node)
-    leftover = node.path("/etc/kubernetes/pki") / f"{host.TEMP_PREFIX}a.key.0123456789ab"
+    leftover = node.path("/etc/kubernetes/pki") / f"{paths.TEMP_PREFIX}a.key.0123456789ab"
     leftover.write_bytes(b"half a key")
     transaction.recover(node)
     assert not leftover.exists()

@@ -7,7 +7,7 @@ import base64
 import pytest
 import yaml
 
-from reconciler import kubeconfig
+from reconciler.decide import kubeconfig
 
 DOC = {
     "apiVersion": "v1",

@@ -8,7 +8,8 @@ import datetime as dt
 import pytest
 import yaml
 
-from reconciler import fabricate, kubelet
+from reconciler import fabricate
+from reconciler.decide import kubelet
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 CA = fabricate.make_ca("kubernetes", NOW, "ecdsa")

@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from reconciler import cli, execute, host, kubeadm, observe, pki, plan, policy, transaction
+from reconciler import cli
+from reconciler.decide import pki, plan, policy
+from reconciler.model import kubeadm, paths
+from reconciler.node import execute, host, observe, transaction
 
 DAY = dt.timedelta(days=1)
 REAL_NOW = dt.datetime.now(dt.UTC)
@@ -167,7 +170,7 @@ def test_manifest_move_restart_puts_the_manifest_back(
     assert code == 0, out
     assert "restart-static-pod   kube-scheduler" in out
     assert manifest.read_bytes() == content
-    assert json.loads((root / observe.STATE.lstrip("/")).read_text())["pendingRestarts"] == []
+    assert json.loads((root / paths.STATE.lstrip("/")).read_text())["pendingRestarts"] == []
 
 
 def test_unimplemented_restart_strategy_fails_and_stays_owed(

@@ -10,7 +10,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from reconciler import host, kubeadm, observe, pki
+from reconciler.decide import pki
+from reconciler.model import kubeadm
+from reconciler.node import host, keys, observe
 
 LEAVES = [leaf.name for leaf in kubeadm.LEAVES]
 
@@ -35,9 +37,9 @@ def test_renewal_preserves_profile(
     ca_cert = seen.cas[leaf.ca].cert
     assert leaf.cert is not None and ca_cert is not None
     later = now + dt.timedelta(days=200)
-    new_key = pki.new_key_like(leaf.cert.public_key())  # type: ignore[arg-type]
+    new_key = keys.new_key_like(leaf.cert.public_key())  # type: ignore[arg-type]
     new = pki.renew(
-        leaf.cert, ca_cert, _ca_key(root, leaf.ca), new_key, later, dt.timedelta(days=365)
+        leaf.cert, ca_cert, _ca_key(root, leaf.ca), new_key, 4242, later, dt.timedelta(days=365)
     )
 
     assert new.subject == leaf.cert.subject
@@ -45,7 +47,7 @@ def test_renewal_preserves_profile(
     assert _extensions(new) == _extensions(leaf.cert)  # SANs, key usages, EKUs, constraints
     assert pki.issued_by(new, ca_cert)
     assert pki.key_matches(new, new_key)
-    assert new.serial_number != leaf.cert.serial_number
+    assert new.serial_number == 4242 != leaf.cert.serial_number
     assert new.not_valid_before_utc == later - pki.BACKDATE
     assert new.not_valid_after_utc == later + dt.timedelta(days=365)
     assert pki.describe_key(new.public_key()) == pki.describe_key(leaf.cert.public_key())  # type: ignore[arg-type]
@@ -63,7 +65,7 @@ def test_renewal_never_outlives_its_ca(now: dt.datetime) -> None:
         ca, "x", (), fabricate.CLIENT, (), now, dt.timedelta(days=10), "ecdsa"
     )
     new = pki.renew(
-        leaf, ca[0], ca[1], pki.new_key_like(leaf.public_key()), now, dt.timedelta(days=365)
+        leaf, ca[0], ca[1], keys.new_key_like(leaf.public_key()), 7, now, dt.timedelta(days=365)
     )  # type: ignore[arg-type]
     assert new.not_valid_after_utc == ca[0].not_valid_after_utc
 
@@ -77,7 +79,7 @@ def test_renewal_never_outlives_its_ca(now: dt.datetime) -> None:
     ids=["rsa-3072", "ecdsa-p384"],
 )
 def test_new_key_has_same_algorithm_and_size(key: pki.PrivateKey, expected: str) -> None:
-    assert pki.describe_key(pki.new_key_like(key.public_key())) == expected  # type: ignore[arg-type]
+    assert pki.describe_key(keys.new_key_like(key.public_key())) == expected  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -98,7 +100,7 @@ def test_key_pem_keeps_the_container_of_the_key_it_replaces(header: str, key_typ
         else serialization.PrivateFormat.TraditionalOpenSSL
     )
     old = key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
-    new = pki.key_pem(pki.new_key_like(key.public_key()), like=old)
+    new = pki.key_pem(keys.new_key_like(key.public_key()), like=old)
     assert new.startswith(f"-----BEGIN {header}-----".encode())
 
 

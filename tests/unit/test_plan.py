@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler import fabricate, host, observe, plan, policy
+from reconciler import fabricate
+from reconciler.decide import plan, policy
+from reconciler.model import actions, paths
+from reconciler.node import host, observe
 
 DAY = dt.timedelta(days=1)
 CONVERGED = {"embedded_kubelet_conf": False, "kubelet_config_rotation": True}
@@ -38,7 +41,7 @@ def _no_users(root: Path) -> None:
 
 def _foreign_kubelet_cert(root: Path) -> None:
     ca_cert = (root / "etc/kubernetes/pki/ca.crt").read_bytes()
-    from reconciler import pki
+    from reconciler.decide import pki
 
     ca = (pki.load_cert(ca_cert), pki.load_key((root / "etc/kubernetes/pki/ca.key").read_bytes()))
     now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -50,7 +53,7 @@ def _foreign_kubelet_cert(root: Path) -> None:
 
 
 def _state(pending: list[str]) -> Callable[[Path], None]:
-    return _write(observe.STATE, json.dumps({"pendingRestarts": pending}).encode())
+    return _write(paths.STATE, json.dumps({"pendingRestarts": pending}).encode())
 
 
 def _external_etcd_client(root: Path) -> None:
@@ -69,7 +72,7 @@ def _malformed_context(root: Path) -> None:
 
 
 def _kubelet_cert_from_foreign_ca(root: Path) -> None:
-    from reconciler import pki
+    from reconciler.decide import pki
 
     now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
     foreign = fabricate.make_ca("kubernetes", now, "ecdsa")
@@ -88,7 +91,7 @@ def _kubelet_cert_from_foreign_ca(root: Path) -> None:
 
 
 def _foreign_ca_key(root: Path) -> None:
-    from reconciler import pki
+    from reconciler.decide import pki
 
     key = fabricate.new_key("ecdsa")
     (root / "etc/kubernetes/pki/front-proxy-ca.key").write_bytes(pki.key_pem(key))
@@ -367,7 +370,9 @@ def test_plan(case: Case, make_tree: Any, now: dt.datetime) -> None:
     got = {(f.target, f.reason.value) for f in result.findings}
     assert set(case.findings) <= got, result.findings
     if not case.findings:
-        assert not [f for f in result.findings if f.severity != plan.Severity.INFO], result.findings
+        assert not [f for f in result.findings if f.severity != actions.Severity.INFO], (
+            result.findings
+        )
 
 
 def test_plan_is_pure(make_tree: Any, now: dt.datetime) -> None:

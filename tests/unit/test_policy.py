@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler import policy
+from reconciler.decide import policy
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD = "apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\n"
@@ -34,7 +34,7 @@ def test_default_yaml_spells_out_exactly_the_defaults() -> None:
 def test_schema_is_valid_json_schema_and_lists_every_kubeadm_name() -> None:
     import jsonschema
 
-    from reconciler import kubeadm
+    from reconciler.model import kubeadm
 
     schema = json.loads((REPO / "schema" / "kucero.io_v1alpha1.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -302,6 +302,10 @@ def test_revision_changes_with_meaning() -> None:
 
 def test_resolved_spec_round_trips_as_a_policy() -> None:
     spec = policy.resolve(load(EDGE), {"pool": "edge"})
-    doc = {"apiVersion": policy.API_VERSION, "kind": policy.KIND, "spec": spec.to_dict()["spec"]}
+    doc = {
+        "apiVersion": policy.API_VERSION,
+        "kind": policy.KIND,
+        "spec": policy.spec_document(spec)["spec"],
+    }
     again = policy.resolve(policy.load(yaml.safe_dump(doc), "desired"), {})
     assert again.kubeadm == spec.kubeadm and again.kubelet == spec.kubelet

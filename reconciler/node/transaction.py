@@ -16,8 +16,8 @@ back from the backup. A crash before step 2 changed nothing but the backup direc
 the retention pruning removes in time. Either way, once ``recover`` returns, every pair on disk
 is a pair that was written together.
 
-``KUCERO_FAILPOINT=<n>`` makes the process SIGKILL itself at the n-th step (for the crash
-tests, which also kill from outside at random times).
+A ``Failpoint`` makes the process SIGKILL itself at the n-th step (for the crash tests, which
+also kill from outside at random times).
 """
 
 from __future__ import annotations
@@ -31,12 +31,8 @@ import posixpath
 import signal
 from typing import Any
 
-from reconciler import host as host_
-from reconciler import kubeadm
-
-JOURNAL = f"{kubeadm.TMP}/kucero-journal.json"
-BACKUP_PREFIX = "kucero-backup-"
-_FAILPOINT_ENV = "KUCERO_FAILPOINT"
+from reconciler.model import kubeadm, paths
+from reconciler.node import host as host_
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +46,15 @@ class TransactionError(Exception):
     """The change was not applied (or was rolled back); the message says where it stopped."""
 
 
-class _Failpoints:
-    def __init__(self) -> None:
-        value = os.environ.get(_FAILPOINT_ENV, "")
-        self.at = int(value) if value.isdigit() else 0
+class Failpoint:
+    """Kill this process with SIGKILL at the ``at``-th step of a transaction (0: never).
+
+    Only the crash tests set it (through the hidden ``--failpoint`` flag); production code
+    never reads it from the environment.
+    """
+
+    def __init__(self, at: int = 0) -> None:
+        self.at = at
         self.count = 0
 
     def step(self) -> None:
@@ -62,13 +63,19 @@ class _Failpoints:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def apply(host: host_.Host, writes: list[Write], now: dt.datetime, retain: int) -> str:
+def apply(
+    host: host_.Host,
+    writes: list[Write],
+    now: dt.datetime,
+    retain: int,
+    failpoints: Failpoint | None = None,
+) -> str:
     """Apply ``writes`` all together; return the backup directory (host path).
 
     Raises ``TransactionError`` if the backup cannot be made (nothing changed) or a write
     fails (everything rolled back). Idempotent: writing content a file already has is a no-op.
     """
-    failpoints = _Failpoints()
+    failpoints = failpoints or Failpoint()
     backup = _new_backup_dir(host, now)
     entries = []
     try:
@@ -94,7 +101,7 @@ def apply(host: host_.Host, writes: list[Write], now: dt.datetime, retain: int) 
             )
             failpoints.step()
         journal = {"backup": backup, "files": entries}
-        host.write_atomic(JOURNAL, json.dumps(journal, indent=1).encode(), mode=0o600)
+        host.write_atomic(paths.JOURNAL, json.dumps(journal, indent=1).encode(), mode=0o600)
     except host_.HostError as e:
         raise TransactionError(f"backup failed, nothing changed: {e}") from e
     failpoints.step()
@@ -107,10 +114,10 @@ def apply(host: host_.Host, writes: list[Write], now: dt.datetime, retain: int) 
             _rollback(host, journal)
         except (host_.HostError, TransactionError) as again:
             raise TransactionError(
-                f"write failed ({e}) and so did the rollback ({again}); the journal {JOURNAL} is kept for the next pass"
+                f"write failed ({e}) and so did the rollback ({again}); the journal {paths.JOURNAL} is kept for the next pass"
             ) from e
         raise TransactionError(f"write failed, every file restored from {backup}: {e}") from e
-    host.remove(JOURNAL)
+    host.remove(paths.JOURNAL)
     failpoints.step()
     # The staged copies were only needed until the journal was gone; don't keep two copies
     # of every new private key around.
@@ -125,12 +132,12 @@ def recover(host: host_.Host) -> str | None:
     verifies; when neither set is complete it touches nothing, keeps the journal and raises,
     because guessing could pair a certificate with the wrong key.
     """
-    data = host.read(JOURNAL)
+    data = host.read(paths.JOURNAL)
     if data is None:
         # A crash between removing the journal and removing the staged copies leaves copies
         # of live keys in a backup's new/: nothing needs them any more.
         for name in host.listdir(kubeadm.TMP):
-            if name.startswith(BACKUP_PREFIX) and host.exists(f"{kubeadm.TMP}/{name}/new"):
+            if name.startswith(paths.BACKUP_PREFIX) and host.exists(f"{kubeadm.TMP}/{name}/new"):
                 host.remove_tree(f"{kubeadm.TMP}/{name}/new")
         return None
     try:
@@ -139,14 +146,14 @@ def recover(host: host_.Host) -> str | None:
     except (ValueError, KeyError, TypeError) as e:
         # The journal is written atomically, so this is damage from outside.
         raise TransactionError(
-            f"{JOURNAL}: unreadable ({e}); inspect it and the backups by hand"
+            f"{paths.JOURNAL}: unreadable ({e}); inspect it and the backups by hand"
         ) from e
     for directory in sorted({posixpath.dirname(e["path"]) for e in entries}):
         host.remove_temporaries(directory)
     if all(_staged_ok(host, backup, e) for e in entries):
         for entry in entries:
             _install(host, backup, entry)
-        host.remove(JOURNAL)
+        host.remove(paths.JOURNAL)
         host.remove_tree(f"{backup}/new")
         return f"completed an interrupted pass from {backup}"
     _rollback(host, journal)
@@ -156,7 +163,7 @@ def recover(host: host_.Host) -> str | None:
 def prune(host: host_.Host, retain: int, keep: str | None = None) -> list[str]:
     """Remove all but the newest ``retain`` backups (by modification time, so a clock that
     stepped back cannot make the newest look oldest); never ``keep``. Returns the removed."""
-    names = [n for n in host.listdir(kubeadm.TMP) if n.startswith(BACKUP_PREFIX)]
+    names = [n for n in host.listdir(kubeadm.TMP) if n.startswith(paths.BACKUP_PREFIX)]
     dated = []
     for name in names:
         st = host.stat(f"{kubeadm.TMP}/{name}")
@@ -177,7 +184,7 @@ def _sha(data: bytes) -> str:
 
 def _new_backup_dir(host: host_.Host, now: dt.datetime) -> str:
     stamp = now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    base = f"{kubeadm.TMP}/{BACKUP_PREFIX}{stamp}"
+    base = f"{kubeadm.TMP}/{paths.BACKUP_PREFIX}{stamp}"
     candidate, n = base, 1
     try:
         while host.exists(candidate):
@@ -215,7 +222,7 @@ def _rollback(host: host_.Host, journal: dict[str, Any]) -> None:
         if old is None or _sha(old) != entry["oldSha256"]:
             raise TransactionError(
                 f"cannot roll back: {backup}/old{entry['path']} is missing or damaged and the "
-                f"staged new files are too; {JOURNAL} kept, nothing touched; restore by hand"
+                f"staged new files are too; {paths.JOURNAL} kept, nothing touched; restore by hand"
             )
         originals[entry["path"]] = old
     for entry in journal["files"]:
@@ -225,4 +232,4 @@ def _rollback(host: host_.Host, journal: dict[str, Any]) -> None:
         else:
             mode = entry.get("oldMode") or entry["mode"]
             host.write_atomic(entry["path"], old, mode=mode, owner=_owner(entry))
-    host.remove(JOURNAL)
+    host.remove(paths.JOURNAL)

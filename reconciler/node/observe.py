@@ -1,4 +1,4 @@
-"""The gatherer: read a node's kubeadm and kubelet files into one ``Observed`` value.
+"""The gatherer: read a node's kubeadm and kubelet files into one ``hoststate.Observed`` value.
 
 Nothing here decides anything. A missing file is simply absent; a file that cannot be read or
 parsed is kept with its ``error`` (path and reason) so the plan can report it and leave it
@@ -14,73 +14,20 @@ from typing import Any
 
 from cryptography import x509
 
-from reconciler import host as host_
-from reconciler import kubeadm, kubeconfig, kubelet, pki
-
-STATE = f"{kubeadm.TMP}/kucero-state.json"
-JOURNAL = f"{kubeadm.TMP}/kucero-journal.json"
+from reconciler.decide import kubeconfig, kubelet, pki
+from reconciler.model import hoststate, kubeadm, paths
+from reconciler.node import host as host_
 
 
-@dataclasses.dataclass(frozen=True)
-class CAFile:
-    name: str
-    path: str
-    cert: x509.Certificate | None
-    key_present: bool
-    error: str | None = None
-    key_error: str | None = None  # the key is present but unusable (never its content)
-
-
-@dataclasses.dataclass(frozen=True)
-class LeafFile:
-    name: str
-    kind: kubeadm.Kind
-    path: str
-    ca: str
-    cert: x509.Certificate | None = None
-    # kept so a renewed key uses the same PEM container; never in a repr or a log
-    key_pem: bytes | None = dataclasses.field(default=None, repr=False)
-    key_matches: bool | None = None
-    issued_by_ca: bool | None = None
-    externally_managed: bool = False
-    credentials: kubeconfig.Credentials | None = dataclasses.field(default=None, repr=False)
-    document: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
-    error: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Kubelet:
-    conf: LeafFile | None  # kubelet.conf's client credentials
-    client_current: x509.Certificate | None
-    client_current_key_matches: bool
-    client_current_issued_by_ca: bool
-    client_current_error: str | None
-    config_text: str | None
-    config: dict[str, Any] | None
-    config_error: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class Observed:
-    node_name: str | None
-    cas: dict[str, CAFile]
-    leaves: dict[str, LeafFile]  # only those present on the node, by kubeadm name
-    kubelet: Kubelet
-    manifests: frozenset[str]  # static pod components with a manifest
-    pending_restarts: frozenset[str]  # from the state file: restarts owed by an earlier pass
-    journal_pending: bool
-    errors: tuple[str, ...] = ()
-
-
-def observe(host: host_.Host, node_name: str | None = None) -> Observed:
+def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observed:
     """Read everything a pass needs from ``host``; never raises for a bad file."""
     errors: list[str] = []
     cas = {ca.name: _read_ca(host, ca) for ca in kubeadm.CAS}
-    leaves: dict[str, LeafFile] = {}
+    leaves: dict[str, hoststate.LeafFile] = {}
     for leaf in kubeadm.LEAVES:
-        observed = _read_leaf(host, leaf, cas[leaf.ca])
-        if observed is not None:
-            leaves[leaf.name] = observed
+        found = _read_leaf(host, leaf, cas[leaf.ca])
+        if found is not None:
+            leaves[leaf.name] = found
     kubelet_state = _read_kubelet(host, cas["ca"])
     if node_name is None and kubelet_state.conf is not None:
         node_name = kubelet.node_name_from(kubelet_state.conf.cert)
@@ -89,14 +36,14 @@ def observe(host: host_.Host, node_name: str | None = None) -> Observed:
     manifests = frozenset(
         c for c in kubeadm.COMPONENTS if _safe_exists(host, kubeadm.manifest(c), errors)
     )
-    return Observed(
+    return hoststate.Observed(
         node_name=node_name,
         cas=cas,
         leaves=leaves,
         kubelet=kubelet_state,
         manifests=manifests,
         pending_restarts=_read_pending_restarts(host, errors),
-        journal_pending=_safe_exists(host, JOURNAL, errors),
+        journal_pending=_safe_exists(host, paths.JOURNAL, errors),
         errors=tuple(errors),
     )
 
@@ -105,7 +52,7 @@ def read_state(host: host_.Host, errors: list[str] | None = None) -> dict[str, A
     """kucero's own per-node state file (pending restarts); empty when absent or unreadable,
     with the reason appended to ``errors`` when given."""
     try:
-        data = host.read(STATE)
+        data = host.read(paths.STATE)
     except host_.HostError as e:
         if errors is not None:
             errors.append(str(e))
@@ -116,7 +63,7 @@ def read_state(host: host_.Host, errors: list[str] | None = None) -> dict[str, A
             raise ValueError("not a state document")
     except ValueError:
         if errors is not None:
-            errors.append(f"{STATE}: not valid JSON; pending restarts forgotten")
+            errors.append(f"{paths.STATE}: not valid JSON; pending restarts forgotten")
         return {}
     return state
 
@@ -133,19 +80,21 @@ def _safe_exists(host: host_.Host, path: str, errors: list[str]) -> bool:
         return False
 
 
-def _read_ca(host: host_.Host, ca: kubeadm.CA) -> CAFile:
+def _read_ca(host: host_.Host, ca: kubeadm.CA) -> hoststate.CAFile:
     try:
         data = host.read(ca.cert)
         key_present = host.exists(ca.key)
     except host_.HostError as e:
-        return CAFile(ca.name, ca.cert, None, False, str(e))
+        return hoststate.CAFile(ca.name, ca.cert, None, False, str(e))
     if data is None:
-        return CAFile(ca.name, ca.cert, None, key_present)
+        return hoststate.CAFile(ca.name, ca.cert, None, key_present)
     try:
         cert = pki.load_cert(data)
     except pki.PKIError as e:
-        return CAFile(ca.name, ca.cert, None, key_present, f"{ca.cert}: {e}")
-    return CAFile(ca.name, ca.cert, cert, key_present, key_error=_ca_key_error(host, ca, cert))
+        return hoststate.CAFile(ca.name, ca.cert, None, key_present, f"{ca.cert}: {e}")
+    return hoststate.CAFile(
+        ca.name, ca.cert, cert, key_present, key_error=_ca_key_error(host, ca, cert)
+    )
 
 
 def _ca_key_error(host: host_.Host, ca: kubeadm.CA, cert: x509.Certificate) -> str | None:
@@ -162,8 +111,10 @@ def _ca_key_error(host: host_.Host, ca: kubeadm.CA, cert: x509.Certificate) -> s
     return None
 
 
-def _read_leaf(host: host_.Host, leaf: kubeadm.Leaf, ca: CAFile) -> LeafFile | None:
-    base = LeafFile(
+def _read_leaf(
+    host: host_.Host, leaf: kubeadm.Leaf, ca: hoststate.CAFile
+) -> hoststate.LeafFile | None:
+    base = hoststate.LeafFile(
         name=leaf.name,
         kind=leaf.kind,
         path=leaf.path,
@@ -187,7 +138,9 @@ def _read_leaf(host: host_.Host, leaf: kubeadm.Leaf, ca: CAFile) -> LeafFile | N
         return dataclasses.replace(base, error=f"{leaf.path}: unexpected {type(e).__name__}: {e}")
 
 
-def _read_kubeconfig(host: host_.Host, base: LeafFile, ca: CAFile) -> LeafFile | None:
+def _read_kubeconfig(
+    host: host_.Host, base: hoststate.LeafFile, ca: hoststate.CAFile
+) -> hoststate.LeafFile | None:
     data = host.read(base.path)
     if data is None:
         return None
@@ -217,13 +170,13 @@ def _read_kubeconfig(host: host_.Host, base: LeafFile, ca: CAFile) -> LeafFile |
 
 
 def _with_pair(
-    base: LeafFile,
+    base: hoststate.LeafFile,
     cert_data: bytes,
     cert_where: str,
     key_data: bytes | None,
     key_where: str,
-    ca: CAFile,
-) -> LeafFile:
+    ca: hoststate.CAFile,
+) -> hoststate.LeafFile:
     try:
         cert = pki.load_cert(cert_data)
     except pki.PKIError as e:
@@ -243,12 +196,14 @@ def _with_pair(
     )
 
 
-def _read_kubelet(host: host_.Host, ca: CAFile) -> Kubelet:
+def _read_kubelet(host: host_.Host, ca: hoststate.CAFile) -> hoststate.Kubelet:
     leaf = kubeadm.Leaf("kubelet.conf", "kubeconfig", "ca", kubeadm.KUBELET_CONF, None, ())
     try:
         conf = _read_leaf(host, leaf, ca)
     except host_.HostError as e:
-        conf = LeafFile("kubelet.conf", "kubeconfig", kubeadm.KUBELET_CONF, "ca", error=str(e))
+        conf = hoststate.LeafFile(
+            "kubelet.conf", "kubeconfig", kubeadm.KUBELET_CONF, "ca", error=str(e)
+        )
     current: x509.Certificate | None = None
     current_matches = False
     current_error: str | None = None
@@ -271,6 +226,6 @@ def _read_kubelet(host: host_.Host, ca: CAFile) -> Kubelet:
         config_error = f"{kubeadm.KUBELET_CONFIG}: {e}"
         config = None
     issued = current is not None and ca.cert is not None and pki.issued_by(current, ca.cert)
-    return Kubelet(
+    return hoststate.Kubelet(
         conf, current, current_matches, issued, current_error, config_text, config, config_error
     )

@@ -11,12 +11,11 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from reconciler import duration, kubeadm, plan
-from reconciler.execute import Result
-from reconciler.observe import LeafFile, Observed
+from reconciler.decide import duration
+from reconciler.model import actions, hoststate, kubeadm
 
 
-def expiration(observed: Observed, now: dt.datetime) -> list[dict[str, Any]]:
+def expiration(observed: hoststate.Observed, now: dt.datetime) -> list[dict[str, Any]]:
     """One entry per certificate, kubeconfig and CA present on the node."""
     rows = [_leaf_row(leaf, now, "kucero") for leaf in observed.leaves.values()]
     if observed.kubelet.conf is not None:
@@ -55,7 +54,7 @@ def expiration(observed: Observed, now: dt.datetime) -> list[dict[str, Any]]:
     return rows
 
 
-def _leaf_row(leaf: LeafFile, now: dt.datetime, renewed_by: str) -> dict[str, Any]:
+def _leaf_row(leaf: hoststate.LeafFile, now: dt.datetime, renewed_by: str) -> dict[str, Any]:
     return {
         "name": leaf.name,
         "kind": leaf.kind,
@@ -109,7 +108,7 @@ def _yes(value: bool) -> str:
     return "yes" if value else "no"
 
 
-def plan_table(the_plan: plan.Plan) -> str:
+def plan_table(the_plan: actions.Plan) -> str:
     if the_plan.actions:
         out = table(
             ["ACTION", "TARGET", "REASON", "DETAIL"],
@@ -120,7 +119,7 @@ def plan_table(the_plan: plan.Plan) -> str:
     return out + findings_table(the_plan.findings)
 
 
-def findings_table(findings: Sequence[plan.Finding]) -> str:
+def findings_table(findings: Sequence[actions.Finding]) -> str:
     if not findings:
         return ""
     return "\n" + table(
@@ -129,7 +128,7 @@ def findings_table(findings: Sequence[plan.Finding]) -> str:
     )
 
 
-def results_table(results: Sequence[Result]) -> str:
+def results_table(results: Sequence[actions.Result]) -> str:
     if not results:
         return "Nothing to do: the node is converged.\n"
     return table(

@@ -12,26 +12,26 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
-from reconciler import execute, kubeadm, observe, plan, policy, transaction
-from reconciler import host as host_
-
-LOCK = f"{kubeadm.TMP}/kucero.lock"
+from reconciler.decide import plan
+from reconciler.model import actions, nodespec, paths
+from reconciler.node import execute, observe, transaction
+from reconciler.node import host as host_
 
 
 @dataclasses.dataclass(frozen=True)
 class PassResult:
-    spec: policy.NodeSpec
+    spec: nodespec.NodeSpec
     recovered: tuple[str, ...]
-    planned: plan.Plan
-    results: tuple[execute.Result, ...]
-    after: plan.Plan  # what the next pass would do
+    planned: actions.Plan
+    results: tuple[actions.Result, ...]
+    after: actions.Plan  # what the next pass would do
     error: str | None = None  # the pass could not run at all
     node_name: str | None = None
 
     @property
-    def findings(self) -> list[plan.Finding]:
+    def findings(self) -> list[actions.Finding]:
         """What the next pass sees, plus the restarts this pass left to the operator."""
-        owed = [f for f in self.planned.findings if f.reason == plan.Reason.RESTART_REQUIRED]
+        owed = [f for f in self.planned.findings if f.reason == actions.Reason.RESTART_REQUIRED]
         return list(self.after.findings) + owed
 
     @property
@@ -40,7 +40,7 @@ class PassResult:
         out += [
             f"{f.target}: {f.detail}"
             for f in self.after.findings
-            if f.severity == plan.Severity.ERROR
+            if f.severity == actions.Severity.ERROR
         ]
         if self.error:
             out.append(self.error)
@@ -65,12 +65,12 @@ class PassResult:
 
 def run_once(
     host: host_.Host,
-    spec: policy.NodeSpec,
+    spec: nodespec.NodeSpec,
     node_name: str | None,
     clock: Callable[[], dt.datetime],
     settings: execute.Settings,
 ) -> PassResult:
-    empty = plan.Plan((), ())
+    empty = actions.Plan((), ())
     if not host.root.is_dir():
         return PassResult(
             spec,
@@ -81,7 +81,7 @@ def run_once(
             f"host root {host.root} does not exist or is not a directory",
         )
     try:
-        with host.lock(LOCK):
+        with host.lock(paths.LOCK):
             return _locked_pass(host, spec, node_name, clock, settings)
     except host_.HostError as e:
         return PassResult(spec, (), empty, (), empty, str(e))
@@ -92,7 +92,7 @@ def recover_only(host: host_.Host) -> list[str]:
     if not host.root.is_dir():
         return []
     try:
-        with host.lock(LOCK):
+        with host.lock(paths.LOCK):
             return execute.recover(host)
     except (transaction.TransactionError, host_.HostError) as e:
         return [f"cannot recover an interrupted pass: {e}"]
@@ -100,12 +100,12 @@ def recover_only(host: host_.Host) -> list[str]:
 
 def _locked_pass(
     host: host_.Host,
-    spec: policy.NodeSpec,
+    spec: nodespec.NodeSpec,
     node_name: str | None,
     clock: Callable[[], dt.datetime],
     settings: execute.Settings,
 ) -> PassResult:
-    empty = plan.Plan((), ())
+    empty = actions.Plan((), ())
     try:
         recovered = execute.recover(host)
     except (transaction.TransactionError, host_.HostError) as e:

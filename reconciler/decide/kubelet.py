@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from cryptography import x509
 
-from reconciler import pki
+from reconciler.decide import pki
 
 NODE_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"

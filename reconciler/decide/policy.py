@@ -28,7 +28,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from reconciler import duration
+from reconciler.decide import duration
+from reconciler.model import nodespec
 
 API_VERSION = "kucero.io/v1alpha1"
 KIND = "RotationPolicy"
@@ -51,65 +52,6 @@ class PolicyError(ValueError):
         self.source = source
         self.errors = [f"{source}: {e}" for e in errors]
         super().__init__("\n".join(self.errors))
-
-
-@dataclasses.dataclass(frozen=True)
-class KubeadmSpec:
-    enabled: bool
-    renew_before: dt.timedelta
-    certificate_validity: dt.timedelta
-    certificates: tuple[str, ...]
-    restart: str
-    health_timeout: dt.timedelta
-    backup_retain: int
-
-
-@dataclasses.dataclass(frozen=True)
-class KubeletSpec:
-    fix_kubelet_conf: bool
-    rotate_client_certificates: bool
-    rotate_server_certificates: bool
-    restart: str
-
-
-@dataclasses.dataclass(frozen=True)
-class NodeSpec:
-    """What one node must converge to: the policy with its matching override applied."""
-
-    revision: str
-    paused: bool
-    check_interval: dt.timedelta
-    kubeadm: KubeadmSpec
-    kubelet: KubeletSpec
-    override: int | None  # index of the override that matched, if any
-
-    def to_dict(self) -> dict[str, Any]:
-        """The resolved spec as a policy-shaped mapping (for the ``kucero.io/desired``
-        annotation and ``--policy`` round trips)."""
-        k, kl = self.kubeadm, self.kubelet
-        return {
-            "revision": self.revision,
-            "override": self.override,
-            "spec": {
-                "paused": self.paused,
-                "checkInterval": _fmt(self.check_interval),
-                "kubeadm": {
-                    "enabled": k.enabled,
-                    "renewBefore": _fmt(k.renew_before),
-                    "certificateValidity": _fmt(k.certificate_validity),
-                    "certificates": list(k.certificates),
-                    "restart": k.restart,
-                    "healthTimeout": _fmt(k.health_timeout),
-                    "backup": {"retain": k.backup_retain},
-                },
-                "kubelet": {
-                    "fixKubeletConf": kl.fix_kubelet_conf,
-                    "rotateClientCertificates": kl.rotate_client_certificates,
-                    "rotateServerCertificates": kl.rotate_server_certificates,
-                    "restart": kl.restart,
-                },
-            },
-        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +118,7 @@ def validate(data: Mapping[str, Any]) -> list[str]:
     return [f"{path}: {msg}" if path else msg for path, msg in sorted(messages.items())]
 
 
-def resolve(policy: Policy, labels: Mapping[str, str]) -> NodeSpec:
+def resolve(policy: Policy, labels: Mapping[str, str]) -> nodespec.NodeSpec:
     """The node's spec: the first override whose selector matches ``labels``, over ``spec``."""
     spec = policy.spec
     merged: Mapping[str, Any] = spec
@@ -377,13 +319,13 @@ def _normalise(document: Mapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _node_spec(spec: Mapping[str, Any], revision: str, override: int | None) -> NodeSpec:
+def _node_spec(spec: Mapping[str, Any], revision: str, override: int | None) -> nodespec.NodeSpec:
     k, kl = spec["kubeadm"], spec["kubelet"]
-    return NodeSpec(
+    return nodespec.NodeSpec(
         revision=revision,
         paused=spec["paused"],
         check_interval=duration.parse_timedelta(spec["checkInterval"]),
-        kubeadm=KubeadmSpec(
+        kubeadm=nodespec.KubeadmSpec(
             enabled=k["enabled"],
             renew_before=duration.parse_timedelta(k["renewBefore"]),
             certificate_validity=duration.parse_timedelta(k["certificateValidity"]),
@@ -392,7 +334,7 @@ def _node_spec(spec: Mapping[str, Any], revision: str, override: int | None) -> 
             health_timeout=duration.parse_timedelta(k["healthTimeout"]),
             backup_retain=k["backup"]["retain"],
         ),
-        kubelet=KubeletSpec(
+        kubelet=nodespec.KubeletSpec(
             fix_kubelet_conf=kl["fixKubeletConf"],
             rotate_client_certificates=kl["rotateClientCertificates"],
             rotate_server_certificates=kl["rotateServerCertificates"],
@@ -400,6 +342,35 @@ def _node_spec(spec: Mapping[str, Any], revision: str, override: int | None) -> 
         ),
         override=override,
     )
+
+
+def spec_document(node_spec: nodespec.NodeSpec) -> dict[str, Any]:
+    """The resolved spec as a policy-shaped mapping (for the ``kucero.io/desired``
+    annotation and ``--policy`` round trips)."""
+    k, kl = node_spec.kubeadm, node_spec.kubelet
+    return {
+        "revision": node_spec.revision,
+        "override": node_spec.override,
+        "spec": {
+            "paused": node_spec.paused,
+            "checkInterval": _fmt(node_spec.check_interval),
+            "kubeadm": {
+                "enabled": k.enabled,
+                "renewBefore": _fmt(k.renew_before),
+                "certificateValidity": _fmt(k.certificate_validity),
+                "certificates": list(k.certificates),
+                "restart": k.restart,
+                "healthTimeout": _fmt(k.health_timeout),
+                "backup": {"retain": k.backup_retain},
+            },
+            "kubelet": {
+                "fixKubeletConf": kl.fix_kubelet_conf,
+                "rotateClientCertificates": kl.rotate_client_certificates,
+                "rotateServerCertificates": kl.rotate_server_certificates,
+                "restart": kl.restart,
+            },
+        },
+    }
 
 
 def _fmt(delta: dt.timedelta) -> str:

@@ -13,162 +13,80 @@ repairs and a single kubelet restart at the end.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import enum
 
-from reconciler import duration, kubeadm, kubelet, policy
-from reconciler.observe import LeafFile, Observed
-
-
-class ActionKind(enum.StrEnum):
-    RENEW = "renew"
-    RESTART_STATIC_POD = "restart-static-pod"
-    FIX_KUBELET_CONF = "fix-kubelet-conf"
-    SET_KUBELET_CONFIG = "set-kubelet-config"
-    RESTART_KUBELET = "restart-kubelet"
+from reconciler.decide import duration, kubelet
+from reconciler.model import actions, hoststate, kubeadm, nodespec
 
 
-class Reason(enum.StrEnum):
-    # why an action is planned
-    NEARING_EXPIRY = "NearingExpiry"
-    EXPIRED = "Expired"
-    CERTIFICATE_RENEWED = "CertificateRenewed"
-    PENDING_RESTART = "PendingRestart"
-    EMBEDDED_CLIENT_CERT = "EmbeddedClientCert"
-    KUBELET_CONFIG_DIFFERS = "KubeletConfigDiffers"
-    KUBELET_CONFIG_CHANGED = "KubeletConfigChanged"
-    # why nothing is done (findings)
-    EXTERNALLY_MANAGED = "ExternallyManaged"
-    KEY_MISMATCH = "KeyMismatch"
-    UNREADABLE = "Unreadable"
-    CA_UNAVAILABLE = "CAUnavailable"
-    ISSUER_MISMATCH = "IssuerMismatch"
-    CA_EXPIRING = "CAExpiring"
-    CA_EXPIRED = "CAExpired"
-    LIMITED_BY_CA = "LimitedByCA"
-    KUBELET_CLIENT_CERT_UNUSABLE = "KubeletClientCertUnusable"
-    KUBELET_CONFIG_MISSING = "KubeletConfigMissing"
-    RESTART_REQUIRED = "RestartRequired"
-    SERVING_CSR_APPROVER_NEEDED = "ServingCSRApproverNeeded"
-    JOURNAL_PENDING = "InterruptedPassPending"
-    PAUSED = "Paused"
-
-
-class Severity(enum.StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-
-
-@dataclasses.dataclass(frozen=True)
-class Action:
-    kind: ActionKind
-    target: str  # kubeadm name, host file or component
-    reason: Reason
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "action": self.kind,
-            "target": self.target,
-            "reason": self.reason,
-            "detail": self.detail,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    target: str
-    reason: Reason
-    severity: Severity
-    detail: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "target": self.target,
-            "reason": self.reason,
-            "severity": self.severity,
-            "detail": self.detail,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    actions: tuple[Action, ...]
-    findings: tuple[Finding, ...]
-
-    def of(self, kind: ActionKind) -> list[Action]:
-        return [a for a in self.actions if a.kind == kind]
-
-    def to_dict(self) -> dict[str, list[dict[str, str]]]:
-        return {
-            "actions": [a.to_dict() for a in self.actions],
-            "findings": [f.to_dict() for f in self.findings],
-        }
-
-
-def plan(spec: policy.NodeSpec, observed: Observed, now: dt.datetime) -> Plan:
+def plan(spec: nodespec.NodeSpec, observed: hoststate.Observed, now: dt.datetime) -> actions.Plan:
     """Decide what one pass does. Pure: no disk, clock or network."""
-    actions: list[Action] = []
-    findings: list[Finding] = []
+    planned: list[actions.Action] = []
+    findings: list[actions.Finding] = []
     if observed.journal_pending:
         findings.append(
-            Finding(
+            actions.Finding(
                 "journal",
-                Reason.JOURNAL_PENDING,
-                Severity.WARNING,
+                actions.Reason.JOURNAL_PENDING,
+                actions.Severity.WARNING,
                 "a pass was interrupted; the next `kucero node` pass completes it first",
             )
         )
     findings += [
-        Finding(e.split(":", 1)[0], Reason.UNREADABLE, Severity.ERROR, e) for e in observed.errors
+        actions.Finding(e.split(":", 1)[0], actions.Reason.UNREADABLE, actions.Severity.ERROR, e)
+        for e in observed.errors
     ]
     findings += _ca_findings(spec, observed, now)
 
     renewals = _renewals(spec, observed, now, findings) if spec.kubeadm.enabled else []
-    actions += renewals
-    actions += _static_pod_restarts(spec, observed, renewals, findings)
+    planned += renewals
+    planned += _static_pod_restarts(spec, observed, renewals, findings)
     kubelet_actions = _kubelet(spec, observed, now, findings)
-    actions += kubelet_actions
-    actions += _kubelet_restart(spec, observed, kubelet_actions, findings)
+    planned += kubelet_actions
+    planned += _kubelet_restart(spec, observed, kubelet_actions, findings)
 
-    if spec.paused and actions:
+    if spec.paused and planned:
         findings.append(
-            Finding(
+            actions.Finding(
                 "policy",
-                Reason.PAUSED,
-                Severity.INFO,
-                f"spec.paused is true: {len(actions)} action(s) withheld: "
-                + ", ".join(f"{a.kind} {a.target}" for a in actions),
+                actions.Reason.PAUSED,
+                actions.Severity.INFO,
+                f"spec.paused is true: {len(planned)} action(s) withheld: "
+                + ", ".join(f"{a.kind} {a.target}" for a in planned),
             )
         )
-        actions = []
-    return Plan(tuple(actions), tuple(findings))
+        planned = []
+    return actions.Plan(tuple(planned), tuple(findings))
 
 
-def _ca_findings(spec: policy.NodeSpec, observed: Observed, now: dt.datetime) -> list[Finding]:
+def _ca_findings(
+    spec: nodespec.NodeSpec, observed: hoststate.Observed, now: dt.datetime
+) -> list[actions.Finding]:
     out = []
     for ca in observed.cas.values():
         if ca.error:
-            out.append(Finding(ca.name, Reason.UNREADABLE, Severity.ERROR, ca.error))
+            out.append(
+                actions.Finding(
+                    ca.name, actions.Reason.UNREADABLE, actions.Severity.ERROR, ca.error
+                )
+            )
         elif ca.cert is not None:
             left = ca.cert.not_valid_after_utc - now
             if left <= dt.timedelta(0):
                 out.append(
-                    Finding(
+                    actions.Finding(
                         ca.name,
-                        Reason.CA_EXPIRED,
-                        Severity.ERROR,
+                        actions.Reason.CA_EXPIRED,
+                        actions.Severity.ERROR,
                         "CA expired; kucero never renews CAs, renew it by hand",
                     )
                 )
             elif left < spec.kubeadm.renew_before:
                 out.append(
-                    Finding(
+                    actions.Finding(
                         ca.name,
-                        Reason.CA_EXPIRING,
-                        Severity.WARNING,
+                        actions.Reason.CA_EXPIRING,
+                        actions.Severity.WARNING,
                         f"CA expires in {duration.human(left)}; kucero never renews CAs, renew it by hand",
                     )
                 )
@@ -176,8 +94,11 @@ def _ca_findings(spec: policy.NodeSpec, observed: Observed, now: dt.datetime) ->
 
 
 def _renewals(
-    spec: policy.NodeSpec, observed: Observed, now: dt.datetime, findings: list[Finding]
-) -> list[Action]:
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
+    now: dt.datetime,
+    findings: list[actions.Finding],
+) -> list[actions.Action]:
     wanted = set(spec.kubeadm.certificates) or set(kubeadm.NAMES)
     out = []
     for name in kubeadm.NAMES:
@@ -191,30 +112,36 @@ def _renewals(
 
 
 def _renewal(
-    spec: policy.NodeSpec,
-    observed: Observed,
-    leaf: LeafFile,
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
+    leaf: hoststate.LeafFile,
     now: dt.datetime,
-    findings: list[Finding],
-) -> Action | None:
-    def skip(reason: Reason, severity: Severity, detail: str) -> Action | None:
-        findings.append(Finding(leaf.name, reason, severity, detail))
+    findings: list[actions.Finding],
+) -> actions.Action | None:
+    def skip(
+        reason: actions.Reason, severity: actions.Severity, detail: str
+    ) -> actions.Action | None:
+        findings.append(actions.Finding(leaf.name, reason, severity, detail))
         return None
 
     if leaf.error is not None or leaf.cert is None:
-        return skip(Reason.UNREADABLE, Severity.ERROR, leaf.error or f"{leaf.path}: no certificate")
+        return skip(
+            actions.Reason.UNREADABLE,
+            actions.Severity.ERROR,
+            leaf.error or f"{leaf.path}: no certificate",
+        )
     # Broken pairs are reported whether or not they are due: a client using them fails today.
     if not leaf.key_matches:
         return skip(
-            Reason.KEY_MISMATCH,
-            Severity.ERROR,
+            actions.Reason.KEY_MISMATCH,
+            actions.Severity.ERROR,
             f"{leaf.path}: certificate does not match its key; left untouched",
         )
     ca = observed.cas[leaf.ca]
     if ca.cert is not None and not leaf.issued_by_ca:
         return skip(
-            Reason.ISSUER_MISMATCH,
-            Severity.ERROR,
+            actions.Reason.ISSUER_MISMATCH,
+            actions.Severity.ERROR,
             f"{leaf.path}: not signed by {ca.path}; left untouched",
         )
     not_after = leaf.cert.not_valid_after_utc
@@ -223,36 +150,47 @@ def _renewal(
         return None
     if leaf.externally_managed:
         return skip(
-            Reason.EXTERNALLY_MANAGED,
-            Severity.WARNING,
+            actions.Reason.EXTERNALLY_MANAGED,
+            actions.Severity.WARNING,
             f"expires in {duration.human(left)} but the {leaf.ca} key is absent: renew it where the CA is kept",
         )
     if ca.cert is None:
         return skip(
-            Reason.CA_UNAVAILABLE, Severity.ERROR, ca.error or f"{ca.path}: CA certificate missing"
+            actions.Reason.CA_UNAVAILABLE,
+            actions.Severity.ERROR,
+            ca.error or f"{ca.path}: CA certificate missing",
         )
     if ca.key_error is not None:
-        return skip(Reason.CA_UNAVAILABLE, Severity.ERROR, f"cannot renew: {ca.key_error}")
+        return skip(
+            actions.Reason.CA_UNAVAILABLE, actions.Severity.ERROR, f"cannot renew: {ca.key_error}"
+        )
     if ca.cert.not_valid_after_utc <= now:
-        return skip(Reason.CA_UNAVAILABLE, Severity.ERROR, f"cannot renew: {leaf.ca} has expired")
+        return skip(
+            actions.Reason.CA_UNAVAILABLE,
+            actions.Severity.ERROR,
+            f"cannot renew: {leaf.ca} has expired",
+        )
     if not_after >= ca.cert.not_valid_after_utc:
         return skip(
-            Reason.LIMITED_BY_CA,
-            Severity.WARNING,
+            actions.Reason.LIMITED_BY_CA,
+            actions.Severity.WARNING,
             f"already valid until its CA {leaf.ca} expires; renew the CA",
         )
-    reason = Reason.EXPIRED if left <= dt.timedelta(0) else Reason.NEARING_EXPIRY
+    reason = actions.Reason.EXPIRED if left <= dt.timedelta(0) else actions.Reason.NEARING_EXPIRY
     detail = (
         f"expired {duration.human(-left)} ago"
-        if reason == Reason.EXPIRED
+        if reason == actions.Reason.EXPIRED
         else f"expires in {duration.human(left)} (renewBefore {duration.human(spec.kubeadm.renew_before)})"
     )
-    return Action(ActionKind.RENEW, leaf.name, reason, detail)
+    return actions.Action(actions.ActionKind.RENEW, leaf.name, reason, detail)
 
 
 def _static_pod_restarts(
-    spec: policy.NodeSpec, observed: Observed, renewals: list[Action], findings: list[Finding]
-) -> list[Action]:
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
+    renewals: list[actions.Action],
+    findings: list[actions.Finding],
+) -> list[actions.Action]:
     needed: dict[str, list[str]] = {}
     for action in renewals:
         for component in kubeadm.LEAF_BY_NAME[action.target].components:
@@ -266,10 +204,10 @@ def _static_pod_restarts(
     if spec.kubeadm.restart == "none":
         for component in sorted(needed, key=kubeadm.COMPONENTS.index):
             findings.append(
-                Finding(
+                actions.Finding(
                     component,
-                    Reason.RESTART_REQUIRED,
-                    Severity.INFO,
+                    actions.Reason.RESTART_REQUIRED,
+                    actions.Severity.INFO,
                     "kubeadm.restart is none: restart it by hand to load "
                     + ", ".join(needed[component]),
                 )
@@ -279,19 +217,19 @@ def _static_pod_restarts(
     for component in kubeadm.COMPONENTS:
         if component in needed:
             out.append(
-                Action(
-                    ActionKind.RESTART_STATIC_POD,
+                actions.Action(
+                    actions.ActionKind.RESTART_STATIC_POD,
                     component,
-                    Reason.CERTIFICATE_RENEWED,
+                    actions.Reason.CERTIFICATE_RENEWED,
                     "loads " + ", ".join(needed[component]),
                 )
             )
         elif component in pending:
             out.append(
-                Action(
-                    ActionKind.RESTART_STATIC_POD,
+                actions.Action(
+                    actions.ActionKind.RESTART_STATIC_POD,
                     component,
-                    Reason.PENDING_RESTART,
+                    actions.Reason.PENDING_RESTART,
                     "an earlier restart did not complete",
                 )
             )
@@ -299,13 +237,20 @@ def _static_pod_restarts(
 
 
 def _kubelet(
-    spec: policy.NodeSpec, observed: Observed, now: dt.datetime, findings: list[Finding]
-) -> list[Action]:
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
+    now: dt.datetime,
+    findings: list[actions.Finding],
+) -> list[actions.Action]:
     state = observed.kubelet
     out = []
     conf = state.conf
     if conf is not None and conf.error is not None:
-        findings.append(Finding("kubelet.conf", Reason.UNREADABLE, Severity.ERROR, conf.error))
+        findings.append(
+            actions.Finding(
+                "kubelet.conf", actions.Reason.UNREADABLE, actions.Severity.ERROR, conf.error
+            )
+        )
     elif (
         conf is not None
         and conf.credentials is not None
@@ -325,10 +270,10 @@ def _kubelet(
         )
         if problem is None:
             out.append(
-                Action(
-                    ActionKind.FIX_KUBELET_CONF,
+                actions.Action(
+                    actions.ActionKind.FIX_KUBELET_CONF,
                     kubeadm.KUBELET_CONF,
-                    Reason.EMBEDDED_CLIENT_CERT,
+                    actions.Reason.EMBEDDED_CLIENT_CERT,
                     f"use {kubeadm.KUBELET_CLIENT_CURRENT} instead of embedded data",
                 )
             )
@@ -339,16 +284,21 @@ def _kubelet(
                 else f"{kubeadm.KUBELET_CLIENT_CURRENT}: {problem}"
             )
             findings.append(
-                Finding(
+                actions.Finding(
                     "kubelet.conf",
-                    Reason.KUBELET_CLIENT_CERT_UNUSABLE,
-                    Severity.WARNING,
+                    actions.Reason.KUBELET_CLIENT_CERT_UNUSABLE,
+                    actions.Severity.WARNING,
                     "embedded client certificate kept: " + detail,
                 )
             )
     if state.config_error is not None:
         findings.append(
-            Finding("kubelet-config", Reason.UNREADABLE, Severity.ERROR, state.config_error)
+            actions.Finding(
+                "kubelet-config",
+                actions.Reason.UNREADABLE,
+                actions.Severity.ERROR,
+                state.config_error,
+            )
         )
     elif state.config is not None:
         desired = kubelet.desired_config(
@@ -363,10 +313,10 @@ def _kubelet(
                 for k, v in changes.items()
             )
             out.append(
-                Action(
-                    ActionKind.SET_KUBELET_CONFIG,
+                actions.Action(
+                    actions.ActionKind.SET_KUBELET_CONFIG,
                     kubeadm.KUBELET_CONFIG,
-                    Reason.KUBELET_CONFIG_DIFFERS,
+                    actions.Reason.KUBELET_CONFIG_DIFFERS,
                     detail,
                 )
             )
@@ -374,20 +324,20 @@ def _kubelet(
                 # Nothing in core Kubernetes approves kubelet-serving CSRs: without an
                 # approver the kubelet has no serving certificate (kubectl logs/exec break).
                 findings.append(
-                    Finding(
+                    actions.Finding(
                         "kubelet",
-                        Reason.SERVING_CSR_APPROVER_NEEDED,
-                        Severity.WARNING,
+                        actions.Reason.SERVING_CSR_APPROVER_NEEDED,
+                        actions.Severity.WARNING,
                         "serverTLSBootstrap: the kubelet's serving CSRs must be approved "
                         "(kucero controller with csrSigner.enabled, or another approver)",
                     )
                 )
     elif conf is not None:
         findings.append(
-            Finding(
+            actions.Finding(
                 "kubelet-config",
-                Reason.KUBELET_CONFIG_MISSING,
-                Severity.WARNING,
+                actions.Reason.KUBELET_CONFIG_MISSING,
+                actions.Severity.WARNING,
                 f"{kubeadm.KUBELET_CONFIG}: missing; kubelet settings not managed",
             )
         )
@@ -395,26 +345,30 @@ def _kubelet(
 
 
 def _kubelet_restart(
-    spec: policy.NodeSpec,
-    observed: Observed,
-    kubelet_actions: list[Action],
-    findings: list[Finding],
-) -> list[Action]:
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
+    kubelet_actions: list[actions.Action],
+    findings: list[actions.Finding],
+) -> list[actions.Action]:
     pending = "kubelet" in observed.pending_restarts
     if not kubelet_actions and not pending:
         return []
     if spec.kubelet.restart == "none":
         if kubelet_actions:
             findings.append(
-                Finding(
+                actions.Finding(
                     "kubelet",
-                    Reason.RESTART_REQUIRED,
-                    Severity.INFO,
+                    actions.Reason.RESTART_REQUIRED,
+                    actions.Severity.INFO,
                     "kubelet.restart is none: restart the kubelet by hand to apply the change",
                 )
             )
         return []
-    reason = Reason.KUBELET_CONFIG_CHANGED if kubelet_actions else Reason.PENDING_RESTART
+    reason = (
+        actions.Reason.KUBELET_CONFIG_CHANGED if kubelet_actions else actions.Reason.PENDING_RESTART
+    )
     return [
-        Action(ActionKind.RESTART_KUBELET, "kubelet", reason, "once, after all kubelet changes")
+        actions.Action(
+            actions.ActionKind.RESTART_KUBELET, "kubelet", reason, "once, after all kubelet changes"
+        )
     ]

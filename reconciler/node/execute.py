@@ -20,11 +20,10 @@ import time
 
 from cryptography import x509
 
-from reconciler import host as host_
-from reconciler import kubeadm, kubeconfig, kubelet, observe, pki, policy, transaction
-from reconciler.plan import Action, ActionKind, Plan
-
-MOVED_MANIFESTS = f"{kubeadm.TMP}/kucero-manifests"
+from reconciler.decide import kubeconfig, kubelet, pki
+from reconciler.model import actions, hoststate, kubeadm, nodespec, paths
+from reconciler.node import host as host_
+from reconciler.node import keys, observe, transaction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,16 +32,8 @@ class Settings:
     # How long a manifest stays out of the manifest directory so the kubelet notices it is gone
     # (the kubelet re-reads the directory every 20 s by default: fileCheckFrequency).
     manifest_grace_seconds: float = 25.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Result:
-    action: Action
-    ok: bool
-    message: str
-
-    def to_dict(self) -> dict[str, str | bool]:
-        return {**self.action.to_dict(), "ok": self.ok, "message": self.message}
+    # crash tests only: SIGKILL at this transaction step (0: never)
+    failpoint: int = 0
 
 
 def recover(host: host_.Host) -> list[str]:
@@ -53,38 +44,38 @@ def recover(host: host_.Host) -> list[str]:
     done = transaction.recover(host)
     if done:
         notes.append(done)
-    for name in host.listdir(MOVED_MANIFESTS):
+    for name in host.listdir(paths.MOVED_MANIFESTS):
         target = f"{kubeadm.MANIFESTS}/{name}"
         if not host.exists(target):
-            host.rename(f"{MOVED_MANIFESTS}/{name}", target)
+            host.rename(f"{paths.MOVED_MANIFESTS}/{name}", target)
             notes.append(f"moved {target} back after an interrupted restart")
     return notes
 
 
 def execute(
     host: host_.Host,
-    spec: policy.NodeSpec,
-    observed: observe.Observed,
-    the_plan: Plan,
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
+    the_plan: actions.Plan,
     now: dt.datetime,
     settings: Settings,
-) -> list[Result]:
-    results: list[Result] = []
+) -> list[actions.Result]:
+    results: list[actions.Result] = []
     writes: list[transaction.Write] = []
-    written: list[Action] = []
+    written: list[actions.Action] = []
     ca_keys: dict[str, pki.PrivateKey] = {}
     for action in the_plan.actions:
         try:
-            if action.kind == ActionKind.RENEW:
+            if action.kind == actions.ActionKind.RENEW:
                 writes += _renewal(host, spec, observed, action.target, now, ca_keys)
-            elif action.kind == ActionKind.FIX_KUBELET_CONF:
+            elif action.kind == actions.ActionKind.FIX_KUBELET_CONF:
                 writes.append(_fix_kubelet_conf(observed))
-            elif action.kind == ActionKind.SET_KUBELET_CONFIG:
+            elif action.kind == actions.ActionKind.SET_KUBELET_CONFIG:
                 writes.append(_set_kubelet_config(spec, observed))
             else:
                 continue
         except (host_.HostError, pki.PKIError, kubeconfig.KubeconfigError, ValueError) as e:
-            results.append(Result(action, False, str(e)))
+            results.append(actions.Result(action, False, str(e)))
             continue
         written.append(action)
 
@@ -95,47 +86,61 @@ def execute(
         new_owed = owed | _restarts_for(the_plan, written)
         writes.append(_state_write(host, new_owed))
         try:
-            backup = transaction.apply(host, writes, now, spec.kubeadm.backup_retain)
+            backup = transaction.apply(
+                host,
+                writes,
+                now,
+                spec.kubeadm.backup_retain,
+                transaction.Failpoint(settings.failpoint),
+            )
         except (transaction.TransactionError, host_.HostError) as e:
-            results += [Result(a, False, str(e)) for a in written]
+            results += [actions.Result(a, False, str(e)) for a in written]
         else:
             owed = new_owed
             note = _prune(host, spec.kubeadm.backup_retain, backup)
-            results += [Result(a, True, f"done (backup in {backup}{note})") for a in written]
+            results += [
+                actions.Result(a, True, f"done (backup in {backup}{note})") for a in written
+            ]
 
     for action in the_plan.actions:
-        if action.kind not in (ActionKind.RESTART_STATIC_POD, ActionKind.RESTART_KUBELET):
+        if action.kind not in (
+            actions.ActionKind.RESTART_STATIC_POD,
+            actions.ActionKind.RESTART_KUBELET,
+        ):
             continue
         if action.target not in owed:
             results.append(
-                Result(action, False, "skipped: the change it would load was not written")
+                actions.Result(action, False, "skipped: the change it would load was not written")
             )
             continue
         try:
             message = _restart(host, spec, action, settings)
         except host_.HostError as e:
-            results.append(Result(action, False, str(e)))
+            results.append(actions.Result(action, False, str(e)))
             continue
         owed.discard(action.target)
         _save_state(host, owed)
-        results.append(Result(action, True, message))
+        results.append(actions.Result(action, True, message))
     return results
 
 
-def _restarts_for(the_plan: Plan, written: list[Action]) -> set[str]:
+def _restarts_for(the_plan: actions.Plan, written: list[actions.Action]) -> set[str]:
     """The planned restarts that load something in ``written``."""
     components = {
         c
         for a in written
-        if a.kind == ActionKind.RENEW
+        if a.kind == actions.ActionKind.RENEW
         for c in kubeadm.LEAF_BY_NAME[a.target].components
     }
-    if any(a.kind in (ActionKind.FIX_KUBELET_CONF, ActionKind.SET_KUBELET_CONFIG) for a in written):
+    if any(
+        a.kind in (actions.ActionKind.FIX_KUBELET_CONF, actions.ActionKind.SET_KUBELET_CONFIG)
+        for a in written
+    ):
         components.add("kubelet")
     planned = {
         a.target
         for a in the_plan.actions
-        if a.kind in (ActionKind.RESTART_STATIC_POD, ActionKind.RESTART_KUBELET)
+        if a.kind in (actions.ActionKind.RESTART_STATIC_POD, actions.ActionKind.RESTART_KUBELET)
     }
     return components & planned
 
@@ -151,8 +156,8 @@ def _prune(host: host_.Host, retain: int, backup: str) -> str:
 
 def _renewal(
     host: host_.Host,
-    spec: policy.NodeSpec,
-    observed: observe.Observed,
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
     name: str,
     now: dt.datetime,
     ca_keys: dict[str, pki.PrivateKey],
@@ -169,9 +174,15 @@ def _renewal(
             ca_keys[leaf.ca] = pki.load_key(data)
         except pki.PKIError as e:
             raise pki.PKIError(f"{ca.key}: {e}") from e  # the message names the file, never the key
-    new_key = pki.new_key_like(leaf.cert.public_key())  # type: ignore[arg-type]
+    new_key = keys.new_key_like(leaf.cert.public_key())  # type: ignore[arg-type]
     cert = pki.renew(
-        leaf.cert, ca_cert, ca_keys[leaf.ca], new_key, now, spec.kubeadm.certificate_validity
+        leaf.cert,
+        ca_cert,
+        ca_keys[leaf.ca],
+        new_key,
+        keys.new_serial(),
+        now,
+        spec.kubeadm.certificate_validity,
     )
     _check_renewed(cert, new_key, ca_cert, name)
     cert_pem, key_pem = pki.cert_pem(cert), pki.key_pem(new_key, like=leaf.key_pem)
@@ -210,7 +221,7 @@ def _check_renewed(
         raise pki.PKIError(f"{name}: renewed certificate failed verification; nothing written")
 
 
-def _fix_kubelet_conf(observed: observe.Observed) -> transaction.Write:
+def _fix_kubelet_conf(observed: hoststate.Observed) -> transaction.Write:
     conf = observed.kubelet.conf
     assert conf is not None and conf.document is not None and conf.credentials is not None
     data = kubeconfig.with_file_references(
@@ -222,7 +233,7 @@ def _fix_kubelet_conf(observed: observe.Observed) -> transaction.Write:
     return transaction.Write(kubeadm.KUBELET_CONF, data)
 
 
-def _set_kubelet_config(spec: policy.NodeSpec, observed: observe.Observed) -> transaction.Write:
+def _set_kubelet_config(spec: nodespec.NodeSpec, observed: hoststate.Observed) -> transaction.Write:
     state = observed.kubelet
     assert state.config_text is not None and state.config is not None
     desired = kubelet.desired_config(
@@ -235,7 +246,7 @@ def _set_kubelet_config(spec: policy.NodeSpec, observed: observe.Observed) -> tr
 def _state_write(host: host_.Host, owed: set[str]) -> transaction.Write:
     state = observe.read_state(host)
     state["pendingRestarts"] = sorted(owed)
-    return transaction.Write(observe.STATE, json.dumps(state, indent=1).encode(), mode=0o600)
+    return transaction.Write(paths.STATE, json.dumps(state, indent=1).encode(), mode=0o600)
 
 
 def _save_state(host: host_.Host, owed: set[str]) -> None:
@@ -243,15 +254,17 @@ def _save_state(host: host_.Host, owed: set[str]) -> None:
     host.write_atomic(write.path, write.data, mode=write.mode)
 
 
-def _restart(host: host_.Host, spec: policy.NodeSpec, action: Action, settings: Settings) -> str:
-    if action.kind == ActionKind.RESTART_KUBELET:
+def _restart(
+    host: host_.Host, spec: nodespec.NodeSpec, action: actions.Action, settings: Settings
+) -> str:
+    if action.kind == actions.ActionKind.RESTART_KUBELET:
         host.run(settings.kubelet_restart_command)
         return "ran " + " ".join(settings.kubelet_restart_command)
     strategy = spec.kubeadm.restart
     if strategy == "manifest-move":
         source = kubeadm.manifest(action.target)
-        parked = f"{MOVED_MANIFESTS}/{action.target}.yaml"
-        host.makedirs(MOVED_MANIFESTS)
+        parked = f"{paths.MOVED_MANIFESTS}/{action.target}.yaml"
+        host.makedirs(paths.MOVED_MANIFESTS)
         host.rename(source, parked)
         try:
             time.sleep(settings.manifest_grace_seconds)

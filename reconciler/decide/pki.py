@@ -7,7 +7,7 @@ corrupt file must be reported and left alone, never crash a pass.
 ``renew`` re-issues a certificate with the same profile kubeadm gave it: subject, SANs, key
 usages, extended key usages, basic constraints and any other extension are copied; the subject
 and authority key identifiers are recomputed for the new key and the issuing CA; the serial is
-random; validity starts a few minutes in the past to absorb clock skew between nodes.
+given (random, drawn by the caller); validity starts a few minutes in the past to absorb clock skew between nodes.
 """
 
 from __future__ import annotations
@@ -153,22 +153,12 @@ def organizations(cert: x509.Certificate) -> list[str]:
     ]
 
 
-def new_key_like(public_key: PublicKey) -> PrivateKey:
-    """A fresh private key of the same algorithm and size (RSA bits, EC curve)."""
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return rsa.generate_private_key(public_exponent=65537, key_size=public_key.key_size)
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return ec.generate_private_key(public_key.curve)
-    if isinstance(public_key, ed25519.Ed25519PublicKey):
-        return ed25519.Ed25519PrivateKey.generate()
-    raise PKIError(f"unsupported key type {type(public_key).__name__}")
-
-
 def renew(
     old: x509.Certificate,
     ca_cert: x509.Certificate,
     ca_key: PrivateKey,
     new_key: PrivateKey,
+    serial: int,
     now: dt.datetime,
     validity: dt.timedelta,
 ) -> x509.Certificate:
@@ -183,7 +173,7 @@ def renew(
         .subject_name(old.subject)
         .issuer_name(ca_cert.subject)
         .public_key(new_key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial)
         .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
     )

@@ -15,28 +15,16 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import dataclasses
 import posixpath
 from typing import Any
 
 import yaml
 
+from reconciler.model import hoststate
+
 
 class KubeconfigError(ValueError):
     """A kubeconfig we cannot read credentials from; the message says why."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Credentials:
-    user: str
-    cert_data: bytes | None  # embedded PEM
-    key_data: bytes | None
-    cert_file: str | None  # absolute host path
-    key_file: str | None
-
-    @property
-    def embedded(self) -> bool:
-        return self.cert_data is not None
 
 
 def parse(text: bytes | str) -> dict[str, Any]:
@@ -49,7 +37,7 @@ def parse(text: bytes | str) -> dict[str, Any]:
     return doc
 
 
-def credentials(doc: dict[str, Any], path: str) -> Credentials:
+def credentials(doc: dict[str, Any], path: str) -> hoststate.Credentials:
     """The client credentials of the user in use; ``path`` is the kubeconfig's host path."""
     name, user = _user_in_use(doc)
     cert_data = _decode(user, "client-certificate-data", name)
@@ -61,7 +49,7 @@ def credentials(doc: dict[str, Any], path: str) -> Credentials:
         raise KubeconfigError(f"user {name!r} has no client certificate")
     if key_data is None and key_file is None:
         raise KubeconfigError(f"user {name!r} has no client key")
-    return Credentials(name, cert_data, key_data, cert_file, key_file)
+    return hoststate.Credentials(name, cert_data, key_data, cert_file, key_file)
 
 
 def with_embedded(doc: dict[str, Any], user: str, cert_pem: bytes, key_pem: bytes) -> bytes:

@@ -23,6 +23,8 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from reconciler.model import paths
+
 # Linux's own limit on symlinks followed while resolving one path (MAXSYMLINKS).
 _MAX_SYMLINKS = 40
 # A host command (systemctl, crictl) that hangs must not hang the pass forever.
@@ -30,7 +32,6 @@ COMMAND_TIMEOUT_SECONDS = 120.0
 
 
 # Temporary files of write_atomic; a SIGKILL can leave one, which recovery removes.
-TEMP_PREFIX = ".kucero-tmp-"
 
 
 class HostError(OSError):
@@ -114,7 +115,7 @@ class Host:
         mode = mode if mode is not None else (st.st_mode & 0o7777 if st else 0o600)
         owner = owner if owner is not None else ((st.st_uid, st.st_gid) if st else None)
         # Unpredictable name, O_EXCL|O_NOFOLLOW: never write a key through a planted link.
-        tmp = target.with_name(f"{TEMP_PREFIX}{target.name}.{secrets.token_hex(6)}")
+        tmp = target.with_name(f"{paths.TEMP_PREFIX}{target.name}.{secrets.token_hex(6)}")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -185,7 +186,7 @@ class Host:
         """Remove write_atomic leftovers (a SIGKILL mid-write) in ``host_dir``."""
         removed = []
         for name in self.listdir(host_dir):
-            if name.startswith(TEMP_PREFIX):
+            if name.startswith(paths.TEMP_PREFIX):
                 self.remove(f"{host_dir}/{name}")
                 removed.append(f"{host_dir}/{name}")
         return removed

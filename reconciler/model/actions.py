@@ -1,0 +1,107 @@
+"""What a pass decides and what came of it: actions with reasons, findings, results.
+
+Reasons are ``str`` enums so one value reads the same in a log line, an Event, an annotation
+and a metric label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class ActionKind(enum.StrEnum):
+    RENEW = "renew"
+    RESTART_STATIC_POD = "restart-static-pod"
+    FIX_KUBELET_CONF = "fix-kubelet-conf"
+    SET_KUBELET_CONFIG = "set-kubelet-config"
+    RESTART_KUBELET = "restart-kubelet"
+
+
+class Reason(enum.StrEnum):
+    # why an action is planned
+    NEARING_EXPIRY = "NearingExpiry"
+    EXPIRED = "Expired"
+    CERTIFICATE_RENEWED = "CertificateRenewed"
+    PENDING_RESTART = "PendingRestart"
+    EMBEDDED_CLIENT_CERT = "EmbeddedClientCert"
+    KUBELET_CONFIG_DIFFERS = "KubeletConfigDiffers"
+    KUBELET_CONFIG_CHANGED = "KubeletConfigChanged"
+    # why nothing is done (findings)
+    EXTERNALLY_MANAGED = "ExternallyManaged"
+    KEY_MISMATCH = "KeyMismatch"
+    UNREADABLE = "Unreadable"
+    CA_UNAVAILABLE = "CAUnavailable"
+    ISSUER_MISMATCH = "IssuerMismatch"
+    CA_EXPIRING = "CAExpiring"
+    CA_EXPIRED = "CAExpired"
+    LIMITED_BY_CA = "LimitedByCA"
+    KUBELET_CLIENT_CERT_UNUSABLE = "KubeletClientCertUnusable"
+    KUBELET_CONFIG_MISSING = "KubeletConfigMissing"
+    RESTART_REQUIRED = "RestartRequired"
+    SERVING_CSR_APPROVER_NEEDED = "ServingCSRApproverNeeded"
+    JOURNAL_PENDING = "InterruptedPassPending"
+    PAUSED = "Paused"
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    target: str  # kubeadm name, host file or component
+    reason: Reason
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "action": self.kind,
+            "target": self.target,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    target: str
+    reason: Reason
+    severity: Severity
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "target": self.target,
+            "reason": self.reason,
+            "severity": self.severity,
+            "detail": self.detail,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    findings: tuple[Finding, ...]
+
+    def of(self, kind: ActionKind) -> list[Action]:
+        return [a for a in self.actions if a.kind == kind]
+
+    def to_dict(self) -> dict[str, list[dict[str, str]]]:
+        return {
+            "actions": [a.to_dict() for a in self.actions],
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    action: Action
+    ok: bool
+    message: str
+
+    def to_dict(self) -> dict[str, str | bool]:
+        return {**self.action.to_dict(), "ok": self.ok, "message": self.message}

@@ -1,0 +1,78 @@
+"""What a node's files said when they were read: the gatherer's output, the plan's input.
+
+Plain values; nothing here reads anything. Private key bytes are kept only where a renewal
+needs the same PEM container, and never appear in a repr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from cryptography import x509
+
+from reconciler.model import kubeadm
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    user: str
+    cert_data: bytes | None  # embedded PEM
+    key_data: bytes | None
+    cert_file: str | None  # absolute host path
+    key_file: str | None
+
+    @property
+    def embedded(self) -> bool:
+        return self.cert_data is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class CAFile:
+    name: str
+    path: str
+    cert: x509.Certificate | None
+    key_present: bool
+    error: str | None = None
+    key_error: str | None = None  # the key is present but unusable (never its content)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafFile:
+    name: str
+    kind: kubeadm.Kind
+    path: str
+    ca: str
+    cert: x509.Certificate | None = None
+    # kept so a renewed key uses the same PEM container; never in a repr or a log
+    key_pem: bytes | None = dataclasses.field(default=None, repr=False)
+    key_matches: bool | None = None
+    issued_by_ca: bool | None = None
+    externally_managed: bool = False
+    credentials: Credentials | None = dataclasses.field(default=None, repr=False)
+    document: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Kubelet:
+    conf: LeafFile | None  # kubelet.conf's client credentials
+    client_current: x509.Certificate | None
+    client_current_key_matches: bool
+    client_current_issued_by_ca: bool
+    client_current_error: str | None
+    config_text: str | None
+    config: dict[str, Any] | None
+    config_error: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    node_name: str | None
+    cas: dict[str, CAFile]
+    leaves: dict[str, LeafFile]  # only those present on the node, by kubeadm name
+    kubelet: Kubelet
+    manifests: frozenset[str]  # static pod components with a manifest
+    pending_restarts: frozenset[str]  # from the state file: restarts owed by an earlier pass
+    journal_pending: bool
+    errors: tuple[str, ...] = ()

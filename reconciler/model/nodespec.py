@@ -1,0 +1,40 @@
+"""The resolved node spec: one node's policy with its matching override applied.
+
+This is what the controller writes to ``kucero.io/desired`` and what a pass converges to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeadmSpec:
+    enabled: bool
+    renew_before: dt.timedelta
+    certificate_validity: dt.timedelta
+    certificates: tuple[str, ...]
+    restart: str
+    health_timeout: dt.timedelta
+    backup_retain: int
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeletSpec:
+    fix_kubelet_conf: bool
+    rotate_client_certificates: bool
+    rotate_server_certificates: bool
+    restart: str
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    """What one node must converge to: the policy with its matching override applied."""
+
+    revision: str
+    paused: bool
+    check_interval: dt.timedelta
+    kubeadm: KubeadmSpec
+    kubelet: KubeletSpec
+    override: int | None  # index of the override that matched, if any

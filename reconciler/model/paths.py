@@ -1,0 +1,29 @@
+"""kucero's own files on a node, defined once: the lock, the journal, the state file, the
+backups, the parked manifests and the temporaries of atomic writes.
+
+All live under kubeadm's working directory ``/etc/kubernetes/tmp`` (kubeadm keeps its own
+backups there too), so one host path tells an operator where to look, and the file watcher of
+the node daemon knows what to ignore.
+"""
+
+from __future__ import annotations
+
+from reconciler.model import kubeadm
+
+TMP = kubeadm.TMP
+# Held for the whole pass, so two kucero processes never interleave on one node.
+LOCK = f"{TMP}/kucero.lock"
+# Present only while a transaction is being applied: its presence means "finish me first".
+JOURNAL = f"{TMP}/kucero-journal.json"
+# Restarts owed by an earlier pass, and other per-node memory.
+STATE = f"{TMP}/kucero-state.json"
+# One directory per transaction: ``old/`` (the backup) and ``new/`` (staged contents).
+BACKUP_PREFIX = "kucero-backup-"
+# A static pod manifest parked here during a ``manifest-move`` restart.
+MOVED_MANIFESTS = f"{TMP}/kucero-manifests"
+# Temporaries of ``write_atomic``; a SIGKILL can leave one, which recovery removes.
+TEMP_PREFIX = ".kucero-tmp-"
+
+
+def backup_dir(name: str) -> str:
+    return f"{TMP}/{name}"
