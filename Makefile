@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m reconciler.demo
 
-## make testbin: build (or reuse) kube-apiserver, kube-controller-manager, kubeadm and etcd
+## make testbin: build (or reuse) kube-apiserver, kube-controller-manager, kubeadm, etcd and
+## kubectl, and the deployment tests' tools (promtool, rule checker, Flux apply, CRDs)
 testbin:
 	tests/controlplane/build.sh
+	tests/deploy/build.sh
 
 ## make test: the whole suite, including the real control plane
 test: $(STAMP) testbin
@@ -33,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check reconciler tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
