@@ -20,7 +20,9 @@ from tests.controlplane import binaries
 
 REPO = Path(__file__).resolve().parents[2]
 KUSTOMIZE = REPO / "kustomize"
-OVERLAYS = tuple(sorted(p.parent.name for p in (KUSTOMIZE / "overlays").glob("*/kustomization.yaml")))
+OVERLAYS = tuple(
+    sorted(p.parent.name for p in (KUSTOMIZE / "overlays").glob("*/kustomization.yaml"))
+)
 # The namespace each overlay deploys to (asserted against its output by the tests).
 NAMESPACES = {"default": "kube-system", "custom": "kucero-system"}
 CRDS = ("monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml")
