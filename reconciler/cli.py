@@ -148,6 +148,40 @@ def _host_flags(p: argparse.ArgumentParser, policy_flag: bool = True) -> None:
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
+def _node_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--kubelet-restart-command",
+        help="command that restarts the kubelet (default: systemctl restart kubelet, through nsenter into PID 1 when in a container or --host-root is not /)",
+    )
+    s.add_argument(
+        "--manifest-grace",
+        type=float,
+        default=25.0,
+        help="seconds a static pod manifest stays out during a manifest-move restart",
+    )
+    # crash tests only: SIGKILL this process at the n-th transaction step
+    s.add_argument("--failpoint", type=int, default=0, help=argparse.SUPPRESS)
+    g = s.add_argument_group("node daemon")
+    g.add_argument(
+        "--rotation-lease-duration",
+        type=_go_duration,
+        default="60s",
+        help="a rotation slot whose holder stopped renewing this long can be taken over",
+    )
+    g.add_argument(
+        "--slot-retry-period",
+        type=_go_duration,
+        default="10s",
+        help="time between two attempts to take a rotation slot (jittered)",
+    )
+    g.add_argument(
+        "--retry-period",
+        type=_go_duration,
+        default="1m",
+        help="time before a failed pass is retried (never later than checkInterval)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kucero", description="Keeps kubeadm control-plane certificates from expiring."
@@ -172,28 +206,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--once", action="store_true", help="run one pass and exit: 0 converged, 1 failed"
     )
-    s.add_argument(
-        "--kubelet-restart-command",
-        help="command that restarts the kubelet (default: systemctl restart kubelet, through nsenter into PID 1 when in a container or --host-root is not /)",
-    )
-    s.add_argument(
-        "--manifest-grace",
-        type=float,
-        default=25.0,
-        help="seconds a static pod manifest stays out during a manifest-move restart",
-    )
-    # crash tests only: SIGKILL this process at the n-th transaction step
-    s.add_argument("--failpoint", type=int, default=0, help=argparse.SUPPRESS)
+    _node_flags(s)
 
     s = sub.add_parser(
         "validate-policy", help="validate policy files; exit 1 on the first invalid one"
     )
     s.add_argument("files", nargs="+")
 
-    for name in ("run", "controller"):
-        s = sub.add_parser(name, help="cluster mode (not in this version)")
-        _host_flags(s)
-        _seed_flags(s)
+    s = sub.add_parser("run", help="node reconciler and leader-elected controller in one process")
+    _host_flags(s)
+    _seed_flags(s)
+    _node_flags(s)
+    s = sub.add_parser("controller", help="the leader-elected controller")
+    _host_flags(s)
+    _seed_flags(s)
     for s in (sub.choices["run"], sub.choices["controller"], sub.choices["node"]):
         s.add_argument(
             "--policy-configmap",
@@ -249,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan": _plan,
         "node": _node,
         "validate-policy": _validate_policy,
-        "run": _cluster_mode,
+        "run": _daemon,
         "controller": _cluster_mode,
     }
     return commands[settings.command](settings)
@@ -332,7 +358,7 @@ def kubelet_restart_command(settings: Settings) -> tuple[str, ...]:
 
 def _node(settings: Settings) -> int:
     if not settings.args.once:
-        return _cluster_mode(settings)
+        return _daemon(settings)
     try:
         spec = _load_spec(settings)
     except policy.PolicyError as e:
@@ -345,17 +371,12 @@ def _node(settings: Settings) -> int:
     if settings.args.manifest_grace < 0:
         print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
         return 2
-    exec_settings = execute.Settings(
-        kubelet_restart_command=kubelet_restart_command(settings),
-        manifest_grace_seconds=settings.args.manifest_grace,
-        failpoint=settings.args.failpoint,
-    )
     result = once.run_once(
         host_.Host(settings.host_root),
         spec,
         settings.node_name,
         lambda: dt.datetime.now(dt.UTC),
-        exec_settings,
+        _exec_settings(settings),
     )
     if settings.args.output == "json":
         print(json.dumps(result.to_dict(), indent=2))
@@ -370,6 +391,46 @@ def _node(settings: Settings) -> int:
         elif result.converged:
             print(f"\nconverged to policy revision {spec.revision}")
     return 0 if result.converged else 1
+
+
+def _exec_settings(settings: Settings) -> execute.Settings:
+    return execute.Settings(
+        kubelet_restart_command=kubelet_restart_command(settings),
+        manifest_grace_seconds=settings.args.manifest_grace,
+        failpoint=settings.args.failpoint,
+    )
+
+
+def _daemon(settings: Settings) -> int:
+    """``kucero node`` (and ``kucero run``): the long-running node reconciler."""
+    from reconciler.run import daemon  # the cluster layer: only daemons pay for it
+
+    args = settings.args
+    if not settings.node_name:
+        print("kucero: --node-name (or $NODE_NAME) is required", file=sys.stderr)
+        return 2
+    if args.manifest_grace < 0:
+        print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
+        return 2
+    return daemon.main(
+        daemon.Options(
+            command=settings.command,
+            node_name=settings.node_name,
+            host_root=settings.host_root,
+            namespace=args.ds_namespace,
+            policy_file=args.policy,
+            policy_defaults=settings.policy_defaults,
+            node_labels=args.node_labels,
+            kubeconfig=args.kubeconfig,
+            metrics_addr=args.metrics_addr,
+            lease_duration=duration.parse_timedelta(args.rotation_lease_duration),
+            slot_retry=duration.parse_timedelta(args.slot_retry_period),
+            failure_retry=duration.parse_timedelta(args.retry_period),
+            execute=_exec_settings(settings),
+            enable_controller=settings.command == "run" and args.enable_kucero_controller,
+            args=args,
+        )
+    )
 
 
 def _validate_policy(settings: Settings) -> int:

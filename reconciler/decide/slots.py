@@ -32,6 +32,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reconciler.model import actions, hoststate
+
 PREFIX = "kucero-rotation-"
 # Kubernetes Node names are DNS-1123 subdomains: at most 253 characters.
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -189,3 +191,23 @@ def _time(value: object) -> dt.datetime | None:
 def micro_time(when: dt.datetime) -> str:
     """A Kubernetes MicroTime (RFC 3339 with microseconds, UTC)."""
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def needs_slot(the_plan: actions.Plan, control_plane: bool) -> bool:
+    """Renewals and static pod restarts are disruptive; so is a kubelet restart on a control
+    plane node (its static pods' health is watched through it). Kubelet-only repairs on a
+    worker need no slot."""
+    kinds = {a.kind for a in the_plan.actions}
+    if kinds & {actions.ActionKind.RENEW, actions.ActionKind.RESTART_STATIC_POD}:
+        return True
+    return control_plane and actions.ActionKind.RESTART_KUBELET in kinds
+
+
+def expired_certificates(observed: hoststate.Observed, now: dt.datetime) -> list[str]:
+    """kubeadm names whose certificate is already past notAfter: the recovery path's trigger
+    (the API server is likely down because of them, so no slot can be taken)."""
+    return sorted(
+        name
+        for name, leaf in observed.leaves.items()
+        if leaf.cert is not None and leaf.cert.not_valid_after_utc <= now
+    )

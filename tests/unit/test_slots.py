@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from reconciler.decide import slots
+from reconciler.model import actions
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 S = dt.timedelta(seconds=1)
@@ -276,3 +277,36 @@ def test_index_of(name: str, index: int | None) -> None:
 def test_micro_time_round_trips_through_from_lease() -> None:
     lease = {"spec": {"holderIdentity": "a", "renewTime": slots.micro_time(NOW)}}
     assert slots.from_lease(0, lease).renew_time == NOW
+
+
+def _plan(*kinds: actions.ActionKind) -> actions.Plan:
+    return actions.Plan(
+        tuple(actions.Action(k, "x", actions.Reason.NEARING_EXPIRY) for k in kinds), ()
+    )
+
+
+K = actions.ActionKind
+
+
+@pytest.mark.parametrize(
+    ("kinds", "control_plane", "expected"),
+    [
+        pytest.param((), True, False, id="nothing-to-do-needs-nothing"),
+        pytest.param((K.RENEW, K.RESTART_STATIC_POD), True, True, id="renewal-needs-a-slot"),
+        pytest.param((K.RESTART_STATIC_POD,), True, True, id="owed-restart-needs-a-slot"),
+        pytest.param(
+            (K.FIX_KUBELET_CONF, K.RESTART_KUBELET), False, False, id="kubelet-repair-on-a-worker"
+        ),
+        pytest.param(
+            (K.SET_KUBELET_CONFIG, K.RESTART_KUBELET),
+            True,
+            True,
+            id="kubelet-restart-on-a-control-plane-node",
+        ),
+        pytest.param((K.SET_KUBELET_CONFIG,), True, False, id="config-write-without-restart"),
+    ],
+)
+def test_needs_slot(
+    kinds: tuple[actions.ActionKind, ...], control_plane: bool, expected: bool
+) -> None:
+    assert slots.needs_slot(_plan(*kinds), control_plane) is expected
