@@ -40,7 +40,7 @@ from reconciler.decide import desired, policy, slots, status, wakeup
 from reconciler.model import actions, hoststate, nodespec
 from reconciler.node import execute
 from reconciler.node import host as host_
-from reconciler.run import filewatch, once
+from reconciler.run import filewatch, node_report, once
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,7 @@ class NodeDaemon:
         self._policy_text: bytes | None = None
         self._good: nodespec.NodeSpec | None = None
         self._spec_error: str | None = None
-        self._reported_error: str | None = None
-        self._status_text: str | None = None
-        self._last_rotation: dt.datetime | None = None
-        self._owed_events: list[tuple[str, str, str]] = []
+        self._report = node_report.Reporter(kube, config.node_name)
         self._slots = (
             rotation.Slots(kube, config.namespace, config.node_name, config.lease_seconds, clock)
             if kube is not None
@@ -123,7 +120,9 @@ class NodeDaemon:
         with self._lock:
             before = self._node
             self._node = event.obj
-            self._status_text = nodes.annotation(event.obj, status.ANNOTATION)
+        self._report.seen(
+            nodes.annotation(event.obj, status.ANNOTATION), event.obj["metadata"].get("uid", "")
+        )
         text = nodes.annotation(event.obj, desired.ANNOTATION)
         labels_changed = before is None or nodes.labels(before) != nodes.labels(event.obj)
         if self.config.policy_file is None and text != self._desired_text:
@@ -193,7 +192,7 @@ class NodeDaemon:
         if spec is None:
             for note in once.recover_only(self._host):
                 log.warning("recovered: %s", note)
-            self._report(
+            self._report.write(
                 status.Status(None, status.Phase.FAILED, status.message(self._spec_error or ""))
             )
             self.ready.set()
@@ -208,24 +207,25 @@ class NodeDaemon:
                 self.config.execute,
                 self._gate,
             )
+            self.passes += 1
+            log.info(
+                "pass %d: revision %s, %d action(s), %s in %.2fs",
+                self.passes,
+                spec.revision,
+                len(result.results),
+                "converged" if result.converged else "not converged",
+                time.monotonic() - started,
+            )
+            for failure in result.failures:
+                log.error("%s", failure)
+            if result.withheld:
+                log.info("waiting for a rotation slot: %s", result.withheld)
+            # the final status before the slot goes: a watcher never sees two nodes Rotating
+            self._report.after_pass(result, self._spec_error, self._clock())
         finally:
             self._release()
             self._in_pass = False
             self._quiet_until = time.monotonic() + 2 * filewatch.DEBOUNCE_MS / 1000
-        self.passes += 1
-        log.info(
-            "pass %d: revision %s, %d action(s), %s in %.2fs",
-            self.passes,
-            spec.revision,
-            len(result.results),
-            "converged" if result.converged else "not converged",
-            time.monotonic() - started,
-        )
-        for failure in result.failures:
-            log.error("%s", failure)
-        if result.withheld:
-            log.info("waiting for a rotation slot: %s", result.withheld)
-        self._after_pass(spec, result)
         self.ready.set()
         if self._observer is not None:
             self._observer(result)
@@ -328,14 +328,12 @@ class NodeDaemon:
                     "rotating WITHOUT a rotation slot (recovery path)"
                 )
                 log.critical("%s", note)
-                self._owed_events.append(
-                    (actions.Reason.ROTATED_WITHOUT_SLOT, note, events.WARNING)
-                )
+                self._report.owe(actions.Reason.ROTATED_WITHOUT_SLOT, note, events.WARNING)
                 return None
             return f"cannot take a rotation slot: {e}"
         if choice.index is None:
             return choice.detail
-        self._report_rotating(spec, the_plan)
+        self._report.rotating(spec, self._slots.held, the_plan)
         if spec.rollout.cordon or spec.rollout.drain:
             try:
                 self._cordoned = cordon.cordon(self._slots_kube(), self.config.node_name)
@@ -366,96 +364,3 @@ class NodeDaemon:
                 log.error("could not uncordon %s: %s", self.config.node_name, e)
         if self._slots is not None:
             self._slots.release()
-
-    # --- reporting ----------------------------------------------------------------------
-
-    def _report_rotating(self, spec: nodespec.NodeSpec, the_plan: actions.Plan) -> None:
-        targets = ", ".join(f"{a.kind} {a.target}" for a in the_plan.actions)
-        previous = status.decode(self._status_text)
-        self._report(
-            status.Status(
-                spec.revision,
-                status.Phase.ROTATING,
-                status.message(f"{self._slots.held if self._slots else ''}: {targets}"),
-                self._last_rotation,
-                previous.certificates if previous else {},
-            )
-        )
-
-    def _after_pass(self, spec: nodespec.NodeSpec, result: once.PassResult) -> None:
-        if any(r.ok and r.action.kind == actions.ActionKind.RENEW for r in result.results):
-            self._last_rotation = self._clock().replace(microsecond=0)
-        elif self._last_rotation is None:
-            previous = status.decode(self._status_text)
-            self._last_rotation = previous.last_rotation if previous else None
-        self._report(status_of(result, self._spec_error, self._last_rotation))
-        for r in result.results:
-            note = f"{r.action.kind} {r.action.target}: {r.message or 'done'}"
-            kind = events.NORMAL if r.ok else events.WARNING
-            self._owed_events.append((r.action.reason, note if r.ok else f"FAILED {note}", kind))
-        if result.error:
-            self._owed_events.append((actions.Reason.PASS_FAILED, result.error, events.WARNING))
-        if self._spec_error and self._spec_error != self._reported_error:
-            self._owed_events.append(
-                (actions.Reason.INVALID_DESIRED, self._spec_error, events.WARNING)
-            )
-        self._reported_error = self._spec_error
-        self._emit_owed()
-
-    def _report(self, value: status.Status) -> None:
-        if self._kube is None:
-            return
-        with self._lock:
-            current = self._status_text
-        if not status.changed(current, value):
-            return
-        text = status.encode(value)
-        try:
-            nodes.patch_annotations(self._kube, self.config.node_name, {status.ANNOTATION: text})
-        except kube_.NotFound:
-            log.warning("Node %s is gone: status not written", self.config.node_name)
-            return
-        except kube_.KubeError as e:
-            log.warning("could not write %s: %s", status.ANNOTATION, e)
-            return
-        with self._lock:
-            self._status_text = text
-
-    def _emit_owed(self) -> None:
-        if self._kube is None or not self._owed_events:
-            return
-        meta = {"name": self.config.node_name}
-        with self._lock:
-            if self._node is not None:
-                meta["uid"] = self._node["metadata"].get("uid", "")
-        ref = {"apiVersion": "v1", "kind": "Node", "metadata": meta}
-        while self._owed_events:
-            reason, note, kind = self._owed_events[0]
-            if events.emit(self._kube, ref, str(reason), note, kind) is None:
-                return  # the API is not answering: keep them for the next pass
-            self._owed_events.pop(0)
-
-
-def status_of(
-    result: once.PassResult, spec_error: str | None, last_rotation: dt.datetime | None
-) -> status.Status:
-    """The ``kucero.io/status`` a pass leads to."""
-    spec = result.spec
-    certs = status.certificates(result.observed) if result.observed else {}
-    failures = result.failures
-    if spec_error:
-        phase, text = status.Phase.FAILED, spec_error
-    elif spec.paused:
-        withheld = [f.detail for f in result.findings if f.reason == actions.Reason.PAUSED]
-        phase = status.Phase.PAUSED
-        text = "; ".join(withheld + failures) or "spec.paused is true: observing only"
-    elif result.withheld:
-        phase, text = status.Phase.WAITING_FOR_SLOT, result.withheld
-    elif failures:
-        phase, text = status.Phase.FAILED, "; ".join(failures)
-    elif result.converged:
-        phase, text = status.Phase.CONVERGED, f"converged to revision {spec.revision}"
-    else:
-        remaining = ", ".join(f"{a.kind} {a.target}" for a in result.after.actions)
-        phase, text = status.Phase.FAILED, f"not converged: still to do: {remaining}"
-    return status.Status(spec.revision, phase, status.message(text), last_rotation, certs)
