@@ -252,3 +252,128 @@ def test_paused_changes_nothing_and_shows_paused(
     reported = nodesim.status_of(admin_kube, sim.name)
     assert reported is not None and "renew apiserver" in reported.message
     assert reported.last_rotation is None
+
+
+def test_garbage_desired_keeps_the_last_good_state_reports_failed_and_changes_nothing(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str
+) -> None:
+    sim = sims(f"{prefix}-w-1", control_plane=False)
+    good = str(desired.decode(nodesim.desired_value(RESTARTS)).revision)
+    nodesim.wait_for(
+        "converged", lambda: nodesim.converged(admin_kube, [sim.name], good), sims=[sim]
+    )
+    before = nodesim.hashes(sim.root)
+    for garbage, why in (
+        ("{not json", "is not JSON"),
+        ('{"revision": "x", "spec": {"kubeadm": {"renewBefore": "-1h"}}}', "renewBefore"),
+    ):
+        nodes.patch_annotations(admin_kube, sim.name, {desired.ANNOTATION: garbage})
+        reported = nodesim.wait_for(
+            f"Failed because {why}",
+            lambda why=why: (
+                (s := nodesim.status_of(admin_kube, sim.name))
+                and s.phase == Phase.FAILED
+                and why in s.message
+                and s
+            ),
+            sims=[sim],
+        )
+        assert reported.revision == good and f"keeping revision {good}" in reported.message
+    assert nodesim.hashes(sim.root) == before
+    reasons = [e["reason"] for e in nodesim.node_events(admin_kube, sim.name)]
+    assert reasons.count("InvalidDesiredState") == 2, reasons
+    assert sim.proc is not None and sim.proc.poll() is None
+    fixed = nodesim.set_desired(admin_kube, sim.name, "spec: {checkInterval: 2h}\n")
+    nodesim.wait_for(
+        "converged again", lambda: nodesim.converged(admin_kube, [sim.name], fixed), sims=[sim]
+    )
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        pytest.param("Not A Node!", id="garbage-holder"),
+        pytest.param("node-that-does-not-exist", id="holder-whose-node-is-gone"),
+    ],
+)
+def test_hand_edited_lease_holder_does_not_block_rotation(
+    admin_kube: kube.Kube,
+    sims: Callable[..., nodesim.SimNode],
+    prefix: str,
+    namespace: str,
+    holder: str,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    admin_kube.create(
+        leases.collection(namespace),
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": slots.name(0)},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 3600,
+                "renewTime": leases.micro_time(now),
+            },
+        },
+    )
+    sim = sims(f"{prefix}-cp-1", due=("apiserver",), manifests=("kube-apiserver",))
+    revision = str(desired.decode(nodesim.desired_value(RESTARTS, nodesim.CONTROL_PLANE)).revision)
+    nodesim.wait_for(
+        "converged", lambda: nodesim.converged(admin_kube, [sim.name], revision), sims=[sim]
+    )
+    lease = admin_kube.get(leases.path(namespace, slots.name(0)))
+    assert lease["spec"]["leaseTransitions"] == 1
+
+
+def test_node_deleted_mid_pass_finishes_the_pass_and_comes_back(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str
+) -> None:
+    sim = sims(
+        f"{prefix}-cp-1",
+        due=("apiserver",),
+        manifests=("kube-apiserver",),
+        extra=("--manifest-grace", "3"),
+    )
+    manifest = sim.root / "etc/kubernetes/manifests/kube-apiserver.yaml"
+    nodesim.wait_for(
+        "Rotating",
+        lambda: (s := nodesim.status_of(admin_kube, sim.name)) and s.phase == Phase.ROTATING,
+        sims=[sim],
+    )
+    admin_kube.delete(nodes.path(sim.name))
+    nodesim.wait_for(
+        "the manifest back",
+        lambda: manifest.exists() and "status not written" in sim.log.read_text(),
+        30,
+        [sim],
+    )
+    assert sim.proc is not None and sim.proc.poll() is None
+    admin_kube.create(nodes.PATH, {"metadata": {"name": sim.name, "labels": nodesim.CONTROL_PLANE}})
+    revision = nodesim.set_desired(admin_kube, sim.name, RESTARTS, nodesim.CONTROL_PLANE)
+    nodesim.wait_for(
+        "converged", lambda: nodesim.converged(admin_kube, [sim.name], revision), sims=[sim]
+    )
+    reported = nodesim.status_of(admin_kube, sim.name)
+    assert reported is not None and reported.last_rotation is not None
+
+
+def test_sigterm_finishes_the_pass_releases_the_slot_and_exits_0(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str, namespace: str
+) -> None:
+    sim = sims(
+        f"{prefix}-cp-1",
+        due=("apiserver",),
+        manifests=("kube-apiserver",),
+        extra=("--manifest-grace", "2"),
+    )
+    nodesim.wait_for(
+        "holding slot 0",
+        lambda: leases.holder(leases.get(admin_kube, namespace, slots.name(0))) == sim.name,
+        sims=[sim],
+    )
+    assert sim.stop(signal.SIGTERM, timeout=30) == 0
+    assert leases.holder(leases.get(admin_kube, namespace, slots.name(0))) == ""
+    assert (sim.root / "etc/kubernetes/manifests/kube-apiserver.yaml").exists()
+    reported = nodesim.status_of(admin_kube, sim.name)
+    assert reported is not None and reported.phase == Phase.CONVERGED
