@@ -63,3 +63,12 @@ def decode(text: str | None) -> nodespec.NodeSpec:
         raise DesiredError("; ".join(e.errors)) from e
     resolved = policy.resolve(loaded, {})
     return dataclasses.replace(resolved, revision=revision, override=override)
+
+
+def encode_for_node(spec: nodespec.NodeSpec, csr_signer_active: bool) -> str:
+    """``encode`` plus whether kucero's CSR signer approves this node's serving CSRs, carried
+    as ``spec.csrSigner.enabled`` (a field the schema knows, so ``decode`` accepts it): the
+    node switches ``serverTLSBootstrap`` on only when something will approve its CSRs."""
+    document = policy.spec_document(spec)
+    document["spec"]["csrSigner"] = {"enabled": csr_signer_active}
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))

@@ -68,7 +68,7 @@ class NodeDaemon:
         self,
         config: Config,
         kube: kube_.Kube | None,
-        observer: Callable[[once.PassResult], None] | None = None,
+        observer: Callable[[once.PassResult, float], None] | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.config = config
@@ -91,6 +91,8 @@ class NodeDaemon:
             else None
         )
         self._cordoned = False
+        self._waiting_since: float | None = None
+        self.on_slot_wait: Callable[[float], None] = lambda _seconds: None
         self.passes = 0
         self.ready = threading.Event()  # the first pass is done
 
@@ -228,7 +230,7 @@ class NodeDaemon:
             self._quiet_until = time.monotonic() + 2 * filewatch.DEBOUNCE_MS / 1000
         self.ready.set()
         if self._observer is not None:
-            self._observer(result)
+            self._observer(result, time.monotonic() - started)
         retry: dt.timedelta | None = None
         if result.withheld:
             retry = self.config.slot_retry * random.uniform(0.8, 1.2)
@@ -332,7 +334,11 @@ class NodeDaemon:
                 return None
             return f"cannot take a rotation slot: {e}"
         if choice.index is None:
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
             return choice.detail
+        waited, self._waiting_since = self._waiting_since, None
+        self.on_slot_wait(0.0 if waited is None else time.monotonic() - waited)
         self._report.rotating(spec, self._slots.held, the_plan)
         if spec.rollout.cordon or spec.rollout.drain:
             try:

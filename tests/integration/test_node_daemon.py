@@ -120,7 +120,7 @@ def test_new_desired_revision_reaches_every_node_without_restarting_them(
         "first revision", lambda: nodesim.converged(admin_kube, names, first), sims=fleet
     )
     body = "spec: {kubeadm: {restart: manifest-move, renewBefore: 1000h}}\n"
-    second = [nodesim.set_desired(admin_kube, s.name, body) for s in fleet][0]
+    second = next(nodesim.set_desired(admin_kube, s.name, body) for s in fleet)
     assert second != first
     began = time.monotonic()
     nodesim.wait_for(
