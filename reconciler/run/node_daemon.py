@@ -210,6 +210,8 @@ class NodeDaemon:
                 self._gate,
             )
             self.passes += 1
+            if self._observer is not None:  # metrics before status: a reader sees both agree
+                self._observer(result, time.monotonic() - started)
             log.info(
                 "pass %d: revision %s, %d action(s), %s in %.2fs",
                 self.passes,
@@ -229,8 +231,6 @@ class NodeDaemon:
             self._in_pass = False
             self._quiet_until = time.monotonic() + 2 * filewatch.DEBOUNCE_MS / 1000
         self.ready.set()
-        if self._observer is not None:
-            self._observer(result, time.monotonic() - started)
         retry: dt.timedelta | None = None
         if result.withheld:
             retry = self.config.slot_retry * random.uniform(0.8, 1.2)

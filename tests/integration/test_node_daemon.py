@@ -120,7 +120,7 @@ def test_new_desired_revision_reaches_every_node_without_restarting_them(
         "first revision", lambda: nodesim.converged(admin_kube, names, first), sims=fleet
     )
     body = "spec: {kubeadm: {restart: manifest-move, renewBefore: 1000h}}\n"
-    second = next(nodesim.set_desired(admin_kube, s.name, body) for s in fleet)
+    (second,) = {nodesim.set_desired(admin_kube, s.name, body) for s in fleet}
     assert second != first
     began = time.monotonic()
     nodesim.wait_for(
@@ -377,3 +377,64 @@ def test_sigterm_finishes_the_pass_releases_the_slot_and_exits_0(
     assert (sim.root / "etc/kubernetes/manifests/kube-apiserver.yaml").exists()
     reported = nodesim.status_of(admin_kube, sim.name)
     assert reported is not None and reported.phase == Phase.CONVERGED
+
+
+def test_node_reconciler_works_with_a_service_account_token_and_the_shipped_rbac(
+    admin_kube: kube.Kube,
+    sims: Callable[..., nodesim.SimNode],
+    prefix: str,
+    namespace: str,
+    control_plane: cluster.ControlPlane,
+    clients: Any,
+) -> None:
+    rbac = Path(__file__).parent / "rbac" / "node.yaml"
+    with nodesim.shipped_rbac(admin_kube, rbac, namespace):
+        token = clients.token(namespace, "kucero-node")
+        kubeconfig = control_plane.token_kubeconfig(f"kucero-node-{namespace}", token)
+        sim = sims(
+            f"{prefix}-cp-1",
+            due=("apiserver",),
+            manifests=("kube-apiserver",),
+            kubeconfig=kubeconfig,
+        )
+        revision = str(
+            desired.decode(nodesim.desired_value(RESTARTS, nodesim.CONTROL_PLANE)).revision
+        )
+        nodesim.wait_for(
+            "converged as the service account",
+            lambda: nodesim.converged(admin_kube, [sim.name], revision),
+            sims=[sim],
+        )
+        reasons = {e["reason"] for e in nodesim.node_events(admin_kube, sim.name)}
+        assert "NearingExpiry" in reasons
+        assert leases.get(admin_kube, namespace, slots.name(0)) is not None
+        log = sim.log.read_text()
+        assert "Forbidden" not in log and "forbidden" not in log, log
+
+
+def test_metrics_serve_certificate_expiry_and_counters(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str
+) -> None:
+    port = cluster.free_port()
+    sim = sims(
+        f"{prefix}-cp-1",
+        due=("apiserver",),
+        manifests=("kube-apiserver",),
+        extra=("--metrics-addr", f"127.0.0.1:{port}"),
+    )
+    revision = str(desired.decode(nodesim.desired_value(RESTARTS, nodesim.CONTROL_PLANE)).revision)
+    nodesim.wait_for(
+        "converged", lambda: nodesim.converged(admin_kube, [sim.name], revision), sims=[sim]
+    )
+    expiry = dict(nodesim.metric(port, "kucero_certificate_expiration_timestamp_seconds{"))
+    apiserver = [v for k, v in expiry.items() if 'name="apiserver"' in k]
+    assert apiserver and apiserver[0] > time.time() + 300 * 86400, expiry
+    assert any('name="ca"' in k and 'kind="ca"' in k for k in expiry)
+    renewals = dict(nodesim.metric(port, "kucero_renewals_total{"))
+    assert renewals == {
+        f'kucero_renewals_total{{name="apiserver",node="{sim.name}",result="success"}}': 1.0
+    }, renewals
+    restarts = dict(nodesim.metric(port, "kucero_restarts_total{"))
+    assert any('component="kube-apiserver"' in k and v == 1.0 for k, v in restarts.items())
+    assert nodesim.metric(port, "kucero_reconcile_duration_seconds_count")[0][1] >= 1
+    assert nodesim.metric(port, "kucero_rotation_slot_wait_seconds_count")[0][1] == 1
