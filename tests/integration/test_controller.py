@@ -202,7 +202,9 @@ def test_each_invalid_policy_is_refused_with_an_event_and_the_last_valid_stays(
         put_policy(admin_kube, namespace, text)
         expected = validate_policy_output(text, tmp_path) if text is not None else message
 
-        def refused(expected: str = expected, text: str | None = text) -> bool:
+        def refused(
+            expected: str = expected, text: str | None = text, message: str = message
+        ) -> bool:
             notes = [
                 e["note"]
                 for e in events.list_for(admin_kube, namespace, "kucero-policy")
