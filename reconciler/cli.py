@@ -148,6 +148,66 @@ def _host_flags(p: argparse.ArgumentParser, policy_flag: bool = True) -> None:
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
+def _node_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--kubelet-restart-command",
+        help="command that restarts the kubelet (default: systemctl restart kubelet, through nsenter into PID 1 when in a container or --host-root is not /)",
+    )
+    s.add_argument(
+        "--manifest-grace",
+        type=float,
+        default=25.0,
+        help="seconds a static pod manifest stays out during a manifest-move restart",
+    )
+    # crash tests only: SIGKILL this process at the n-th transaction step
+    s.add_argument("--failpoint", type=int, default=0, help=argparse.SUPPRESS)
+    g = s.add_argument_group("node daemon")
+    g.add_argument(
+        "--rotation-lease-duration",
+        type=_go_duration,
+        default="60s",
+        help="a rotation slot whose holder stopped renewing this long can be taken over",
+    )
+    g.add_argument(
+        "--slot-retry-period",
+        type=_go_duration,
+        default="10s",
+        help="time between two attempts to take a rotation slot (jittered)",
+    )
+    g.add_argument(
+        "--retry-period",
+        type=_go_duration,
+        default="1m",
+        help="time before a failed pass is retried (never later than checkInterval)",
+    )
+
+
+def _election_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("leader election (client-go's defaults)")
+    g.add_argument(
+        "--leader-election-lease-duration",
+        type=_go_duration,
+        default="15s",
+        help="a standby takes over after the leader has not renewed for this long",
+    )
+    g.add_argument(
+        "--leader-election-renew-deadline",
+        type=_go_duration,
+        default="10s",
+        help="the leader steps down when it could not renew for this long",
+    )
+    g.add_argument(
+        "--leader-election-retry-period",
+        type=_go_duration,
+        default="2s",
+        help="time between two attempts to acquire or renew",
+    )
+    g.add_argument(
+        "--leader-election-identity",
+        help="this process's name in the Lease (default: node name or host name, plus a random suffix)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kucero", description="Keeps kubeadm control-plane certificates from expiring."
@@ -172,28 +232,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--once", action="store_true", help="run one pass and exit: 0 converged, 1 failed"
     )
-    s.add_argument(
-        "--kubelet-restart-command",
-        help="command that restarts the kubelet (default: systemctl restart kubelet, through nsenter into PID 1 when in a container or --host-root is not /)",
-    )
-    s.add_argument(
-        "--manifest-grace",
-        type=float,
-        default=25.0,
-        help="seconds a static pod manifest stays out during a manifest-move restart",
-    )
-    # crash tests only: SIGKILL this process at the n-th transaction step
-    s.add_argument("--failpoint", type=int, default=0, help=argparse.SUPPRESS)
+    _node_flags(s)
 
     s = sub.add_parser(
         "validate-policy", help="validate policy files; exit 1 on the first invalid one"
     )
     s.add_argument("files", nargs="+")
 
-    for name in ("run", "controller"):
-        s = sub.add_parser(name, help="cluster mode (not in this version)")
-        _host_flags(s)
-        _seed_flags(s)
+    s = sub.add_parser("run", help="node reconciler and leader-elected controller in one process")
+    _host_flags(s)
+    _seed_flags(s)
+    _node_flags(s)
+    _election_flags(s)
+    s = sub.add_parser(
+        "controller", help="leader-elected: writes each Node's desired state from the policy"
+    )
+    _host_flags(s)
+    _seed_flags(s)
+    _election_flags(s)
     for s in (sub.choices["run"], sub.choices["controller"], sub.choices["node"]):
         s.add_argument(
             "--policy-configmap",
@@ -214,6 +270,15 @@ class Settings:
     host_root: str
     node_name: str | None
     policy_defaults: dict[str, Any]
+    controller: Any = None  # run.controller.Settings for `kucero controller`
+
+
+class SettingsError(ValueError):
+    """Bad flag values, one line each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(f"kucero: {e}" for e in errors))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -232,25 +297,92 @@ def settings_from(args: argparse.Namespace) -> Settings:
                 "caKeyPath": args.ca_key_path,
             },
         }
-    return Settings(
+    settings = Settings(
         command=args.command,
         args=args,
         host_root=getattr(args, "host_root", "/"),
         node_name=getattr(args, "node_name", None),
         policy_defaults=defaults,
     )
+    if args.command == "controller" or (args.command == "run" and args.enable_kucero_controller):
+        settings = dataclasses.replace(settings, controller=_controller_settings(settings))
+    return settings
+
+
+def _controller_settings(settings: Settings) -> Any:
+    """Every bad value at once; the cluster modules load only for cluster commands."""
+    import socket
+    import uuid
+
+    from reconciler import metrics
+    from reconciler.cluster import configmaps
+    from reconciler.run import controller, election
+
+    args, errors = settings.args, []
+    lease = duration.parse(args.leader_election_lease_duration) / duration.SECOND
+    renew = duration.parse(args.leader_election_renew_deadline) / duration.SECOND
+    retry = duration.parse(args.leader_election_retry_period) / duration.SECOND
+    if not retry < renew < lease:
+        errors.append(
+            "--leader-election-retry-period < --leader-election-renew-deadline < "
+            f"--leader-election-lease-duration is required (got {retry:g}s, {renew:g}s, {lease:g}s)"
+        )
+    if lease < 1:
+        errors.append("--leader-election-lease-duration must be at least 1s (Lease granularity)")
+    try:
+        cm_namespace, cm_name = configmaps.parse_ref(args.policy_configmap, args.ds_namespace)
+    except ValueError as e:
+        errors.append(f"--policy-configmap: {e}")
+        cm_namespace = cm_name = ""
+    try:
+        addr = metrics.parse_addr(args.metrics_addr)
+    except ValueError as e:
+        errors.append(f"--metrics-addr: {e}")
+        addr = None
+    try:
+        policy.from_mapping(
+            {"apiVersion": policy.API_VERSION, "kind": policy.KIND},
+            "flags",
+            settings.policy_defaults,
+        )
+    except policy.PolicyError as e:
+        errors += e.errors
+    if errors:
+        raise SettingsError(errors)
+    identity = args.leader_election_identity or (
+        f"{settings.node_name or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    )
+    return controller.Settings(
+        kubeconfig=args.kubeconfig,
+        election=election.Config(
+            namespace=args.ds_namespace,
+            name=args.leader_election_id,
+            identity=identity,
+            lease_duration=lease,
+            renew_deadline=renew,
+            retry_period=retry,
+        ),
+        policy_namespace=cm_namespace,
+        policy_name=cm_name,
+        policy_defaults=settings.policy_defaults,
+        metrics_addr=addr,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+    except SettingsError as e:
+        print(e, file=sys.stderr)
+        return 2
     commands = {
         "check-expiration": _check_expiration,
         "plan": _plan,
         "node": _node,
         "validate-policy": _validate_policy,
-        "run": _cluster_mode,
-        "controller": _cluster_mode,
+        "run": _daemon,
+        "controller": _controller,
     }
     return commands[settings.command](settings)
 
@@ -332,7 +464,7 @@ def kubelet_restart_command(settings: Settings) -> tuple[str, ...]:
 
 def _node(settings: Settings) -> int:
     if not settings.args.once:
-        return _cluster_mode(settings)
+        return _daemon(settings)
     try:
         spec = _load_spec(settings)
     except policy.PolicyError as e:
@@ -345,17 +477,12 @@ def _node(settings: Settings) -> int:
     if settings.args.manifest_grace < 0:
         print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
         return 2
-    exec_settings = execute.Settings(
-        kubelet_restart_command=kubelet_restart_command(settings),
-        manifest_grace_seconds=settings.args.manifest_grace,
-        failpoint=settings.args.failpoint,
-    )
     result = once.run_once(
         host_.Host(settings.host_root),
         spec,
         settings.node_name,
         lambda: dt.datetime.now(dt.UTC),
-        exec_settings,
+        _exec_settings(settings),
     )
     if settings.args.output == "json":
         print(json.dumps(result.to_dict(), indent=2))
@@ -370,6 +497,46 @@ def _node(settings: Settings) -> int:
         elif result.converged:
             print(f"\nconverged to policy revision {spec.revision}")
     return 0 if result.converged else 1
+
+
+def _exec_settings(settings: Settings) -> execute.Settings:
+    return execute.Settings(
+        kubelet_restart_command=kubelet_restart_command(settings),
+        manifest_grace_seconds=settings.args.manifest_grace,
+        failpoint=settings.args.failpoint,
+    )
+
+
+def _daemon(settings: Settings) -> int:
+    """``kucero node`` (and ``kucero run``): the long-running node reconciler."""
+    from reconciler.run import daemon  # the cluster layer: only daemons pay for it
+
+    args = settings.args
+    if not settings.node_name:
+        print("kucero: --node-name (or $NODE_NAME) is required", file=sys.stderr)
+        return 2
+    if args.manifest_grace < 0:
+        print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
+        return 2
+    return daemon.main(
+        daemon.Options(
+            command=settings.command,
+            node_name=settings.node_name,
+            host_root=settings.host_root,
+            namespace=args.ds_namespace,
+            policy_file=args.policy,
+            policy_defaults=settings.policy_defaults,
+            node_labels=args.node_labels,
+            kubeconfig=args.kubeconfig,
+            metrics_addr=args.metrics_addr,
+            lease_duration=duration.parse_timedelta(args.rotation_lease_duration),
+            slot_retry=duration.parse_timedelta(args.slot_retry_period),
+            failure_retry=duration.parse_timedelta(args.retry_period),
+            execute=_exec_settings(settings),
+            controller=settings.controller if settings.command == "run" else None,
+            components=CONTROLLER_COMPONENTS,
+        )
+    )
 
 
 def _validate_policy(settings: Settings) -> int:
@@ -389,10 +556,21 @@ def _validate_policy(settings: Settings) -> int:
     return 0 if ok else 1
 
 
-def _cluster_mode(settings: Settings) -> int:
-    print(
-        f"kucero {settings.command}: cluster mode is not available in this version; "
-        "use `kucero node --once --host-root DIR --policy FILE` for an offline pass",
-        file=sys.stderr,
+def _controller(settings: Settings) -> int:
+    from reconciler.run import controller
+
+    _log_setup()
+    return controller.main(settings.controller, CONTROLLER_COMPONENTS)
+
+
+# Leader-only components of `kucero controller` (the CSR signer is wired in here).
+CONTROLLER_COMPONENTS: tuple[Any, ...] = ()
+
+
+def _log_setup() -> None:
+    import logging
+
+    logging.basicConfig(
+        level=os.environ.get("KUCERO_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return 2

@@ -42,6 +42,10 @@ class Reason(enum.StrEnum):
     SERVING_CSR_APPROVER_NEEDED = "ServingCSRApproverNeeded"
     JOURNAL_PENDING = "InterruptedPassPending"
     PAUSED = "Paused"
+    # what the node daemon says in Events about itself
+    INVALID_DESIRED = "InvalidDesiredState"
+    ROTATED_WITHOUT_SLOT = "RotatedWithoutSlot"
+    PASS_FAILED = "PassFailed"
 
 
 class Severity(enum.StrEnum):

@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from reconciler.decide import plan
-from reconciler.model import actions, nodespec, paths
+from reconciler.model import actions, hoststate, nodespec, paths
 from reconciler.node import execute, observe, transaction
 from reconciler.node import host as host_
 
@@ -27,6 +27,9 @@ class PassResult:
     after: actions.Plan  # what the next pass would do
     error: str | None = None  # the pass could not run at all
     node_name: str | None = None
+    # the gate said no (no rotation slot): the planned actions were not executed
+    withheld: str | None = None
+    observed: hoststate.Observed | None = None  # the host as the final plan saw it
 
     @property
     def findings(self) -> list[actions.Finding]:
@@ -48,7 +51,11 @@ class PassResult:
 
     @property
     def converged(self) -> bool:
-        return not self.failures and (not self.after.actions or self.spec.paused)
+        return (
+            not self.failures
+            and self.withheld is None
+            and (not self.after.actions or self.spec.paused)
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -63,12 +70,18 @@ class PassResult:
         }
 
 
+# Called with the plan, under the node lock, before anything is executed: returns None to go
+# ahead, or why the plan is withheld (the node daemon takes its rotation slot here).
+Gate = Callable[[actions.Plan, hoststate.Observed], str | None]
+
+
 def run_once(
     host: host_.Host,
     spec: nodespec.NodeSpec,
     node_name: str | None,
     clock: Callable[[], dt.datetime],
     settings: execute.Settings,
+    gate: Gate | None = None,
 ) -> PassResult:
     empty = actions.Plan((), ())
     if not host.root.is_dir():
@@ -82,7 +95,7 @@ def run_once(
         )
     try:
         with host.lock(paths.LOCK):
-            return _locked_pass(host, spec, node_name, clock, settings)
+            return _locked_pass(host, spec, node_name, clock, settings, gate)
     except host_.HostError as e:
         return PassResult(spec, (), empty, (), empty, str(e))
 
@@ -104,6 +117,7 @@ def _locked_pass(
     node_name: str | None,
     clock: Callable[[], dt.datetime],
     settings: execute.Settings,
+    gate: Gate | None,
 ) -> PassResult:
     empty = actions.Plan((), ())
     try:
@@ -112,8 +126,27 @@ def _locked_pass(
         return PassResult(spec, (), empty, (), empty, f"cannot recover an interrupted pass: {e}")
     observed = observe.observe(host, node_name)
     first = plan.plan(spec, observed, clock())
+    withheld = gate(first, observed) if gate is not None and first.actions else None
+    if withheld is not None:
+        return PassResult(
+            spec,
+            tuple(recovered),
+            first,
+            (),
+            first,
+            node_name=observed.node_name,
+            withheld=withheld,
+            observed=observed,
+        )
     results = execute.execute(host, spec, observed, first, clock(), settings)
-    after = plan.plan(spec, observe.observe(host, node_name), clock())
+    final = observe.observe(host, node_name)
+    after = plan.plan(spec, final, clock())
     return PassResult(
-        spec, tuple(recovered), first, tuple(results), after, node_name=observed.node_name
+        spec,
+        tuple(recovered),
+        first,
+        tuple(results),
+        after,
+        node_name=observed.node_name,
+        observed=final,
     )

@@ -1,0 +1,160 @@
+"""Process wiring of ``kucero node`` (daemon) and ``kucero run``: logging, signals, the API
+connection, the metrics endpoint, and the threads that run the roles.
+
+``kucero run`` is the drop-in replacement of the original DaemonSet: the node reconciler and,
+with ``--enable-kucero-controller`` (default true), the leader-elected controller, in one
+process sharing one API connection, one metrics registry and one endpoint. ``/readyz`` says
+ready once the first node pass is done and, with the controller, once the election knows a
+leader (this process or another).
+
+SIGTERM and SIGINT only set one ``threading.Event``; every role watches it, finishes what it is
+doing (the node's pass in flight, the controller's hand-over of its Lease) and returns, and the
+process exits 0. A node reconciler with ``--policy FILE`` and no usable Kubernetes
+configuration runs alone (no status, no slots, no Events): the DaemonSet always has one, a
+workstation may not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from reconciler import metrics as metrics_
+from reconciler.cluster import kube as kube_
+from reconciler.decide import report
+from reconciler.model import actions
+from reconciler.node import execute
+from reconciler.run import node_daemon, once
+
+log = logging.getLogger("kucero")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    command: str  # "node" or "run"
+    node_name: str
+    host_root: str
+    namespace: str
+    policy_file: str | None
+    policy_defaults: Mapping[str, Any]
+    node_labels: Mapping[str, str]
+    kubeconfig: str | None
+    metrics_addr: str
+    lease_duration: dt.timedelta
+    slot_retry: dt.timedelta
+    failure_retry: dt.timedelta
+    execute: execute.Settings
+    controller: Any = None  # run.controller.Settings when `kucero run` leads too
+    components: Sequence[Any] = ()
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("KUCERO_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(options: Options) -> int:
+    configure_logging()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: finishing the work in flight", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        addr = metrics_.parse_addr(options.metrics_addr)
+    except ValueError as e:
+        log.error("--metrics-addr: %s", e)
+        return 2
+    try:
+        kube: kube_.Kube | None = kube_.connect(options.kubeconfig)
+    except kube_.KubeError as e:
+        if options.policy_file is None or options.controller is not None:
+            log.error("%s", e)
+            return 1
+        log.warning("%s: running alone with --policy (no status, no rotation slots)", e)
+        kube = None
+    metrics = metrics_.Metrics()
+    node = node_daemon.NodeDaemon(_config(options), kube, observer(metrics, options.node_name))
+    node.on_slot_wait = metrics.slot_wait.observe
+    elector, threads = None, []
+    if options.controller is not None and kube is not None:
+        from reconciler.run import controller, election
+
+        elector = election.Elector(kube, options.controller.election, metrics)
+        lead = controller.Controller(kube, options.controller, metrics, options.components)
+        threads.append(
+            threading.Thread(target=elector.run, args=(stop, lead.lead), name="controller")
+        )
+
+    def ready() -> bool:
+        return node.ready.is_set() and (elector is None or elector.leader is not None)
+
+    server = None
+    if addr is not None:
+        try:
+            server = metrics_.Server(metrics, addr, ready)
+        except OSError as e:
+            log.error("cannot serve metrics on %s:%d: %s", *addr, e)
+            return 1
+    for thread in threads:
+        thread.start()
+    try:
+        code = node.run(stop)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        if server is not None:
+            server.close()
+        if kube is not None:
+            kube.close()
+    return code
+
+
+def _config(options: Options) -> node_daemon.Config:
+    return node_daemon.Config(
+        node_name=options.node_name,
+        host_root=options.host_root,
+        namespace=options.namespace,
+        policy_file=options.policy_file,
+        policy_defaults=options.policy_defaults,
+        node_labels=options.node_labels,
+        lease_seconds=max(1, int(options.lease_duration.total_seconds())),
+        slot_retry=options.slot_retry,
+        failure_retry=options.failure_retry,
+        execute=options.execute,
+    )
+
+
+def observer(metrics: metrics_.Metrics, node_name: str) -> Any:
+    """What a finished pass puts into the metrics: certificate expiry, renewal and restart
+    counters, the pass's duration."""
+
+    def observe(result: once.PassResult, seconds: float) -> None:
+        metrics.reconcile_duration.observe(seconds)
+        if result.observed is not None:
+            rows = report.expiration(result.observed, dt.datetime.now(dt.UTC))
+            metrics.certificates.set(node_name, metrics_.certificate_rows(rows))
+        for r in result.results:
+            outcome = "success" if r.ok else "failure"
+            if r.action.kind == actions.ActionKind.RENEW:
+                metrics.renewals.labels(node_name, r.action.target, outcome).inc()
+            elif r.action.kind == actions.ActionKind.RESTART_STATIC_POD:
+                metrics.restarts.labels(node_name, r.action.target, outcome).inc()
+            elif r.action.kind == actions.ActionKind.RESTART_KUBELET:
+                metrics.restarts.labels(node_name, "kubelet", outcome).inc()
+
+    return observe

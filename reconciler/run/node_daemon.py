@@ -1,0 +1,372 @@
+"""``kucero node``: the node reconciler as a long-running process.
+
+It runs the same pass as ``--once`` (``once.run_once``) whenever something may have changed:
+a new ``kucero.io/desired`` on its own Node (one watch, field-selected by name), or with
+``--policy FILE`` a new content of that file; a change under the host's ``etc/kubernetes`` or
+``var/lib/kubelet`` (``filewatch``); and a timer at the moment the next certificate enters its
+renewal window, never later than ``checkInterval`` (``decide.wakeup``). Between wake-ups it
+sleeps on one ``threading.Event``: an idle node makes no API requests beyond its one watch.
+
+Before anything disruptive (``decide.slots.needs_slot``) the pass takes a rotation slot through
+the gate of ``run_once``, under the node lock, after planning; the slot is released at the end
+of the pass. When no slot is free the pass changes nothing and reports ``WaitingForSlot``, and
+the daemon tries again after ``slot_retry``. Recovery path: when the API server cannot be
+reached and a certificate of this control-plane node has already expired (the cluster is most
+likely down because of it), the pass proceeds without a slot, alone, logs it at CRITICAL and
+records an Event once the API answers again.
+
+After each pass it writes ``kucero.io/status`` only when its value changed and records Events
+on its Node for renewals, restarts and failures. A ``kucero.io/desired`` that cannot be decoded
+leaves the last good desired state in force and shows ``Failed`` with the reason. SIGTERM lets
+the pass in flight finish (its journal makes that the safe choice), releases a held slot and
+exits 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from reconciler.cluster import cordon, events, nodes, rotation
+from reconciler.cluster import kube as kube_
+from reconciler.decide import desired, policy, slots, status, wakeup
+from reconciler.model import actions, hoststate, nodespec
+from reconciler.node import execute
+from reconciler.node import host as host_
+from reconciler.run import filewatch, node_report, once
+
+log = logging.getLogger(__name__)
+
+# How long the first pass waits for the Node watch's first answer before going on with what it
+# has (the last good desired state, or the recovery path when the API server is down).
+FIRST_LIST_WAIT_SECONDS = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    node_name: str
+    host_root: str
+    namespace: str  # where the rotation slot Leases live (--ds-namespace)
+    policy_file: str | None  # local policy instead of kucero.io/desired
+    policy_defaults: Mapping[str, Any]  # seed flags
+    node_labels: Mapping[str, str]  # for --policy without a cluster
+    lease_seconds: int  # rotation slot lease duration
+    slot_retry: dt.timedelta  # between two tries for a slot
+    failure_retry: dt.timedelta  # after a failed pass
+    execute: execute.Settings
+
+
+class NodeDaemon:
+    def __init__(
+        self,
+        config: Config,
+        kube: kube_.Kube | None,
+        observer: Callable[[once.PassResult, float], None] | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.config = config
+        self._kube = kube
+        self._observer = observer  # metrics
+        self._clock = clock
+        self._host = host_.Host(config.host_root)
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._node: dict[str, Any] | None = None
+        self._listed = threading.Event()
+        self._desired_text: str | None = None
+        self._policy_text: bytes | None = None
+        self._good: nodespec.NodeSpec | None = None
+        self._spec_error: str | None = None
+        self._report = node_report.Reporter(kube, config.node_name)
+        self._slots = (
+            rotation.Slots(kube, config.namespace, config.node_name, config.lease_seconds, clock)
+            if kube is not None
+            else None
+        )
+        self._cordoned = False
+        self._waiting_since: float | None = None
+        self.on_slot_wait: Callable[[float], None] = lambda _seconds: None
+        self.passes = 0
+        self.ready = threading.Event()  # the first pass is done
+
+    # --- wake-up sources ----------------------------------------------------------------
+
+    def wake(self, why: str) -> None:
+        log.debug("wake-up: %s", why)
+        self._wake.set()
+
+    def _on_node_list(self, items: list[dict[str, Any]]) -> None:
+        if not items:
+            log.warning("Node %s does not exist (yet)", self.config.node_name)
+            with self._lock:
+                self._node = None
+        for item in items:
+            self._on_node(kube_.WatchEvent("ADDED", item))
+        self._listed.set()
+
+    def _on_node(self, event: kube_.WatchEvent) -> None:
+        if event.type == "DELETED":
+            log.warning(
+                "Node %s was deleted; keeping the last desired state", self.config.node_name
+            )
+            with self._lock:
+                self._node = None
+            return
+        with self._lock:
+            before = self._node
+            self._node = event.obj
+        self._report.seen(
+            nodes.annotation(event.obj, status.ANNOTATION), event.obj["metadata"].get("uid", "")
+        )
+        text = nodes.annotation(event.obj, desired.ANNOTATION)
+        labels_changed = before is None or nodes.labels(before) != nodes.labels(event.obj)
+        if self.config.policy_file is None and text != self._desired_text:
+            self.wake("new kucero.io/desired")
+        elif self.config.policy_file is not None and labels_changed:
+            self.wake("node labels changed")
+
+    def _on_file_change(self, kind: str) -> None:
+        if self._in_pass_or_quiet():
+            return
+        self.wake(f"{kind} files changed")
+
+    _quiet_until = 0.0
+    _in_pass = False
+
+    def _in_pass_or_quiet(self) -> bool:
+        return self._in_pass or time.monotonic() < self._quiet_until
+
+    # --- main loop ---------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        threads = []
+        if self._kube is not None:
+            params = {"fieldSelector": f"metadata.name={self.config.node_name}"}
+            threads.append(
+                threading.Thread(
+                    target=self._kube.watch_forever,
+                    args=(nodes.PATH, params, self._on_node, stop, self._on_node_list),
+                    name="node-watch",
+                    daemon=True,
+                )
+            )
+        policy_file = Path(self.config.policy_file) if self.config.policy_file else None
+        watcher = filewatch.Watcher(
+            Path(self.config.host_root), policy_file, self._on_file_change, stop
+        )
+        threads.append(threading.Thread(target=watcher.run, name="filewatch", daemon=True))
+        for thread in threads:
+            thread.start()
+        if self._kube is not None:
+            self._listed.wait(FIRST_LIST_WAIT_SECONDS)
+        # a signal handler only sets ``stop``; mirror it into the wake-up event
+        threading.Thread(target=self._wake_on, args=(stop,), daemon=True).start()
+        next_at = self._clock()
+        while not stop.is_set():
+            delay = (next_at - self._clock()).total_seconds()
+            if delay > 0:
+                self._wake.wait(delay)
+            if stop.is_set():
+                break
+            self._wake.clear()
+            next_at = self._one_pass()
+        if self._slots is not None:
+            self._slots.release()
+        log.info("stopped")
+        return 0
+
+    def _wake_on(self, stop: threading.Event) -> None:
+        stop.wait()
+        self._wake.set()
+
+    def _one_pass(self) -> dt.datetime:
+        """Run one pass and report it; returns when the next one is due."""
+        started = time.monotonic()
+        spec = self._current_spec()
+        now = self._clock()
+        if spec is None:
+            for note in once.recover_only(self._host):
+                log.warning("recovered: %s", note)
+            self._report.write(
+                status.Status(None, status.Phase.FAILED, status.message(self._spec_error or ""))
+            )
+            self.ready.set()
+            return now + self.config.failure_retry
+        self._in_pass = True
+        try:
+            result = once.run_once(
+                self._host,
+                spec,
+                self.config.node_name,
+                self._clock,
+                self.config.execute,
+                self._gate,
+            )
+            self.passes += 1
+            if self._observer is not None:  # metrics before status: a reader sees both agree
+                self._observer(result, time.monotonic() - started)
+            log.info(
+                "pass %d: revision %s, %d action(s), %s in %.2fs",
+                self.passes,
+                spec.revision,
+                len(result.results),
+                "converged" if result.converged else "not converged",
+                time.monotonic() - started,
+            )
+            for failure in result.failures:
+                log.error("%s", failure)
+            if result.withheld:
+                log.info("waiting for a rotation slot: %s", result.withheld)
+            # the final status before the slot goes: a watcher never sees two nodes Rotating
+            self._report.after_pass(result, self._spec_error, self._clock())
+        finally:
+            self._release()
+            self._in_pass = False
+            self._quiet_until = time.monotonic() + 2 * filewatch.DEBOUNCE_MS / 1000
+        self.ready.set()
+        retry: dt.timedelta | None = None
+        if result.withheld:
+            retry = self.config.slot_retry * random.uniform(0.8, 1.2)
+        elif not result.converged:
+            retry = self.config.failure_retry
+        moments = wakeup.renewal_moments(spec, result.observed) if result.observed else []
+        return wakeup.next_wake((m for _, m in moments), spec.check_interval, self._clock(), retry)
+
+    # --- desired state ------------------------------------------------------------------
+
+    def _current_spec(self) -> nodespec.NodeSpec | None:
+        """The spec to converge to: the new one if valid, else the last good one (with the
+        reason kept in ``_spec_error``), else None."""
+        if self.config.policy_file is not None:
+            self._load_policy_file()
+        else:
+            with self._lock:
+                node = self._node
+            if node is not None:
+                self._decode_desired(nodes.annotation(node, desired.ANNOTATION))
+            elif self._good is None and self._spec_error is None:
+                self._spec_error = f"Node {self.config.node_name} not found: no kucero.io/desired"
+        if self._good is None and self._kube is None:
+            self._spec_error = self._spec_error or "no policy"
+        if self._good is None and self._spec_error and self._recovery_defaults():
+            # API unreachable from the start: the seed flags are the best desired state known
+            loaded = policy.from_mapping(
+                {"apiVersion": policy.API_VERSION, "kind": policy.KIND},
+                "defaults",
+                self.config.policy_defaults,
+            )
+            return policy.resolve(loaded, self.config.node_labels)
+        return self._good
+
+    def _recovery_defaults(self) -> bool:
+        return self._kube is not None and not self._listed.is_set()
+
+    def _decode_desired(self, text: str | None) -> None:
+        if text == self._desired_text and (self._good is not None or self._spec_error):
+            return
+        self._desired_text = text
+        try:
+            self._good = desired.decode(text)
+            self._spec_error = None
+        except desired.DesiredError as e:
+            kept = f"; keeping revision {self._good.revision}" if self._good else ""
+            self._spec_error = f"{e}{kept}"
+            log.error("%s", self._spec_error)
+
+    def _load_policy_file(self) -> None:
+        path = self.config.policy_file
+        assert path is not None
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except OSError as e:
+            self._spec_error = f"{path}: cannot read: {e.strerror or e}"
+            return
+        with self._lock:
+            node = self._node
+        labels = nodes.labels(node) if node is not None else dict(self.config.node_labels)
+        try:
+            loaded = policy.load(text, path, self.config.policy_defaults)
+            self._good = policy.resolve(loaded, labels)
+            self._spec_error = None
+        except policy.PolicyError as e:
+            kept = f"; keeping revision {self._good.revision}" if self._good else ""
+            self._spec_error = " ".join(e.errors) + kept
+            if text != self._policy_text:
+                log.error("%s", self._spec_error)
+        self._policy_text = text
+
+    # --- the slot gate ------------------------------------------------------------------
+
+    def _control_plane(self, observed: hoststate.Observed) -> bool:
+        with self._lock:
+            node = self._node
+        labelled = node is not None and nodes.is_control_plane(node)
+        return labelled or bool(observed.manifests) or bool(observed.leaves)
+
+    def _gate(self, the_plan: actions.Plan, observed: hoststate.Observed) -> str | None:
+        control_plane = self._control_plane(observed)
+        if not slots.needs_slot(the_plan, control_plane):
+            return None
+        spec = self._good
+        if self._slots is None or spec is None:
+            return None  # no cluster: a local --policy run is alone by definition
+        if self._slots.lost:
+            self._slots.lost = False
+        try:
+            choice = self._slots.take(spec.rollout.max_concurrent_nodes, control_plane)
+        except kube_.KubeError as e:
+            expired = slots.expired_certificates(observed, self._clock())
+            if control_plane and expired and isinstance(e, kube_.Unavailable):
+                note = (
+                    f"API server unreachable ({e}) and {', '.join(expired)} already expired: "
+                    "rotating WITHOUT a rotation slot (recovery path)"
+                )
+                log.critical("%s", note)
+                self._report.owe(actions.Reason.ROTATED_WITHOUT_SLOT, note, events.WARNING)
+                return None
+            return f"cannot take a rotation slot: {e}"
+        if choice.index is None:
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
+            return choice.detail
+        waited, self._waiting_since = self._waiting_since, None
+        self.on_slot_wait(0.0 if waited is None else time.monotonic() - waited)
+        self._report.rotating(spec, self._slots.held, the_plan)
+        if spec.rollout.cordon or spec.rollout.drain:
+            try:
+                self._cordoned = cordon.cordon(self._slots_kube(), self.config.node_name)
+                if spec.rollout.drain:
+                    left = cordon.drain(
+                        self._slots_kube(),
+                        self.config.node_name,
+                        spec.kubeadm.health_timeout.total_seconds(),
+                    )
+                    if left:
+                        log.warning("drain left %d pod(s): %s", len(left), ", ".join(left))
+            except kube_.KubeError as e:
+                log.warning(
+                    "cordon/drain of %s failed, rotating anyway: %s", self.config.node_name, e
+                )
+        return None
+
+    def _slots_kube(self) -> kube_.Kube:
+        assert self._kube is not None
+        return self._kube
+
+    def _release(self) -> None:
+        if self._cordoned and self._kube is not None:
+            try:
+                cordon.uncordon(self._kube, self.config.node_name)
+                self._cordoned = False
+            except kube_.KubeError as e:
+                log.error("could not uncordon %s: %s", self.config.node_name, e)
+        if self._slots is not None:
+            self._slots.release()

@@ -1,0 +1,137 @@
+"""What the node daemon tells the cluster about itself: ``kucero.io/status`` and Events.
+
+The status is patched only when its value changed (``decide.status.changed``): a node at rest
+writes nothing. Events whose write fails (the API server is down: the recovery path) are kept
+and sent after a later pass, oldest first, so the cluster learns what happened while it could
+not listen. Without a cluster (``--policy`` alone) both are only logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from reconciler.cluster import events, nodes
+from reconciler.cluster import kube as kube_
+from reconciler.decide import status
+from reconciler.model import actions, nodespec
+from reconciler.run import once
+
+log = logging.getLogger(__name__)
+
+
+class Reporter:
+    def __init__(self, kube: kube_.Kube | None, node_name: str) -> None:
+        self._kube = kube
+        self._node_name = node_name
+        self._lock = threading.Lock()
+        self._status_text: str | None = None
+        self._uid = ""
+        self._owed: list[tuple[str, str, str]] = []
+        self._reported_error: str | None = None
+        self.last_rotation: dt.datetime | None = None
+
+    def seen(self, status_text: str | None, uid: str) -> None:
+        """The Node as the watch last saw it (the status there may be someone else's edit)."""
+        with self._lock:
+            self._status_text = status_text
+            self._uid = uid
+
+    def owe(self, reason: str, note: str, type_: str = events.NORMAL) -> None:
+        self._owed.append((reason, note, type_))
+
+    def rotating(self, spec: nodespec.NodeSpec, slot: str | None, the_plan: actions.Plan) -> None:
+        targets = ", ".join(f"{a.kind} {a.target}" for a in the_plan.actions)
+        with self._lock:
+            previous = status.decode(self._status_text)
+        self.write(
+            status.Status(
+                spec.revision,
+                status.Phase.ROTATING,
+                status.message(f"{slot or 'no slot'}: {targets}"),
+                self.last_rotation,
+                previous.certificates if previous else {},
+            )
+        )
+
+    def after_pass(self, result: once.PassResult, spec_error: str | None, now: dt.datetime) -> None:
+        if any(r.ok and r.action.kind == actions.ActionKind.RENEW for r in result.results):
+            self.last_rotation = now.replace(microsecond=0)
+        elif self.last_rotation is None:
+            with self._lock:
+                previous = status.decode(self._status_text)
+            self.last_rotation = previous.last_rotation if previous else None
+        self.write(status_of(result, spec_error, self.last_rotation))
+        for r in result.results:
+            note = f"{r.action.kind} {r.action.target}: {r.message or 'done'}"
+            if r.ok:
+                self.owe(r.action.reason, note)
+            else:
+                self.owe(r.action.reason, f"FAILED {note}", events.WARNING)
+        if result.error:
+            self.owe(actions.Reason.PASS_FAILED, result.error, events.WARNING)
+        if spec_error and spec_error != self._reported_error:
+            self.owe(actions.Reason.INVALID_DESIRED, spec_error, events.WARNING)
+        self._reported_error = spec_error
+        self.flush()
+
+    def write(self, value: status.Status) -> None:
+        if self._kube is None:
+            return
+        with self._lock:
+            current = self._status_text
+        if not status.changed(current, value):
+            return
+        text = status.encode(value)
+        try:
+            nodes.patch_annotations(self._kube, self._node_name, {status.ANNOTATION: text})
+        except kube_.NotFound:
+            log.warning("Node %s is gone: status not written", self._node_name)
+            return
+        except kube_.KubeError as e:
+            log.warning("could not write %s: %s", status.ANNOTATION, e)
+            return
+        with self._lock:
+            self._status_text = text
+
+    def flush(self) -> None:
+        """Send the Events owed, oldest first; keep the rest when the API does not answer."""
+        if self._kube is None:
+            self._owed.clear()
+            return
+        meta = {"name": self._node_name}
+        with self._lock:
+            if self._uid:
+                meta["uid"] = self._uid
+        ref = {"apiVersion": "v1", "kind": "Node", "metadata": meta}
+        while self._owed:
+            reason, note, type_ = self._owed[0]
+            if events.emit(self._kube, ref, str(reason), note, type_) is None:
+                return
+            self._owed.pop(0)
+
+
+def status_of(
+    result: once.PassResult, spec_error: str | None, last_rotation: dt.datetime | None
+) -> status.Status:
+    """The ``kucero.io/status`` a pass leads to."""
+    spec = result.spec
+    certs = status.certificates(result.observed) if result.observed else {}
+    failures = result.failures
+    if spec_error:
+        phase, text = status.Phase.FAILED, spec_error
+    elif spec.paused:
+        withheld = [f.detail for f in result.findings if f.reason == actions.Reason.PAUSED]
+        phase = status.Phase.PAUSED
+        text = "; ".join(withheld + failures) or "spec.paused is true: observing only"
+    elif result.withheld:
+        phase, text = status.Phase.WAITING_FOR_SLOT, result.withheld
+    elif failures:
+        phase, text = status.Phase.FAILED, "; ".join(failures)
+    elif result.converged:
+        phase, text = status.Phase.CONVERGED, f"converged to revision {spec.revision}"
+    else:
+        remaining = ", ".join(f"{a.kind} {a.target}" for a in result.after.actions)
+        phase, text = status.Phase.FAILED, f"not converged: still to do: {remaining}"
+    return status.Status(spec.revision, phase, status.message(text), last_rotation, certs)

@@ -1,0 +1,247 @@
+"""Simulated nodes for the cluster-mode tests: a Node object in the real API server, a
+kubeadm-like tree on disk (``reconciler.fabricate``) and a real ``kucero node`` process.
+
+No kubelet runs here, so the kubelet restart command is ``true`` and static pod restarts use
+``manifest-move`` with a short grace (or ``none``). Each process logs to ``<root>.log``; a
+test that fails prints the logs of its nodes (``dump``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reconciler import fabricate
+from reconciler.cluster import kube, nodes
+from reconciler.decide import desired, policy, status
+from reconciler.model import paths
+
+HEAD = "apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\n"
+CONTROL_PLANE = {"node-role.kubernetes.io/control-plane": ""}
+# Short enough that a test waiting out a crashed holder stays fast, long enough for a loaded CI
+# machine to renew it (every third of it).
+LEASE = "3s"
+MANIFEST = "apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: kube-system}\n"
+
+
+@dataclasses.dataclass
+class SimNode:
+    name: str
+    root: Path
+    control_plane: bool
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.root.with_suffix(".log")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def tree(
+    base: Path,
+    name: str,
+    control_plane: bool = True,
+    due: Iterable[str] = (),
+    now: dt.datetime | None = None,
+    manifests: Iterable[str] = (),
+) -> Path:
+    """A converged kubelet, certificates due in 3 days for the kubeadm names in ``due``, and
+    static pod manifests for ``manifests`` (so renewals plan restarts)."""
+    now = now or dt.datetime.now(dt.UTC)
+    root = base / name
+    fabricate.build(
+        root,
+        now,
+        fabricate.Options(
+            node_name=name,
+            key_type="ecdsa",
+            control_plane=control_plane,
+            etcd=control_plane,
+            embedded_kubelet_conf=False,
+            kubelet_config_rotation=True,
+            expiries=tuple((n, dt.timedelta(days=3)) for n in due),
+        ),
+    )
+    if manifests:
+        (root / "etc/kubernetes/manifests").mkdir(parents=True, exist_ok=True)
+        for component in manifests:
+            (root / f"etc/kubernetes/manifests/{component}.yaml").write_text(MANIFEST % component)
+    return root
+
+
+def spec_text(body: str = "") -> str:
+    return HEAD + body
+
+
+def desired_value(body: str = "", labels: Mapping[str, str] | None = None) -> str:
+    return desired.encode(policy.resolve(policy.load(spec_text(body)), labels or {}))
+
+
+def set_desired(
+    door: kube.Kube, name: str, body: str = "", labels: Mapping[str, str] | None = None
+) -> str:
+    """Write ``kucero.io/desired`` as the controller would; returns the revision."""
+    value = desired_value(body, labels)
+    nodes.patch_annotations(door, name, {desired.ANNOTATION: value})
+    return str(json.loads(value)["revision"])
+
+
+def start(
+    node: SimNode,
+    kubeconfig: Path,
+    namespace: str,
+    *extra: str,
+    env: Mapping[str, str] | None = None,
+) -> SimNode:
+    argv = [
+        sys.executable,
+        "-m",
+        "reconciler",
+        "node",
+        "--node-name",
+        node.name,
+        "--host-root",
+        str(node.root),
+        "--kubeconfig",
+        str(kubeconfig),
+        "--ds-namespace",
+        namespace,
+        "--rotation-lease-duration",
+        LEASE,
+        "--slot-retry-period",
+        "300ms",
+        "--retry-period",
+        "2s",
+        "--kubelet-restart-command",
+        "true",
+        "--manifest-grace",
+        "0.5",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        *extra,
+    ]
+    log = node.log.open("ab")
+    node.proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
+    log.close()
+    return node
+
+
+def status_of(door: kube.Kube, name: str) -> status.Status | None:
+    try:
+        return status.decode(nodes.annotation(nodes.get(door, name), status.ANNOTATION))
+    except kube.NotFound:
+        return None
+
+
+def wait_for(
+    what: str, condition: Callable[[], Any], timeout: float = 60.0, sims: Iterable[SimNode] = ()
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{dump(sims)}")
+
+
+def converged(door: kube.Kube, names: Iterable[str], revision: str) -> bool:
+    for name in names:
+        s = status_of(door, name)
+        if s is None or s.revision != revision or s.phase != status.Phase.CONVERGED:
+            return False
+    return True
+
+
+def hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, kucero's tmp directory included; only the empty
+    lock file a pass holds (``paths.LOCK``) is left out: creating it changes nothing."""
+    lock = root / paths.LOCK.lstrip("/")
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink() and p != lock
+    }
+
+
+def dump(sims: Iterable[SimNode]) -> str:
+    out = []
+    for sim in sims:
+        text = sim.log.read_text(errors="replace") if sim.log.exists() else "(no log)"
+        out.append(f"--- {sim.name} ---\n" + "\n".join(text.splitlines()[-40:]))
+    return "\n".join(out)
+
+
+def node_events(door: kube.Kube, name: str) -> list[dict[str, Any]]:
+    listed = door.list(
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        {"fieldSelector": f"regarding.name={name}"},
+    )
+    return list(listed.get("items") or [])
+
+
+_COLLECTIONS = {
+    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+}
+
+
+@contextlib.contextmanager
+def shipped_rbac(door: kube.Kube, path: Path, namespace: str) -> Iterator[None]:
+    """The objects of an RBAC file with kube-system moved to ``namespace``; objects outside it
+    (cluster-scoped, or in ``default``) get the namespace as a suffix and are deleted after."""
+    made: list[str] = []
+    try:
+        for doc in yaml.safe_load_all(path.read_text()):
+            doc = json.loads(json.dumps(doc).replace('"kube-system"', json.dumps(namespace)))
+            meta = doc["metadata"]
+            shared = meta.get("namespace", "") != namespace
+            if shared:
+                meta["name"] += f"-{namespace}"
+                if "roleRef" in doc:
+                    doc["roleRef"]["name"] += f"-{namespace}"
+            collection = _COLLECTIONS[doc["kind"]].format(ns=meta.get("namespace", namespace))
+            door.create(collection, doc)
+            if shared:
+                made.append(f"{collection}/{meta['name']}")
+        yield
+    finally:
+        for made_path in made:
+            with contextlib.suppress(kube.NotFound):
+                door.delete(made_path)
+
+
+def metric(port: int, prefix: str) -> list[tuple[str, float]]:
+    """Lines of ``/metrics`` starting with ``prefix``: (series, value)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    out = []
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            series, value = line.rsplit(" ", 1)
+            out.append((series, float(value)))
+    return out

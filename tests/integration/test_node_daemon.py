@@ -1,0 +1,440 @@
+"""``kucero node`` as a real process against the real API server: simulated nodes (a Node
+object, a fabricated tree, one process each) converge to ``kucero.io/desired``, take turns
+through rotation slots, report ``kucero.io/status`` and Events, and survive bad input.
+
+``kucero.io/desired`` is written by the test, as the controller would, so these tests are about
+the node reconciler alone; the end-to-end loop with controllers is in test_cluster_loop.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.cluster import kube, leases, nodes
+from reconciler.decide import desired, slots, status
+from tests.controlplane import cluster
+from tests.integration import nodesim
+
+pytestmark = pytest.mark.controlplane
+
+Phase = status.Phase
+RESTARTS = "spec: {kubeadm: {restart: manifest-move}}\n"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"n{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def sims(
+    tmp_path: Path,
+    admin_kube: kube.Kube,
+    make_node: Callable[..., Any],
+    control_plane: cluster.ControlPlane,
+    namespace: str,
+) -> Iterator[Callable[..., nodesim.SimNode]]:
+    """``sims(name, control_plane=True, due=(), manifests=(), desired=RESTARTS, start=True)``:
+    a Node, its tree and its ``kucero node`` process; all stopped after the test."""
+    made: list[nodesim.SimNode] = []
+    admin_kubeconfig = control_plane.admin_kubeconfig
+
+    def make(
+        name: str,
+        control_plane: bool = True,
+        due: tuple[str, ...] = (),
+        manifests: tuple[str, ...] = (),
+        desired_body: str | None = RESTARTS,
+        start: bool = True,
+        kubeconfig: Path | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> nodesim.SimNode:
+        labels = nodesim.CONTROL_PLANE if control_plane else {}
+        make_node(name, labels=labels)
+        if desired_body is not None:
+            nodesim.set_desired(admin_kube, name, desired_body, labels)
+        root = nodesim.tree(tmp_path, name, control_plane, due, manifests=manifests)
+        sim = nodesim.SimNode(name, root, control_plane)
+        made.append(sim)
+        if start:
+            nodesim.start(sim, kubeconfig or admin_kubeconfig, namespace, *extra)
+        return sim
+
+    def start_later(sim: nodesim.SimNode, *extra: str) -> nodesim.SimNode:
+        return nodesim.start(sim, admin_kubeconfig, namespace, *extra)
+
+    make.start = start_later  # type: ignore[attr-defined]
+    yield make
+    for sim in made:
+        try:
+            sim.stop(timeout=30)
+        except Exception:  # still running after 30 s: kill, the test has failed anyway
+            if sim.proc is not None:
+                sim.proc.kill()
+                sim.proc.wait()
+
+
+def test_nodes_converge_renew_due_certificates_and_report_the_revision(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str
+) -> None:
+    fleet = [
+        sims(f"{prefix}-cp-1", due=("apiserver", "admin.conf"), manifests=("kube-apiserver",)),
+        sims(f"{prefix}-cp-2", due=("etcd-server",), manifests=("etcd",)),
+        sims(f"{prefix}-w-1", control_plane=False),
+    ]
+    revision = str(desired.decode(nodesim.desired_value(RESTARTS)).revision)
+    names = [s.name for s in fleet]
+    nodesim.wait_for(
+        "every node Converged at the revision",
+        lambda: nodesim.converged(admin_kube, names, revision),
+        sims=fleet,
+    )
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=300)
+    for sim, renewed in ((fleet[0], ("apiserver", "admin.conf")), (fleet[1], ("etcd-server",))):
+        reported = nodesim.status_of(admin_kube, sim.name)
+        assert reported is not None and reported.last_rotation is not None
+        for name in renewed:
+            assert dt.datetime.fromisoformat(reported.certificates[name]) > soon, name
+        reasons = {e["reason"] for e in nodesim.node_events(admin_kube, sim.name)}
+        assert "NearingExpiry" in reasons, reasons
+    worker = nodesim.status_of(admin_kube, fleet[2].name)
+    assert worker is not None and worker.last_rotation is None and worker.certificates["ca"]
+
+
+def test_new_desired_revision_reaches_every_node_without_restarting_them(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str
+) -> None:
+    fleet = [sims(f"{prefix}-cp-1"), sims(f"{prefix}-w-1", control_plane=False)]
+    names = [s.name for s in fleet]
+    first = str(desired.decode(nodesim.desired_value(RESTARTS)).revision)
+    nodesim.wait_for(
+        "first revision", lambda: nodesim.converged(admin_kube, names, first), sims=fleet
+    )
+    body = "spec: {kubeadm: {restart: manifest-move, renewBefore: 1000h}}\n"
+    (second,) = {nodesim.set_desired(admin_kube, s.name, body) for s in fleet}
+    assert second != first
+    began = time.monotonic()
+    nodesim.wait_for(
+        "second revision", lambda: nodesim.converged(admin_kube, names, second), 15, fleet
+    )
+    assert time.monotonic() - began < 10
+    assert all(s.proc is not None and s.proc.poll() is None for s in fleet)
+
+
+class Recorder:
+    """Watches the Nodes' status and the slot Leases; keeps every observed state with its time."""
+
+    def __init__(self, door: kube.Kube, names: list[str], namespace: str) -> None:
+        self.door, self.names, self.namespace = door, set(names), namespace
+        self.phases: dict[str, str] = {}
+        self.overlaps: list[tuple[float, list[str]]] = []
+        self.rotated: list[str] = []
+        self.holders: list[tuple[float, str, str]] = []
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._nodes, daemon=True),
+            threading.Thread(target=self._leases, daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _nodes(self) -> None:
+        def on_event(event: kube.WatchEvent) -> None:
+            name = event.obj["metadata"]["name"]
+            if name not in self.names:
+                return
+            value = status.decode(nodes.annotation(event.obj, status.ANNOTATION))
+            self.phases[name] = value.phase if value else ""
+            rotating = sorted(n for n, p in self.phases.items() if p == Phase.ROTATING)
+            if value and value.phase == Phase.ROTATING:
+                self.rotated.append(name)
+            if len(rotating) > 1:
+                self.overlaps.append((time.monotonic(), rotating))
+
+        self.door.watch_forever(nodes.PATH, None, on_event, self.stop)
+
+    def _leases(self) -> None:
+        def on_event(event: kube.WatchEvent) -> None:
+            self.holders.append(
+                (time.monotonic(), event.obj["metadata"]["name"], leases.holder(event.obj))
+            )
+
+        self.door.watch_forever(leases.collection(self.namespace), None, on_event, self.stop)
+
+
+def test_control_plane_nodes_never_rotate_together(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str, namespace: str
+) -> None:
+    body = "spec: {kubeadm: {restart: manifest-move}, rollout: {maxConcurrentNodes: 3}}\n"
+    names = [f"{prefix}-cp-{i}" for i in (1, 2, 3)]
+    recorder = Recorder(admin_kube, names, namespace)
+    try:
+        fleet = [
+            sims(n, due=("apiserver",), manifests=("kube-apiserver",), desired_body=body)
+            for n in names
+        ]
+        revision = str(desired.decode(nodesim.desired_value(body, nodesim.CONTROL_PLANE)).revision)
+        nodesim.wait_for(
+            "all three rotated and converged",
+            lambda: nodesim.converged(admin_kube, names, revision),
+            90,
+            fleet,
+        )
+    finally:
+        recorder.stop.set()
+    assert sorted(set(recorder.rotated)) == names, recorder.rotated
+    assert recorder.overlaps == [], recorder.overlaps
+    # every control-plane rotation went through slot 0, each holder in turn
+    held = [h for _, lease, h in recorder.holders if h]
+    assert {lease for _, lease, h in recorder.holders if h} == {slots.name(0)}
+    assert set(held) == set(names)
+
+
+def test_sigkill_of_a_slot_holder_lets_another_node_proceed_after_the_lease_expires(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str, namespace: str
+) -> None:
+    slow = sims(
+        f"{prefix}-cp-1",
+        due=("apiserver",),
+        manifests=("kube-apiserver",),
+        extra=("--manifest-grace", "60"),
+    )
+    lease_path = leases.path(namespace, slots.name(0))
+    nodesim.wait_for(
+        "the first node holds slot 0",
+        lambda: leases.holder(leases.get(admin_kube, namespace, slots.name(0))) == slow.name,
+        sims=[slow],
+    )
+    slow.stop(signal.SIGKILL)
+    killed_at = time.monotonic()
+    other = sims(f"{prefix}-cp-2", due=("apiserver",), manifests=("kube-apiserver",))
+    revision = str(desired.decode(nodesim.desired_value(RESTARTS, nodesim.CONTROL_PLANE)).revision)
+    nodesim.wait_for(
+        "the second node converged",
+        lambda: nodesim.converged(admin_kube, [other.name], revision),
+        60,
+        [slow, other],
+    )
+    assert time.monotonic() - killed_at >= 2.0  # it waited for the lease (3 s) to run out
+    assert "LeaseMissing" not in other.log.read_text()
+    assert admin_kube.get(lease_path)["spec"].get("leaseTransitions", 0) >= 1
+
+
+def test_paused_changes_nothing_and_shows_paused(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str
+) -> None:
+    body = "spec: {paused: true, kubeadm: {restart: manifest-move}}\n"
+    sim = sims(
+        f"{prefix}-cp-1",
+        due=("apiserver",),
+        manifests=("kube-apiserver",),
+        desired_body=body,
+        start=False,
+    )
+    before = nodesim.hashes(sim.root)
+    sims.start(sim)  # type: ignore[attr-defined]
+    nodesim.wait_for(
+        "Paused",
+        lambda: (s := nodesim.status_of(admin_kube, sim.name)) and s.phase == Phase.PAUSED,
+        sims=[sim],
+    )
+    time.sleep(1.0)
+    assert nodesim.hashes(sim.root) == before
+    reported = nodesim.status_of(admin_kube, sim.name)
+    assert reported is not None and "renew apiserver" in reported.message
+    assert reported.last_rotation is None
+
+
+def test_garbage_desired_keeps_the_last_good_state_reports_failed_and_changes_nothing(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str
+) -> None:
+    sim = sims(f"{prefix}-w-1", control_plane=False)
+    good = str(desired.decode(nodesim.desired_value(RESTARTS)).revision)
+    nodesim.wait_for(
+        "converged", lambda: nodesim.converged(admin_kube, [sim.name], good), sims=[sim]
+    )
+    before = nodesim.hashes(sim.root)
+    for garbage, why in (
+        ("{not json", "is not JSON"),
+        ('{"revision": "x", "spec": {"kubeadm": {"renewBefore": "-1h"}}}', "renewBefore"),
+    ):
+        nodes.patch_annotations(admin_kube, sim.name, {desired.ANNOTATION: garbage})
+        reported = nodesim.wait_for(
+            f"Failed because {why}",
+            lambda why=why: (
+                (s := nodesim.status_of(admin_kube, sim.name))
+                and s.phase == Phase.FAILED
+                and why in s.message
+                and s
+            ),
+            sims=[sim],
+        )
+        assert reported.revision == good and f"keeping revision {good}" in reported.message
+    assert nodesim.hashes(sim.root) == before
+    reasons = [e["reason"] for e in nodesim.node_events(admin_kube, sim.name)]
+    assert reasons.count("InvalidDesiredState") == 2, reasons
+    assert sim.proc is not None and sim.proc.poll() is None
+    fixed = nodesim.set_desired(admin_kube, sim.name, "spec: {checkInterval: 2h}\n")
+    nodesim.wait_for(
+        "converged again", lambda: nodesim.converged(admin_kube, [sim.name], fixed), sims=[sim]
+    )
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        pytest.param("Not A Node!", id="garbage-holder"),
+        pytest.param("node-that-does-not-exist", id="holder-whose-node-is-gone"),
+    ],
+)
+def test_hand_edited_lease_holder_does_not_block_rotation(
+    admin_kube: kube.Kube,
+    sims: Callable[..., nodesim.SimNode],
+    prefix: str,
+    namespace: str,
+    holder: str,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    admin_kube.create(
+        leases.collection(namespace),
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": slots.name(0)},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 3600,
+                "renewTime": leases.micro_time(now),
+            },
+        },
+    )
+    sim = sims(f"{prefix}-cp-1", due=("apiserver",), manifests=("kube-apiserver",))
+    revision = str(desired.decode(nodesim.desired_value(RESTARTS, nodesim.CONTROL_PLANE)).revision)
+    nodesim.wait_for(
+        "converged", lambda: nodesim.converged(admin_kube, [sim.name], revision), sims=[sim]
+    )
+    lease = admin_kube.get(leases.path(namespace, slots.name(0)))
+    assert lease["spec"]["leaseTransitions"] == 1
+
+
+def test_node_deleted_mid_pass_finishes_the_pass_and_comes_back(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str
+) -> None:
+    sim = sims(
+        f"{prefix}-cp-1",
+        due=("apiserver",),
+        manifests=("kube-apiserver",),
+        extra=("--manifest-grace", "3"),
+    )
+    manifest = sim.root / "etc/kubernetes/manifests/kube-apiserver.yaml"
+    nodesim.wait_for(
+        "Rotating",
+        lambda: (s := nodesim.status_of(admin_kube, sim.name)) and s.phase == Phase.ROTATING,
+        sims=[sim],
+    )
+    admin_kube.delete(nodes.path(sim.name))
+    nodesim.wait_for(
+        "the manifest back",
+        lambda: manifest.exists() and "status not written" in sim.log.read_text(),
+        30,
+        [sim],
+    )
+    assert sim.proc is not None and sim.proc.poll() is None
+    admin_kube.create(nodes.PATH, {"metadata": {"name": sim.name, "labels": nodesim.CONTROL_PLANE}})
+    revision = nodesim.set_desired(admin_kube, sim.name, RESTARTS, nodesim.CONTROL_PLANE)
+    nodesim.wait_for(
+        "converged", lambda: nodesim.converged(admin_kube, [sim.name], revision), sims=[sim]
+    )
+    reported = nodesim.status_of(admin_kube, sim.name)
+    assert reported is not None and reported.last_rotation is not None
+
+
+def test_sigterm_finishes_the_pass_releases_the_slot_and_exits_0(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str, namespace: str
+) -> None:
+    sim = sims(
+        f"{prefix}-cp-1",
+        due=("apiserver",),
+        manifests=("kube-apiserver",),
+        extra=("--manifest-grace", "2"),
+    )
+    nodesim.wait_for(
+        "holding slot 0",
+        lambda: leases.holder(leases.get(admin_kube, namespace, slots.name(0))) == sim.name,
+        sims=[sim],
+    )
+    assert sim.stop(signal.SIGTERM, timeout=30) == 0
+    assert leases.holder(leases.get(admin_kube, namespace, slots.name(0))) == ""
+    assert (sim.root / "etc/kubernetes/manifests/kube-apiserver.yaml").exists()
+    reported = nodesim.status_of(admin_kube, sim.name)
+    assert reported is not None and reported.phase == Phase.CONVERGED
+
+
+def test_node_reconciler_works_with_a_service_account_token_and_the_shipped_rbac(
+    admin_kube: kube.Kube,
+    sims: Callable[..., nodesim.SimNode],
+    prefix: str,
+    namespace: str,
+    control_plane: cluster.ControlPlane,
+    clients: Any,
+) -> None:
+    rbac = Path(__file__).parent / "rbac" / "node.yaml"
+    with nodesim.shipped_rbac(admin_kube, rbac, namespace):
+        token = clients.token(namespace, "kucero-node")
+        kubeconfig = control_plane.token_kubeconfig(f"kucero-node-{namespace}", token)
+        sim = sims(
+            f"{prefix}-cp-1",
+            due=("apiserver",),
+            manifests=("kube-apiserver",),
+            kubeconfig=kubeconfig,
+        )
+        revision = str(
+            desired.decode(nodesim.desired_value(RESTARTS, nodesim.CONTROL_PLANE)).revision
+        )
+        nodesim.wait_for(
+            "converged as the service account",
+            lambda: nodesim.converged(admin_kube, [sim.name], revision),
+            sims=[sim],
+        )
+        reasons = {e["reason"] for e in nodesim.node_events(admin_kube, sim.name)}
+        assert "NearingExpiry" in reasons
+        assert leases.get(admin_kube, namespace, slots.name(0)) is not None
+        log = sim.log.read_text()
+        assert "Forbidden" not in log and "forbidden" not in log, log
+
+
+def test_metrics_serve_certificate_expiry_and_counters(
+    admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str
+) -> None:
+    port = cluster.free_port()
+    sim = sims(
+        f"{prefix}-cp-1",
+        due=("apiserver",),
+        manifests=("kube-apiserver",),
+        extra=("--metrics-addr", f"127.0.0.1:{port}"),
+    )
+    revision = str(desired.decode(nodesim.desired_value(RESTARTS, nodesim.CONTROL_PLANE)).revision)
+    nodesim.wait_for(
+        "converged", lambda: nodesim.converged(admin_kube, [sim.name], revision), sims=[sim]
+    )
+    expiry = dict(nodesim.metric(port, "kucero_certificate_expiration_timestamp_seconds{"))
+    apiserver = [v for k, v in expiry.items() if 'name="apiserver"' in k]
+    assert apiserver and apiserver[0] > time.time() + 300 * 86400, expiry
+    assert any('name="ca"' in k and 'kind="ca"' in k for k in expiry)
+    renewals = dict(nodesim.metric(port, "kucero_renewals_total{"))
+    assert renewals == {
+        f'kucero_renewals_total{{name="apiserver",node="{sim.name}",result="success"}}': 1.0
+    }, renewals
+    restarts = dict(nodesim.metric(port, "kucero_restarts_total{"))
+    assert any('component="kube-apiserver"' in k and v == 1.0 for k, v in restarts.items())
+    assert nodesim.metric(port, "kucero_reconcile_duration_seconds_count")[0][1] >= 1
+    assert nodesim.metric(port, "kucero_rotation_slot_wait_seconds_count")[0][1] == 1
