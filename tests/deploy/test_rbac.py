@@ -21,31 +21,30 @@ NS = tools.NAMESPACES["default"]
 CP = "kucero-control-plane"  # `kucero run`: controller + node reconciler
 NODE = "kucero-node"  # `kucero node` on workers
 BOTH = (CP, NODE)
+# (who, verb, resource[/name][:subresource], namespace or None for cluster-wide, allowed)
+ROTATION = "leases.coordination.k8s.io/kucero-rotation-0"
+LEADER = "leases.coordination.k8s.io/kucero-leader-election"
+CSR = "certificatesigningrequests.certificates.k8s.io"
 SERVING = "signers.certificates.k8s.io/kubernetes.io/kubelet-serving"
 
 # (who, verb, resource[/name][:subresource], namespace or None for cluster-wide, allowed)
 ALLOWED = [
     # the node reconciler: its Node (watched by name, annotations patched), slots, Events
     *[(sa, v, "nodes", None, True) for sa in BOTH for v in ("get", "list", "watch", "patch")],
-    *[(sa, "create", "events.events.k8s.io", ns, True) for sa in BOTH for ns in ("default", NS)],
-    *[
-        (sa, v, "leases.coordination.k8s.io/kucero-rotation-0", NS, True)
-        for sa in BOTH
-        for v in ("get", "update")
-    ],
+    *[(sa, "create", "events.events.k8s.io", "default", True) for sa in BOTH],
+    *[(sa, v, ROTATION, NS, True) for sa in BOTH for v in ("get", "update")],
+    (NODE, "update", "leases.coordination.k8s.io/kucero-rotation-9", NS, True),
     *[(sa, "create", "leases.coordination.k8s.io", NS, True) for sa in BOTH],
+    # rollout.drain: list the Node's pods, evict them (PodDisruptionBudgets apply)
+    *[(sa, "list", "pods", None, True) for sa in BOTH],
+    *[(sa, "create", "pods:eviction", "default", True) for sa in BOTH],
     # the controller: the policy by name, its leader Lease, CSRs of the kubelet-serving signer
     *[(CP, v, "configmaps/kucero-policy", NS, True) for v in ("get", "list", "watch")],
-    *[
-        (CP, v, "leases.coordination.k8s.io/kucero-leader-election", NS, True)
-        for v in ("get", "update")
-    ],
-    *[
-        (CP, v, "certificatesigningrequests.certificates.k8s.io", None, True)
-        for v in ("get", "list", "watch")
-    ],
-    (CP, "update", "certificatesigningrequests.certificates.k8s.io:approval", None, True),
-    (CP, "update", "certificatesigningrequests.certificates.k8s.io:status", None, True),
+    (CP, "create", "events.events.k8s.io", NS, True),  # InvalidPolicy on the ConfigMap
+    *[(CP, v, LEADER, NS, True) for v in ("get", "update")],
+    *[(CP, v, CSR, None, True) for v in ("get", "list", "watch")],
+    (CP, "update", f"{CSR}:approval", None, True),
+    (CP, "update", f"{CSR}:status", None, True),
     (CP, "approve", SERVING, None, True),
     (CP, "sign", SERVING, None, True),
 ]
@@ -57,8 +56,12 @@ DENIED = [
         for v in ("get", "list", "watch", "create")
         for ns in (NS, "default")
     ],
-    # no Pods: not patched, not deleted, not exec'd into
-    *[(sa, v, "pods", NS, False) for sa in BOTH for v in ("patch", "delete", "create", "update")],
+    # Pods are listed (drain) and nothing else: not read one by one, patched, deleted, exec'd
+    *[
+        (sa, v, "pods", NS, False)
+        for sa in BOTH
+        for v in ("get", "watch", "patch", "delete", "create", "update")
+    ],
     *[(sa, "create", "pods:exec", NS, False) for sa in BOTH],
     # Nodes are only patched: never deleted, created, replaced, nor their status written
     *[
@@ -67,12 +70,17 @@ DENIED = [
         for v in ("delete", "create", "update", "deletecollection")
     ],
     *[(sa, "patch", "nodes:status", None, False) for sa in BOTH],
-    # Leases only in kucero's namespace, never deleted
-    *[
-        (sa, "update", "leases.coordination.k8s.io/kucero-rotation-0", "default", False)
-        for sa in BOTH
-    ],
-    *[(sa, "delete", "leases.coordination.k8s.io/kucero-rotation-0", NS, False) for sa in BOTH],
+    # Leases: only kucero's, only in its namespace, never deleted or listed; the worker never
+    # touches the leader's, nor kube-system's own (scheduler, controller manager)
+    *[(sa, "update", ROTATION, "default", False) for sa in BOTH],
+    *[(sa, v, ROTATION, NS, False) for sa in BOTH for v in ("delete", "patch")],
+    *[(sa, "list", "leases.coordination.k8s.io", NS, False) for sa in BOTH],
+    (NODE, "update", LEADER, NS, False),
+    (NODE, "update", "leases.coordination.k8s.io/kucero-rotation-10", NS, False),
+    *[(sa, "update", "leases.coordination.k8s.io/kube-scheduler", NS, False) for sa in BOTH],
+    # Events only where they belong
+    (NODE, "create", "events.events.k8s.io", NS, False),
+    *[(sa, "create", "events.events.k8s.io", "kube-public", False) for sa in BOTH],
     # the policy is read, never written; no other ConfigMap
     (CP, "update", "configmaps/kucero-policy", NS, False),
     (CP, "patch", "configmaps/kucero-policy", NS, False),
@@ -88,21 +96,15 @@ DENIED = [
             "kubernetes.io/kube-apiserver-client-kubelet",
             "kubernetes.io/legacy-unknown",
             "example.com/any",
+            "kubernetes.io/*",
         )
     ],
-    (CP, "approve", "signers.certificates.k8s.io/*", None, False),
-    *[
-        (CP, v, "certificatesigningrequests.certificates.k8s.io", None, False)
-        for v in ("create", "delete", "update")
-    ],
+    *[(CP, v, CSR, None, False) for v in ("create", "delete", "update", "patch")],
     # the worker identity: nothing of the controller's
     *[(NODE, v, "configmaps/kucero-policy", NS, False) for v in ("get", "list", "watch")],
-    *[
-        (NODE, v, "certificatesigningrequests.certificates.k8s.io", None, False)
-        for v in ("get", "list")
-    ],
-    (NODE, "update", "certificatesigningrequests.certificates.k8s.io:approval", None, False),
-    (NODE, "update", "certificatesigningrequests.certificates.k8s.io:status", None, False),
+    *[(NODE, v, CSR, None, False) for v in ("get", "list")],
+    (NODE, "update", f"{CSR}:approval", None, False),
+    (NODE, "update", f"{CSR}:status", None, False),
     (NODE, "approve", SERVING, None, False),
     (NODE, "sign", SERVING, None, False),
     # no way to grow its own rights
