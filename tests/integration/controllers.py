@@ -4,7 +4,6 @@ account token for it, and ``kucero controller`` processes with short leader-elec
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -16,12 +15,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from reconciler.cluster import configmaps, kube
 from tests.controlplane import cluster
+from tests.deploy import shipped
 
-RBAC = Path(__file__).parent / "rbac" / "controller.yaml"
+# The controller runs as the control-plane identity of kustomize/ (`kucero run` holds both
+# roles); its RBAC comes from kustomize/, the single source (tests/deploy/shipped.py).
+SERVICE_ACCOUNT = shipped.CONTROL_PLANE
 REPO = Path(__file__).resolve().parents[2]
 # Short election times keep the tests quick; the ratios are client-go's (15s, 10s, 2s).
 LEASE_SECONDS = 3.0
@@ -54,27 +54,9 @@ def wait_until(
 
 @contextlib.contextmanager
 def shipped_rbac(admin: kube.Kube, namespace: str) -> Iterator[None]:
-    """The rules of rbac/controller.yaml, moved from kube-system into ``namespace``; the
-    cluster-scoped objects get the namespace as a suffix and are deleted afterwards."""
-    made: list[str] = []
-    try:
-        for doc in yaml.safe_load_all(RBAC.read_text()):
-            text = json.dumps(doc).replace('"kube-system"', json.dumps(namespace))
-            doc = json.loads(text)
-            kind = doc["kind"]
-            if kind.startswith("Cluster"):
-                doc["metadata"]["name"] += f"-{namespace}"
-                if kind == "ClusterRoleBinding":
-                    doc["roleRef"]["name"] += f"-{namespace}"
-            collection = _PATHS[kind].format(ns=namespace)
-            admin.create(collection, doc)
-            if kind.startswith("Cluster"):
-                made.append(f"{collection}/{doc['metadata']['name']}")
+    """The RBAC kustomize/ ships for ``SERVICE_ACCOUNT``, moved into ``namespace``."""
+    with shipped.apply_identities(admin, namespace, SERVICE_ACCOUNT):
         yield
-    finally:
-        for path in made:
-            with contextlib.suppress(kube.NotFound):
-                admin.delete(path)
 
 
 def put_policy(

@@ -8,7 +8,6 @@ test that fails prints the logs of its nodes (``dump``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -19,11 +18,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from reconciler import fabricate
 from reconciler.cluster import kube, nodes
@@ -199,40 +196,6 @@ def node_events(door: kube.Kube, name: str) -> list[dict[str, Any]]:
         {"fieldSelector": f"regarding.name={name}"},
     )
     return list(listed.get("items") or [])
-
-
-_COLLECTIONS = {
-    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
-    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
-    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
-}
-
-
-@contextlib.contextmanager
-def shipped_rbac(door: kube.Kube, path: Path, namespace: str) -> Iterator[None]:
-    """The objects of an RBAC file with kube-system moved to ``namespace``; objects outside it
-    (cluster-scoped, or in ``default``) get the namespace as a suffix and are deleted after."""
-    made: list[str] = []
-    try:
-        for doc in yaml.safe_load_all(path.read_text()):
-            doc = json.loads(json.dumps(doc).replace('"kube-system"', json.dumps(namespace)))
-            meta = doc["metadata"]
-            shared = meta.get("namespace", "") != namespace
-            if shared:
-                meta["name"] += f"-{namespace}"
-                if "roleRef" in doc:
-                    doc["roleRef"]["name"] += f"-{namespace}"
-            collection = _COLLECTIONS[doc["kind"]].format(ns=meta.get("namespace", namespace))
-            door.create(collection, doc)
-            if shared:
-                made.append(f"{collection}/{meta['name']}")
-        yield
-    finally:
-        for made_path in made:
-            with contextlib.suppress(kube.NotFound):
-                door.delete(made_path)
 
 
 def metric(port: int, prefix: str) -> list[tuple[str, float]]:

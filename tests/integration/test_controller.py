@@ -50,9 +50,10 @@ def all_at(admin_kube: kube.Kube, names: list[str], rev: str) -> Callable[[], bo
 def sa_kubeconfig(
     namespace: str, admin_kube: kube.Kube, clients: Any, control_plane: Any
 ) -> Iterator[Path]:
-    """A kubeconfig for the ServiceAccount of rbac/controller.yaml (TokenRequest token)."""
+    """A kubeconfig for the controller's ServiceAccount, with the RBAC kustomize/ ships
+    (TokenRequest token)."""
     with controllers.shipped_rbac(admin_kube, namespace):
-        token = clients.token(namespace, "kucero")
+        token = clients.token(namespace, controllers.SERVICE_ACCOUNT)
         yield control_plane.token_kubeconfig(f"kucero-{namespace}", token)
 
 

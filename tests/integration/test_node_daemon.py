@@ -22,6 +22,7 @@ import pytest
 from reconciler.cluster import kube, leases, nodes
 from reconciler.decide import desired, slots, status
 from tests.controlplane import cluster
+from tests.deploy import shipped
 from tests.integration import nodesim
 
 pytestmark = pytest.mark.controlplane
@@ -387,9 +388,9 @@ def test_node_reconciler_works_with_a_service_account_token_and_the_shipped_rbac
     control_plane: cluster.ControlPlane,
     clients: Any,
 ) -> None:
-    rbac = Path(__file__).parent / "rbac" / "node.yaml"
-    with nodesim.shipped_rbac(admin_kube, rbac, namespace):
-        token = clients.token(namespace, "kucero-node")
+    # The worker identity's RBAC exactly as kustomize/ ships it (the single source).
+    with shipped.apply_identities(admin_kube, namespace, shipped.NODE):
+        token = clients.token(namespace, shipped.NODE)
         kubeconfig = control_plane.token_kubeconfig(f"kucero-node-{namespace}", token)
         sim = sims(
             f"{prefix}-cp-1",

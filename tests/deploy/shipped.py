@@ -1,0 +1,97 @@
+"""The RBAC kucero ships, for the tests that run kucero's processes with a ServiceAccount token.
+
+kustomize/ is the single source of kucero's RBAC: the integration tests of the controller, the
+node daemon and the signer, and the end-to-end test of the deployment, all take an identity's
+objects from the default overlay's output (the test suite's kubectl renders it), never from a
+copy. ``apply_identities`` moves them from kube-system into a test's namespace, so tests can run
+side by side; objects outside it (cluster-scoped, or in ``default``) get the namespace as a
+suffix and are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from reconciler.cluster import kube
+from tests.deploy import tools
+
+SHIPPED_NAMESPACE = tools.NAMESPACES["default"]
+CONTROL_PLANE = "kucero-control-plane"  # `kucero run` / `kucero controller`: both roles
+NODE = "kucero-node"  # `kucero node` on workers
+_COLLECTIONS = {
+    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+}
+
+
+def identity(*service_accounts: str) -> list[dict[str, Any]]:
+    """The ServiceAccounts, every binding naming one of them and every role those bindings
+    reference, as the default overlay renders them (in kube-system), roles before bindings."""
+    items = tools.objects("kustomize/overlays/default")
+    wanted = set(service_accounts)
+    accounts = [
+        o for o in items if o["kind"] == "ServiceAccount" and o["metadata"]["name"] in wanted
+    ]
+    assert {a["metadata"]["name"] for a in accounts} == wanted, f"no ServiceAccount {wanted}"
+    bindings = [
+        o
+        for o in items
+        if o["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and any(s["kind"] == "ServiceAccount" and s["name"] in wanted for s in o["subjects"])
+    ]
+    # A RoleBinding's Role is in the binding's namespace; a ClusterRole is in none.
+    refs = {
+        (b["roleRef"]["kind"], b["roleRef"]["name"], _scope(b["roleRef"]["kind"], b))
+        for b in bindings
+    }
+    roles = [
+        o
+        for o in items
+        if o["kind"] in ("Role", "ClusterRole")
+        and (o["kind"], o["metadata"]["name"], _scope(o["kind"], o)) in refs
+    ]
+    return accounts + roles + bindings
+
+
+def _scope(kind: str, obj: dict[str, Any]) -> str | None:
+    return obj["metadata"].get("namespace") if kind == "Role" else None
+
+
+@contextlib.contextmanager
+def apply_identities(door: kube.Kube, namespace: str, *service_accounts: str) -> Iterator[None]:
+    """Create ``identity(*service_accounts)`` with kube-system replaced by ``namespace``."""
+    made: list[str] = []
+    try:
+        for doc in _moved(identity(*service_accounts), namespace):
+            meta = doc["metadata"]
+            collection = _COLLECTIONS[doc["kind"]].format(ns=meta.get("namespace", namespace))
+            door.create(collection, doc)
+            if meta.get("namespace", "") != namespace:
+                made.append(f"{collection}/{meta['name']}")
+        yield
+    finally:
+        for path in reversed(made):
+            with contextlib.suppress(kube.NotFound):
+                door.delete(path)
+
+
+def _moved(docs: Iterable[dict[str, Any]], namespace: str) -> Iterator[dict[str, Any]]:
+    for doc in docs:
+        doc = json.loads(
+            json.dumps(doc).replace(json.dumps(SHIPPED_NAMESPACE), json.dumps(namespace))
+        )
+        meta = doc["metadata"]
+        meta.pop("labels", None)
+        if meta.get("namespace", "") != namespace:  # shared by every test: make it this one's
+            meta["name"] += f"-{namespace}"
+            if "roleRef" in doc:
+                doc["roleRef"]["name"] += f"-{namespace}"
+        elif doc["kind"] == "RoleBinding" and doc["roleRef"]["kind"] == "ClusterRole":
+            doc["roleRef"]["name"] += f"-{namespace}"
+        yield doc
