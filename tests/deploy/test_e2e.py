@@ -1,0 +1,232 @@
+"""kucero as deployed, end to end, against the real API server: the processes the DaemonSets
+start (their very args, with $(POD_NAMESPACE) and the host paths filled in as the kubelet
+would), each authenticated only by a TokenRequest token of its DaemonSet's ServiceAccount with
+the RBAC kustomize/ ships, roll out the shipped policy and then an edit of it on simulated
+nodes (one control-plane node running `kucero run`, two workers running `kucero node`).
+
+No process may be refused anything by the API server along the way. The peak memory of each
+process is checked against its DaemonSet's memory limit (and printed: the measured figures
+behind the requests and limits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reconciler.cluster import configmaps, kube, nodes
+from reconciler.decide import desired, status
+from tests.controlplane import cluster
+from tests.deploy import shipped, tools
+from tests.integration import nodesim
+
+pytestmark = pytest.mark.controlplane
+
+# Test-speed settings on top of the DaemonSets' args; nothing else is added.
+FAST = (
+    "--rotation-lease-duration=3s",
+    "--slot-retry-period=300ms",
+    "--retry-period=2s",
+    "--kubelet-restart-command=true",  # no kubelet here
+    "--manifest-grace=0.5",
+)
+FAST_ELECTION = (
+    "--leader-election-lease-duration=3s",
+    "--leader-election-renew-deadline=2s",
+    "--leader-election-retry-period=500ms",
+)
+ROLLOUT_SECONDS = 90.0
+MEBI = 1024 * 1024
+
+
+def daemonset_args(name: str, namespace: str, root: Path, port: int) -> list[str]:
+    """The container args of DaemonSet ``name`` in the default overlay, as the kubelet passes
+    them (``$(POD_NAMESPACE)`` expanded), pointed at a tree and a free metrics port."""
+    ds = tools.find(tools.objects("kustomize/overlays/default"), "DaemonSet", name)
+    (container,) = ds["spec"]["template"]["spec"]["containers"]
+    out = []
+    for arg in container["args"]:
+        arg = arg.replace("$(POD_NAMESPACE)", namespace)
+        if arg == "--host-root=/host":
+            arg = f"--host-root={root}"
+        elif arg.startswith("--metrics-addr="):
+            arg = f"--metrics-addr=127.0.0.1:{port}"
+        out.append(arg)
+    return out
+
+
+def memory_limit(name: str) -> int:
+    ds = tools.find(tools.objects("kustomize/overlays/default"), "DaemonSet", name)
+    (container,) = ds["spec"]["template"]["spec"]["containers"]
+    text = container["resources"]["limits"]["memory"]
+    assert text.endswith("Mi"), text
+    return int(text[:-2]) * MEBI
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+class Pod:
+    """One process as its DaemonSet would run it on a node."""
+
+    def __init__(
+        self, daemonset: str, node: str, root: Path, kubeconfig: Path, namespace: str, log: Path
+    ):
+        self.daemonset, self.node, self.log = daemonset, node, log
+        self.port = cluster.free_port()
+        args = daemonset_args(daemonset, namespace, root, self.port)
+        extra = [*FAST, *(FAST_ELECTION if args[0] in ("run", "controller") else ())]
+        argv = [sys.executable, "-m", "reconciler", *args, *extra, f"--kubeconfig={kubeconfig}"]
+        # NODE_NAME comes from the downward API in the DaemonSet; the token is the only credential.
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        env |= {"NODE_NAME": node, "KUCERO_LOG_LEVEL": "INFO"}
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def tokens(
+    admin_kube: kube.Kube, namespace: str, clients: Any, control_plane: cluster.ControlPlane
+) -> Iterator[dict[str, Path]]:
+    """ServiceAccount -> kubeconfig holding only a TokenRequest token for it, with the RBAC of
+    kustomize/ moved into the test's namespace."""
+    with shipped.apply_identities(admin_kube, namespace, shipped.CONTROL_PLANE, shipped.NODE):
+        yield {
+            sa: control_plane.token_kubeconfig(f"{sa}-{namespace}", clients.token(namespace, sa))
+            for sa in (shipped.CONTROL_PLANE, shipped.NODE)
+        }
+
+
+@pytest.fixture
+def pods(tmp_path: Path) -> Iterator[list[Pod]]:
+    started: list[Pod] = []
+    yield started
+    for pod in started:
+        pod.stop()
+        print(f"--- {pod.daemonset} on {pod.node} ---\n{pod.output()[-6000:]}")
+
+
+def shipped_policy() -> str:
+    configmap = tools.find(
+        tools.objects("kustomize/overlays/default"), "ConfigMap", "kucero-policy"
+    )
+    return str(configmap["data"]["policy.yaml"])
+
+
+def rolled_out(
+    door: kube.Kube, names: list[str], not_revision: str | None = None
+) -> Callable[[], str | None]:
+    """The revision every node converged to, once each reports its desired one."""
+
+    def check() -> str | None:
+        revisions = set()
+        for name in names:
+            node = nodes.get(door, name)
+            wanted = nodes.annotation(node, desired.ANNOTATION)
+            reported = nodes.annotation(node, status.ANNOTATION)
+            if not wanted or not reported:
+                return None
+            want = json.loads(wanted)["revision"]
+            got = status.decode(reported)
+            if got.revision != want or got.phase != status.Phase.CONVERGED:
+                return None
+            revisions.add(want)
+        if len(revisions) != 1 or revisions == {not_revision}:
+            return None
+        return revisions.pop()
+
+    return check
+
+
+def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
+    admin_kube: kube.Kube,
+    namespace: str,
+    make_node: Callable[..., Any],
+    tokens: dict[str, Path],
+    pods: list[Pod],
+    tmp_path: Path,
+) -> None:
+    cp, workers = "e2e-cp-1", ["e2e-w-1", "e2e-w-2"]
+    names = [cp, *workers]
+    make_node(cp, labels=nodesim.CONTROL_PLANE)
+    for name in workers:
+        make_node(name)
+    configmaps.create_or_replace(
+        admin_kube, namespace, "kucero-policy", {"policy.yaml": shipped_policy()}
+    )
+
+    cp_root = nodesim.tree(tmp_path, cp, True, due=("apiserver",), manifests=("kube-apiserver",))
+    pods.append(
+        Pod(
+            "kucero-control-plane",
+            cp,
+            cp_root,
+            tokens[shipped.CONTROL_PLANE],
+            namespace,
+            tmp_path / f"{cp}.log",
+        )
+    )
+    for name in workers:
+        root = nodesim.tree(tmp_path, name, False)
+        pods.append(
+            Pod(
+                "kucero-node", name, root, tokens[shipped.NODE], namespace, tmp_path / f"{name}.log"
+            )
+        )
+
+    first = nodesim.wait_for(
+        "the shipped policy on every node", rolled_out(admin_kube, names), ROLLOUT_SECONDS
+    )
+    renewed = status.decode(nodes.annotation(nodes.get(admin_kube, cp), status.ANNOTATION))
+    assert renewed.last_rotation is not None  # the due apiserver certificate was renewed
+
+    # "Change the policy in Git": the ConfigMap gets a new policy.yaml, every node follows.
+    edited = yaml.safe_load(shipped_policy())
+    edited["spec"]["kubeadm"]["renewBefore"] = "1000h"
+    configmaps.create_or_replace(
+        admin_kube, namespace, "kucero-policy", {"policy.yaml": yaml.safe_dump(edited)}
+    )
+    second = nodesim.wait_for(
+        "the edited policy on every node", rolled_out(admin_kube, names, first), ROLLOUT_SECONDS
+    )
+    assert second != first
+
+    for pod in pods:
+        assert pod.proc.poll() is None, f"{pod.node} exited\n{pod.output()}"
+        # what the DaemonSets' liveness and readiness probes ask
+        for probe in ("/healthz", "/readyz"):
+            url = f"http://127.0.0.1:{pod.port}{probe}"
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                assert answer.status == 200, (pod.node, probe)
+        log = pod.output()
+        assert "Forbidden" not in log and "forbidden" not in log, f"{pod.node}:\n{log}"
+        peak = peak_rss(pod.proc.pid)
+        print(f"peak RSS {pod.daemonset} ({pod.node}): {peak / MEBI:.1f} MiB")
+        assert peak < memory_limit(pod.daemonset), (pod.daemonset, peak)
