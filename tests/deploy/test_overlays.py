@@ -217,6 +217,7 @@ def test_pod_gets_what_nsenter_needs_and_nothing_more(
     assert spec["hostPID"] is True
     assert security["capabilities"] == {"drop": ["ALL"], "add": NSENTER_CAPABILITIES}
     assert security.get("privileged") is False
+    assert security["allowPrivilegeEscalation"] is False
     assert security["readOnlyRootFilesystem"] is True
     assert spec["priorityClassName"] == "system-node-critical"
     # Other pods' secrets under the kubelet's pods/ stay hidden.
