@@ -148,6 +148,32 @@ def _host_flags(p: argparse.ArgumentParser, policy_flag: bool = True) -> None:
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
+def _election_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("leader election (client-go's defaults)")
+    g.add_argument(
+        "--leader-election-lease-duration",
+        type=_go_duration,
+        default="15s",
+        help="a standby takes over after the leader has not renewed for this long",
+    )
+    g.add_argument(
+        "--leader-election-renew-deadline",
+        type=_go_duration,
+        default="10s",
+        help="the leader steps down when it could not renew for this long",
+    )
+    g.add_argument(
+        "--leader-election-retry-period",
+        type=_go_duration,
+        default="2s",
+        help="time between two attempts to acquire or renew",
+    )
+    g.add_argument(
+        "--leader-election-identity",
+        help="this process's name in the Lease (default: node name or host name, plus a random suffix)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kucero", description="Keeps kubeadm control-plane certificates from expiring."
@@ -190,10 +216,15 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("files", nargs="+")
 
-    for name in ("run", "controller"):
-        s = sub.add_parser(name, help="cluster mode (not in this version)")
-        _host_flags(s)
-        _seed_flags(s)
+    s = sub.add_parser("run", help="cluster mode (not in this version)")
+    _host_flags(s)
+    _seed_flags(s)
+    s = sub.add_parser(
+        "controller", help="leader-elected: writes each Node's desired state from the policy"
+    )
+    _host_flags(s)
+    _seed_flags(s)
+    _election_flags(s)
     for s in (sub.choices["run"], sub.choices["controller"], sub.choices["node"]):
         s.add_argument(
             "--policy-configmap",
@@ -214,6 +245,15 @@ class Settings:
     host_root: str
     node_name: str | None
     policy_defaults: dict[str, Any]
+    controller: Any = None  # run.controller.Settings for `kucero controller`
+
+
+class SettingsError(ValueError):
+    """Bad flag values, one line each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(f"kucero: {e}" for e in errors))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -232,25 +272,92 @@ def settings_from(args: argparse.Namespace) -> Settings:
                 "caKeyPath": args.ca_key_path,
             },
         }
-    return Settings(
+    settings = Settings(
         command=args.command,
         args=args,
         host_root=getattr(args, "host_root", "/"),
         node_name=getattr(args, "node_name", None),
         policy_defaults=defaults,
     )
+    if args.command == "controller":
+        settings = dataclasses.replace(settings, controller=_controller_settings(settings))
+    return settings
+
+
+def _controller_settings(settings: Settings) -> Any:
+    """Every bad value at once; the cluster modules load only for cluster commands."""
+    import socket
+    import uuid
+
+    from reconciler import metrics
+    from reconciler.cluster import configmaps
+    from reconciler.run import controller, election
+
+    args, errors = settings.args, []
+    lease = duration.parse(args.leader_election_lease_duration) / duration.SECOND
+    renew = duration.parse(args.leader_election_renew_deadline) / duration.SECOND
+    retry = duration.parse(args.leader_election_retry_period) / duration.SECOND
+    if not retry < renew < lease:
+        errors.append(
+            "--leader-election-retry-period < --leader-election-renew-deadline < "
+            f"--leader-election-lease-duration is required (got {retry:g}s, {renew:g}s, {lease:g}s)"
+        )
+    if lease < 1:
+        errors.append("--leader-election-lease-duration must be at least 1s (Lease granularity)")
+    try:
+        cm_namespace, cm_name = configmaps.parse_ref(args.policy_configmap, args.ds_namespace)
+    except ValueError as e:
+        errors.append(f"--policy-configmap: {e}")
+        cm_namespace = cm_name = ""
+    try:
+        addr = metrics.parse_addr(args.metrics_addr)
+    except ValueError as e:
+        errors.append(f"--metrics-addr: {e}")
+        addr = None
+    try:
+        policy.from_mapping(
+            {"apiVersion": policy.API_VERSION, "kind": policy.KIND},
+            "flags",
+            settings.policy_defaults,
+        )
+    except policy.PolicyError as e:
+        errors += e.errors
+    if errors:
+        raise SettingsError(errors)
+    identity = args.leader_election_identity or (
+        f"{settings.node_name or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    )
+    return controller.Settings(
+        kubeconfig=args.kubeconfig,
+        election=election.Config(
+            namespace=args.ds_namespace,
+            name=args.leader_election_id,
+            identity=identity,
+            lease_duration=lease,
+            renew_deadline=renew,
+            retry_period=retry,
+        ),
+        policy_namespace=cm_namespace,
+        policy_name=cm_name,
+        policy_defaults=settings.policy_defaults,
+        metrics_addr=addr,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+    except SettingsError as e:
+        print(e, file=sys.stderr)
+        return 2
     commands = {
         "check-expiration": _check_expiration,
         "plan": _plan,
         "node": _node,
         "validate-policy": _validate_policy,
         "run": _cluster_mode,
-        "controller": _cluster_mode,
+        "controller": _controller,
     }
     return commands[settings.command](settings)
 
@@ -387,6 +494,26 @@ def _validate_policy(settings: Settings) -> int:
         else:
             print(f"{path}: valid (revision {loaded.revision})")
     return 0 if ok else 1
+
+
+def _controller(settings: Settings) -> int:
+    from reconciler.run import controller
+
+    _log_setup()
+    return controller.main(settings.controller, CONTROLLER_COMPONENTS)
+
+
+# Leader-only components of `kucero controller` (the CSR signer is wired in here).
+CONTROLLER_COMPONENTS: tuple[Any, ...] = ()
+
+
+def _log_setup() -> None:
+    import logging
+
+    logging.basicConfig(
+        level=os.environ.get("KUCERO_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _cluster_mode(settings: Settings) -> int:

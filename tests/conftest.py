@@ -82,6 +82,16 @@ def client_as(clients: clients_.Clients) -> Callable[..., Any]:
     return clients.user
 
 
+@pytest.fixture(scope="session")
+def admin_kube(control_plane: cluster.ControlPlane) -> Iterator[Any]:
+    """kucero's own door (``reconciler.cluster.kube.Kube``) as ``kubernetes-admin``."""
+    from reconciler.cluster import kube
+
+    made = kube.connect(str(control_plane.admin_kubeconfig))
+    yield made
+    made.close()
+
+
 @pytest.fixture
 def namespace(admin: Any) -> Iterator[str]:
     """A fresh namespace, deleted after the test."""

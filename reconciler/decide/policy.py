@@ -341,6 +341,11 @@ def _node_spec(spec: Mapping[str, Any], revision: str, override: int | None) -> 
             restart=kl["restart"],
         ),
         override=override,
+        rollout=nodespec.RolloutSpec(
+            max_concurrent_nodes=spec["rollout"]["maxConcurrentNodes"],
+            cordon=spec["rollout"]["cordon"],
+            drain=spec["rollout"]["drain"],
+        ),
     )
 
 
@@ -368,6 +373,11 @@ def spec_document(node_spec: nodespec.NodeSpec) -> dict[str, Any]:
                 "rotateClientCertificates": kl.rotate_client_certificates,
                 "rotateServerCertificates": kl.rotate_server_certificates,
                 "restart": kl.restart,
+            },
+            "rollout": {
+                "maxConcurrentNodes": node_spec.rollout.max_concurrent_nodes,
+                "cordon": node_spec.rollout.cordon,
+                "drain": node_spec.rollout.drain,
             },
         },
     }

@@ -29,6 +29,15 @@ class KubeletSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class RolloutSpec:
+    """How nodes take turns: rotation slots, and whether a rotating node is cordoned/drained."""
+
+    max_concurrent_nodes: int = 1
+    cordon: bool = False
+    drain: bool = False  # implies cordon
+
+
+@dataclasses.dataclass(frozen=True)
 class NodeSpec:
     """What one node must converge to: the policy with its matching override applied."""
 
@@ -38,3 +47,4 @@ class NodeSpec:
     kubeadm: KubeadmSpec
     kubelet: KubeletSpec
     override: int | None  # index of the override that matched, if any
+    rollout: RolloutSpec = RolloutSpec()

@@ -149,8 +149,38 @@ def _launch(plane: ControlPlane, name: str, args: list[str]) -> None:
         [binaries.path(name), *args], plane.dir / "logs" / f"{name}.log"
     )
     (plane.dir / f"{name}.pid").write_text(f"{plane.pids[name]}\n")
-    state = {"server": plane.server, "pids": plane.pids, "binaries": binaries.directory()}
+    try:
+        launched = json.loads((plane.dir / STATE).read_text()).get("args", {})
+    except FileNotFoundError:
+        launched = {}
+    launched[name] = args
+    state = {
+        "server": plane.server,
+        "pids": plane.pids,
+        "binaries": binaries.directory(),
+        "args": launched,  # for start_apiserver: the same port, etcd and flags again
+    }
     (plane.dir / STATE).write_text(json.dumps(state, indent=1, default=str) + "\n")
+
+
+def stop_apiserver(plane: ControlPlane) -> None:
+    """Stop only kube-apiserver (etcd keeps running), as an upgrade or a crash would."""
+    processes.terminate(plane.pids["kube-apiserver"], binaries.path("kube-apiserver"))
+
+
+def start_apiserver(plane: ControlPlane) -> None:
+    """Start kube-apiserver again on the same address with the same flags; wait for /readyz.
+    Clients keep their URL, so this is what a restart of the API server looks like to them."""
+    args = json.loads((plane.dir / STATE).read_text())["args"]["kube-apiserver"]
+    _launch(plane, "kube-apiserver", args)
+    context = ssl_context(plane.pki, plane.pki / "admin.crt", plane.pki / "admin.key")
+    _wait(plane, lambda: _get(f"{plane.server}/readyz", context))
+
+
+def etcd_url(plane: ControlPlane) -> str:
+    """The client URL of the plane's etcd (for tests that compact it)."""
+    args = json.loads((plane.dir / STATE).read_text())["args"]["kube-apiserver"]
+    return next(a.split("=", 1)[1] for a in args if a.startswith("--etcd-servers="))
 
 
 def load(directory: Path) -> ControlPlane:

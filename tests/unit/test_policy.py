@@ -309,3 +309,25 @@ def test_resolved_spec_round_trips_as_a_policy() -> None:
     }
     again = policy.resolve(policy.load(yaml.safe_dump(doc), "desired"), {})
     assert again.kubeadm == spec.kubeadm and again.kubelet == spec.kubelet
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("", (1, False, False), id="defaults-neither-cordon-nor-drain"),
+        pytest.param(
+            "spec: {rollout: {cordon: true, maxConcurrentNodes: 2}}\n",
+            (2, True, False),
+            id="cordon-only",
+        ),
+        pytest.param("spec: {rollout: {drain: true}}\n", (1, False, True), id="drain"),
+    ],
+)
+def test_rollout_fields_reach_the_node_spec(text: str, expected: tuple[int, bool, bool]) -> None:
+    r = policy.resolve(load(text), {}).rollout
+    assert (r.max_concurrent_nodes, r.cordon, r.drain) == expected
+
+
+def test_rollout_cordon_must_be_a_boolean() -> None:
+    with pytest.raises(policy.PolicyError, match=r"spec\.rollout\.cordon"):
+        load("spec: {rollout: {cordon: 'yes'}}\n")

@@ -1,0 +1,402 @@
+"""The one door to the Kubernetes API server: plain JSON dicts in and out, our own errors.
+
+The official client is used for what it does well, configuration (kubeconfig, in-cluster) and
+TLS, through a urllib3 pool built by its ``RESTClientObject``; its generated models are not used
+(strict pydantic classes cost memory and start-up and reject what the server may add, see
+PITFALLS.md). The client is imported inside ``connect`` so the offline commands never load it.
+
+Edge cases handled here rather than in every caller:
+
+- errors become ``NotFound``, ``Conflict``, ``Gone``, ``Forbidden``, ``Unauthorized``,
+  ``Invalid``, ``TooManyRequests``, ``Unavailable`` (5xx, refused, reset, timed out), raised
+  ``from`` the original, with the API's own message;
+- only ``Unavailable`` and ``TooManyRequests`` are retried (tenacity, exponential back-off with
+  jitter, bounded); a 4xx never is, except 409 when a read-modify-write caller asks for it;
+- a bound service-account token file (in-cluster, or a kubeconfig ``tokenFile``) is re-read
+  whenever the file changes (a stat per request) and once more after a 401, so a process keeps
+  working across kubelet token rotation; the client's own in-cluster refresh waits a minute;
+- watches ask the server for a long timeout and read with a client-side timeout slightly above
+  it, so a silent dead connection is noticed; ``watch_forever`` (module ``watching``) re-lists on
+  410 and reconnects with back-off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import tenacity
+import urllib3
+import yaml
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+USER_AGENT = "kucero"
+# A normal request answers in milliseconds; 5 s to connect and 30 s to answer mean trouble.
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 30.0
+# The server ends a watch after timeoutSeconds; reading waits this much longer before it
+# declares a silent connection dead (a restarted server closes the socket, so this only
+# matters for a connection lost without a FIN).
+WATCH_READ_MARGIN_SECONDS = 30.0
+# Transient failures are retried with exponential back-off and jitter: about 0.2, 0.4, 0.8 ...
+# seconds, capped at 5 s, at most 6 attempts and 30 s in all; then the caller decides.
+RETRY_ATTEMPTS = 6
+RETRY_BASE_SECONDS = 0.2
+RETRY_MAX_WAIT_SECONDS = 5.0
+RETRY_MAX_TOTAL_SECONDS = 30.0
+
+PATCH_TYPES = {
+    "merge": "application/merge-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "json": "application/json-patch+json",
+}
+
+
+class KubeError(Exception):
+    """An API request failed; ``status`` is the HTTP status (0: no answer), ``reason`` the
+    API's reason (``AlreadyExists``, ``Conflict``, ...) and the message the API's own."""
+
+    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class NotFound(KubeError):
+    pass
+
+
+class Conflict(KubeError):
+    """409: the object exists already (``reason == "AlreadyExists"``) or changed since read."""
+
+
+class Gone(KubeError):
+    """410: a watch's resourceVersion is too old; list again."""
+
+
+class Forbidden(KubeError):
+    pass
+
+
+class Unauthorized(KubeError):
+    pass
+
+
+class Invalid(KubeError):
+    pass
+
+
+class TooManyRequests(KubeError):
+    pass
+
+
+class Unavailable(KubeError):
+    """5xx, or no answer at all (refused, reset, timed out)."""
+
+
+_BY_STATUS: dict[int, type[KubeError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    422: Invalid,
+    429: TooManyRequests,
+}
+TRANSIENT = (Unavailable, TooManyRequests)
+
+
+def error_for(status: int, body: bytes | Mapping[str, Any], what: str) -> KubeError:
+    """The error for an HTTP ``status`` with the API's Status object (or raw ``body``)."""
+    status_obj: Any = body
+    if isinstance(body, bytes):
+        try:
+            status_obj = json.loads(body)
+        except ValueError:
+            status_obj = {"message": body.decode(errors="replace").strip()[:300]}
+    if not isinstance(status_obj, Mapping):
+        status_obj = {}
+    message = status_obj.get("message") or f"HTTP {status}"
+    reason = status_obj.get("reason") or ""
+    cls = _BY_STATUS.get(status) or (Unavailable if status >= 500 else KubeError)
+    return cls(f"{what}: {message}", status, reason)
+
+
+class WatchEvent(NamedTuple):
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    obj: dict[str, Any]
+
+
+class _TokenFile:
+    """A bearer token read from a file, re-read when the file changes (kubelet rotates bound
+    service-account tokens by swapping a symlink, so the stat sees a new inode)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._token = ""
+        self._lock = threading.Lock()
+
+    def header(self) -> str:
+        st = os.stat(self.path)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if stamp != self._stamp:
+                with open(self.path, encoding="utf-8") as f:
+                    self._token = f.read().strip()
+                self._stamp = stamp
+            return f"Bearer {self._token}"
+
+    def reread(self) -> bool:
+        """Read the file again; True if it now holds another token than the one last sent."""
+        with self._lock:
+            before, self._stamp = self._token, None
+        return self.header() != f"Bearer {before}"
+
+
+class Kube:
+    """A connection to one API server. Thread-safe; make one per process and share it."""
+
+    def __init__(self, host: str, pool: Any, auth: Any, token_file: _TokenFile | None) -> None:
+        self.host = host.rstrip("/")
+        self._pool = pool
+        self._auth = auth  # () -> Authorization header value or None
+        self._token_file = token_file
+        self.retry_attempts = RETRY_ATTEMPTS
+
+    # --- verbs -------------------------------------------------------------------------
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return self._call("GET", path, params)
+
+    def list(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return self._call("GET", path, params)
+
+    def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST; a retried create whose first attempt landed ends in ``Conflict``."""
+        return self._call("POST", path, None, body)
+
+    def replace(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT; with ``metadata.resourceVersion`` set, a concurrent change is ``Conflict``."""
+        return self._call("PUT", path, None, body)
+
+    def patch(self, path: str, body: Any, patch_type: str = "merge") -> dict[str, Any]:
+        return self._call("PATCH", path, None, body, PATCH_TYPES[patch_type])
+
+    def delete(self, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self._call("DELETE", path, None, body)
+
+    def watch(
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        resource_version: str | None = None,
+        timeout_seconds: int = 1800,
+        on_response: Any = None,
+    ) -> Iterator[WatchEvent]:
+        """Events of one watch request until the server ends it (after ``timeout_seconds``).
+
+        Raises ``Gone`` when ``resource_version`` is too old (list again), ``Unavailable`` when
+        the connection breaks. ``on_response(resp)`` receives the open response so another
+        thread can ``shutdown()`` it to interrupt a blocked read.
+        """
+        query = {**(params or {}), "watch": "true", "allowWatchBookmarks": "true"}
+        query["timeoutSeconds"] = str(timeout_seconds)
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        timeout = urllib3.Timeout(
+            connect=CONNECT_TIMEOUT_SECONDS, read=timeout_seconds + WATCH_READ_MARGIN_SECONDS
+        )
+        what = f"watch {path}"
+        resp = self._send("GET", path, query, None, None, timeout, stream=True)
+        if on_response is not None:
+            on_response(resp)
+        try:
+            buffer = b""
+            try:
+                for chunk in resp.stream(65536):
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield _event(line, what)
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+                raise Unavailable(f"{what}: connection lost: {e}") from e
+            if buffer.strip():
+                yield _event(buffer, what)
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def watch_forever(
+        self,
+        path: str,
+        params: Mapping[str, str] | None,
+        on_event: Any,
+        stop: threading.Event,
+        on_list: Any = None,
+    ) -> None:
+        """List, then watch from the list's resourceVersion, until ``stop`` is set; see
+        ``watching.watch_forever``."""
+        from reconciler.cluster import watching
+
+        watching.watch_forever(self, path, params, on_event, stop, on_list)
+
+    def close(self) -> None:
+        self._pool.clear()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TRANSIENT),
+            wait=tenacity.wait_random_exponential(
+                multiplier=RETRY_BASE_SECONDS, max=RETRY_MAX_WAIT_SECONDS
+            ),
+            stop=(
+                tenacity.stop_after_attempt(self.retry_attempts)
+                | tenacity.stop_after_delay(RETRY_MAX_TOTAL_SECONDS)
+            ),
+            reraise=True,
+            before_sleep=lambda state: log.info(
+                "retrying %s %s after: %s",
+                method,
+                path,
+                state.outcome and state.outcome.exception(),
+            ),
+        )
+        timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)
+        for attempt in retrying:
+            with attempt:
+                resp = self._send(method, path, params, body, content_type, timeout)
+                result: dict[str, Any] = json.loads(resp.data) if resp.data else {}
+                return result
+        raise AssertionError("unreachable")
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Any,
+        content_type: str | None,
+        timeout: urllib3.Timeout,
+        stream: bool = False,
+    ) -> Any:
+        url = self.host + path
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        what = f"{method} {path}"
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        for fresh_token in (False, True):
+            headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+            if (auth := self._auth()) is not None:
+                headers["Authorization"] = auth
+            if data is not None and content_type:
+                headers["Content-Type"] = content_type
+            try:
+                resp = self._pool.request(
+                    method,
+                    url,
+                    body=data,
+                    headers=headers,
+                    timeout=timeout,
+                    preload_content=not stream,
+                    # one quiet retry for a pooled keep-alive connection the server closed
+                    retries=urllib3.Retry(total=1, read=0, redirect=0, raise_on_status=False),
+                )
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                raise Unavailable(f"{what}: no answer from {self.host}: {e}") from e
+            if resp.status < 400:
+                return resp
+            raw = resp.read() if stream else resp.data
+            resp.release_conn()
+            error = error_for(resp.status, raw, what)
+            rotated = isinstance(error, Unauthorized) and self._token_file and not fresh_token
+            if rotated and self._token_file and self._token_file.reread():
+                continue  # the token file changed under us: retry once with the new token
+            raise error
+        raise AssertionError("unreachable")
+
+
+def _event(line: bytes, what: str) -> WatchEvent:
+    event = json.loads(line)
+    kind, obj = event.get("type", ""), event.get("object") or {}
+    if kind == "ERROR":
+        raise error_for(int(obj.get("code") or 500), obj, what)
+    return WatchEvent(kind, obj)
+
+
+def connect(
+    kubeconfig: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    service_account_dir: str = SERVICE_ACCOUNT_DIR,
+) -> Kube:
+    """``kubeconfig`` if given, else in-cluster (service host env and token file), else
+    ``$KUBECONFIG`` / ``~/.kube/config``. Raises ``KubeError`` when none is usable."""
+    from kubernetes import client, config  # lazily: ~45 MiB, offline commands never pay it
+
+    environ = os.environ if environ is None else environ
+    configuration = client.Configuration()
+    token_file: _TokenFile | None = None
+    token_path = os.path.join(service_account_dir, "token")
+    try:
+        if (
+            kubeconfig is None
+            and environ.get("KUBERNETES_SERVICE_HOST")
+            and (os.path.isfile(token_path))
+        ):
+            host, port = environ["KUBERNETES_SERVICE_HOST"], environ["KUBERNETES_SERVICE_PORT"]
+            configuration.host = f"https://{f'[{host}]' if ':' in host else host}:{port}"
+            configuration.ssl_ca_cert = os.path.join(service_account_dir, "ca.crt")
+            token_file = _TokenFile(token_path)
+        else:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration
+            )
+            if path := _token_file_of(kubeconfig or environ.get("KUBECONFIG")):
+                token_file = _TokenFile(path)
+    except (config.ConfigException, OSError, KeyError, yaml.YAMLError) as e:
+        raise KubeError(f"no usable Kubernetes configuration: {e}") from e
+    configuration.retries = False
+    pool = client.rest.RESTClientObject(configuration).pool_manager
+
+    def auth() -> str | None:
+        if token_file is not None:
+            return token_file.header()
+        value = configuration.get_api_key_with_prefix("BearerToken") or None
+        if value and not value.lower().startswith("bearer "):
+            value = f"Bearer {value}"
+        return value
+
+    return Kube(configuration.host, pool, auth, token_file)
+
+
+def _token_file_of(kubeconfig: str | None) -> str | None:
+    """The current user's ``tokenFile`` (kubectl honours it; the Python client does not)."""
+    path = os.path.expanduser(kubeconfig or "~/.kube/config").split(os.pathsep)[0]
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    contexts = {c["name"]: c.get("context") or {} for c in doc.get("contexts") or []}
+    user_name = contexts.get(doc.get("current-context"), {}).get("user")
+    for user in doc.get("users") or []:
+        if user.get("name") == user_name:
+            token = (user.get("user") or {}).get("tokenFile")
+            if token and not os.path.isabs(token):
+                token = os.path.join(os.path.dirname(os.path.abspath(path)), token)
+            return token
+    return None

@@ -1,0 +1,325 @@
+"""``kucero controller``: the leader turns the policy ConfigMap into each Node's desired state.
+
+While it holds the leader Lease (``election``), it watches the policy ConfigMap and the Nodes
+and, for every Node, writes ``kucero.io/desired`` (the policy resolved against the Node's labels,
+compact JSON from ``decide.desired``) with a merge patch, only when the value differs from what
+the Node carries. A label change re-resolves that Node alone; a policy change, every Node.
+
+Edge cases:
+
+- an invalid policy (no ``policy.yaml`` key, YAML that is not a mapping, unknown apiVersion, any
+  schema error) is refused: the last valid policy stays in force, ``kucero_policy_valid`` is 0,
+  the log says why, and a Warning Event on the ConfigMap carries exactly what
+  ``kucero validate-policy`` prints for the same text (file and field), once per ConfigMap
+  version;
+- an invalid policy at start-up, with no valid one seen yet by this leader: nothing is written,
+  so the Nodes keep the desired state the previous leader gave them;
+- no ConfigMap (or it is deleted): built-in defaults and the seed flags;
+- API errors (403 included) while writing: logged, counted in ``kucero_api_errors_total``, and
+  the Node retried with back-off; watches back off on their own (``watching``);
+- leadership lost: the work stops (threads joined) before the election is entered again.
+
+Leader-only components (the CSR signer) run beside it while leading; one that says it
+``serves_csrs`` makes the desired state tell nodes their serving CSRs will be approved, when the
+policy's ``csrSigner.enabled`` is true.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from reconciler import metrics as metrics_
+from reconciler.cluster import configmaps, events, nodes, watching
+from reconciler.cluster import kube as kube_
+from reconciler.decide import desired, policy
+from reconciler.run import election
+
+log = logging.getLogger(__name__)
+
+POLICY_KEY = "policy.yaml"
+REASON_INVALID = "InvalidPolicy"
+REASON_APPLIED = "PolicyApplied"
+STOP_POLL_SECONDS = 0.5
+
+
+class Component(Protocol):
+    """Work that runs only on the leader, in its own thread, until ``stop`` is set."""
+
+    name: str
+    serves_csrs: bool
+
+    def run(
+        self, kube: kube_.Kube, stop: threading.Event, current: Callable[[], policy.Policy | None]
+    ) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    kubeconfig: str | None
+    election: election.Config
+    policy_namespace: str
+    policy_name: str
+    policy_defaults: Mapping[str, Any]  # the seed flags, shaped like ``spec``
+    metrics_addr: tuple[str, int] | None
+
+
+@dataclasses.dataclass
+class _Node:
+    labels: dict[str, str]
+    desired: str | None
+
+
+class Controller:
+    """The leader's work; ``lead`` may run several times (one per term of leadership)."""
+
+    def __init__(
+        self,
+        kube: kube_.Kube,
+        settings: Settings,
+        metrics: metrics_.Metrics,
+        components: Sequence[Component] = (),
+    ) -> None:
+        self.kube, self.settings, self.metrics = kube, settings, metrics
+        self.components = tuple(components)
+        self._lock = threading.Condition()
+        self.policy: policy.Policy | None = None
+        self._nodes: dict[str, _Node] = {}
+        self._pending: set[str] = set()
+        self._reported: str | None = None  # ConfigMap resourceVersion already refused
+
+    def current_policy(self) -> policy.Policy | None:
+        with self._lock:
+            return self.policy
+
+    def lead(self, stop: threading.Event) -> None:
+        with self._lock:  # a new term starts from what the API says, not from the last one
+            self.policy, self._nodes, self._pending, self._reported = None, {}, set(), None
+        s = self.settings
+        threads = [
+            threading.Thread(
+                target=self.kube.watch_forever,
+                args=(
+                    configmaps.collection(s.policy_namespace),
+                    configmaps.watch_params(s.policy_name),
+                    self._on_configmap_event,
+                    stop,
+                    self._on_configmap_list,
+                ),
+                name="watch-policy",
+            ),
+            threading.Thread(
+                target=self.kube.watch_forever,
+                args=(nodes.PATH, None, self._on_node_event, stop, self._on_node_list),
+                name="watch-nodes",
+            ),
+        ]
+        threads += [
+            threading.Thread(target=c.run, args=(self.kube, stop, self.current_policy), name=c.name)
+            for c in self.components
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self._work(stop)
+        finally:
+            stop.set()
+            with self._lock:
+                self._lock.notify_all()
+            for thread in threads:
+                thread.join()
+
+    # --- the policy ------------------------------------------------------------------------
+
+    def _on_configmap_list(self, items: list[dict[str, Any]]) -> None:
+        if items:
+            self._read_policy(items[0])
+        else:
+            self._use_defaults()
+
+    def _on_configmap_event(self, event: kube_.WatchEvent) -> None:
+        if event.type == "DELETED":
+            self._use_defaults()
+        else:
+            self._read_policy(event.obj)
+
+    def _use_defaults(self) -> None:
+        s = self.settings
+        log.info(
+            "no ConfigMap %s/%s: built-in defaults and seed flags",
+            s.policy_namespace,
+            s.policy_name,
+        )
+        document = {"apiVersion": policy.API_VERSION, "kind": policy.KIND}
+        self._accept(policy.from_mapping(document, "defaults", s.policy_defaults), None)
+
+    def _read_policy(self, configmap: dict[str, Any]) -> None:
+        s = self.settings
+        data = configmap.get("data") or {}
+        try:
+            if POLICY_KEY not in data:
+                keys = ", ".join(sorted(data)) or "none"
+                raise policy.PolicyError(
+                    f"{s.policy_namespace}/{s.policy_name}",
+                    [f"the ConfigMap has no key {POLICY_KEY!r} (keys: {keys})"],
+                )
+            loaded = policy.load(data[POLICY_KEY], POLICY_KEY, s.policy_defaults)
+        except policy.PolicyError as e:
+            self._refuse(configmap, e)
+            return
+        self._accept(loaded, configmap)
+
+    def _refuse(self, configmap: dict[str, Any], error: policy.PolicyError) -> None:
+        self.metrics.set_policy(False, None)
+        with self._lock:
+            in_force = self.policy.revision if self.policy else "none yet (nodes keep theirs)"
+            version = configmap.get("metadata", {}).get("resourceVersion")
+            new = version != self._reported
+            self._reported = version
+        log.error("policy refused, revision in force: %s\n%s", in_force, error)
+        if new:
+            events.emit(
+                self.kube, configmap, REASON_INVALID, str(error), events.WARNING, "Validate"
+            )
+
+    def _accept(self, loaded: policy.Policy, configmap: dict[str, Any] | None) -> None:
+        self.metrics.set_policy(True, loaded.revision)
+        with self._lock:
+            changed = self.policy is None or self.policy.revision != loaded.revision
+            self.policy = loaded
+            self._reported = None
+            if changed:
+                self._pending.update(self._nodes)
+                self._lock.notify_all()
+        if changed:
+            log.info("policy revision %s in force", loaded.revision)
+            if configmap is not None:
+                note = f"policy revision {loaded.revision} is in force"
+                events.emit(
+                    self.kube,
+                    _as_configmap(configmap),
+                    REASON_APPLIED,
+                    note,
+                    events.NORMAL,
+                    "Validate",
+                )
+
+    # --- the nodes -------------------------------------------------------------------------
+
+    def _on_node_list(self, items: list[dict[str, Any]]) -> None:
+        fresh = {nodes.name(n): _entry(n) for n in items}
+        with self._lock:
+            self._nodes = fresh
+            self._pending = set(fresh)
+            self._lock.notify_all()
+
+    def _on_node_event(self, event: kube_.WatchEvent) -> None:
+        name = nodes.name(event.obj)
+        with self._lock:
+            if event.type == "DELETED":
+                self._nodes.pop(name, None)
+                self._pending.discard(name)
+                return
+            self._nodes[name] = _entry(event.obj)
+            self._pending.add(name)
+            self._lock.notify_all()
+
+    def desired_for(self, labels: Mapping[str, str], loaded: policy.Policy) -> str:
+        signer = loaded.spec["csrSigner"]["enabled"] and any(c.serves_csrs for c in self.components)
+        return desired.encode_for_node(policy.resolve(loaded, labels), bool(signer))
+
+    def _work(self, stop: threading.Event) -> None:
+        backoff = watching.Backoff()
+        while not stop.is_set():
+            with self._lock:
+                # the timeout only bounds how long a set ``stop`` goes unnoticed
+                self._lock.wait_for(
+                    lambda: stop.is_set() or bool(self._pending and self.policy),
+                    STOP_POLL_SECONDS,
+                )
+                if stop.is_set():
+                    return
+                if not (self._pending and self.policy):
+                    continue
+                loaded = self.policy
+                todo = {n: self._nodes[n] for n in self._pending if n in self._nodes}
+                self._pending = set()
+            assert loaded is not None
+            failed = [
+                name for name, node in sorted(todo.items()) if not self._write(name, node, loaded)
+            ]
+            if failed:
+                with self._lock:
+                    self._pending.update(failed)
+                stop.wait(backoff.next())
+            else:
+                backoff.reset()
+
+    def _write(self, name: str, node: _Node, loaded: policy.Policy) -> bool:
+        """Patch the Node's desired state if it differs; False when it should be retried."""
+        value = self.desired_for(node.labels, loaded)
+        if value == node.desired:
+            return True
+        try:
+            nodes.patch_annotations(self.kube, name, {desired.ANNOTATION: value})
+        except kube_.NotFound:
+            return True  # the Node is gone; its DELETED event follows
+        except kube_.KubeError as e:
+            self.metrics.api_errors.labels("write-desired", type(e).__name__).inc()
+            log.error("cannot write %s on node %s: %s", desired.ANNOTATION, name, e)
+            return False
+        node.desired = value
+        log.info("node %s: desired revision %s", name, loaded.revision)
+        return True
+
+
+def _as_configmap(obj: dict[str, Any]) -> dict[str, Any]:
+    """List items come without kind and apiVersion; an Event's reference needs them."""
+    return {**obj, "apiVersion": "v1", "kind": "ConfigMap"}
+
+
+def _entry(node: Mapping[str, Any]) -> _Node:
+    return _Node(labels=nodes.labels(node), desired=nodes.annotation(node, desired.ANNOTATION))
+
+
+def main(settings: Settings, components: Sequence[Component] = ()) -> int:
+    """The ``kucero controller`` process: serve metrics, elect, lead until SIGTERM/SIGINT,
+    then release the Lease and exit 0."""
+    metrics = metrics_.Metrics()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        kube = kube_.connect(settings.kubeconfig)
+    except kube_.KubeError as e:
+        log.error("%s", e)
+        return 1
+    elector = election.Elector(kube, settings.election, metrics)
+    server = None
+    if settings.metrics_addr is not None:
+        try:
+            server = metrics_.Server(
+                metrics, settings.metrics_addr, lambda: elector.leader is not None
+            )
+        except OSError as e:
+            log.error("cannot serve metrics on %s:%d: %s", *settings.metrics_addr, e)
+            kube.close()
+            return 1
+    controller = Controller(kube, settings, metrics, components)
+    log.info(
+        "kucero controller %s: election on lease %s/%s",
+        settings.election.identity,
+        settings.election.namespace,
+        settings.election.name,
+    )
+    try:
+        elector.run(stop, controller.lead)
+    finally:
+        if server is not None:
+            server.close()
+        kube.close()
+    return 0

@@ -1,0 +1,170 @@
+"""Leader election on a coordination.k8s.io Lease, with our own ``leases`` helpers.
+
+Not the client's ``leaderelection`` module (PITFALLS.md: it calls ``sys.exit`` on bad
+settings, trusts the wall clock, never releases the Lease and cannot re-enter). The rules are
+client-go's:
+
+- a Lease held by someone else is taken only when it has not changed for its
+  ``leaseDurationSeconds`` as measured on *our* monotonic clock since we first saw that version
+  (so clock skew between nodes cannot make two leaders), or when it has no holder;
+- the leader renews every ``retry_period``; if it cannot renew for ``renew_deadline`` (shorter
+  than the lease duration, so it steps down before anyone may take over) it stops leading: the
+  leader's work is stopped and joined before the election is entered again;
+- on shutdown the leader releases the Lease (empty holder, one-second duration) so a standby
+  takes over at its next try rather than after the lease duration.
+
+Errors talking to the API server (403 included) are logged, counted, and retried at the retry
+period with back-off; they never end the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from reconciler import metrics as metrics_
+from reconciler.cluster import kube as kube_
+from reconciler.cluster import leases
+
+log = logging.getLogger(__name__)
+
+# After API errors the retry waits double from the retry period up to this (seconds).
+ERROR_BACKOFF_MAX_SECONDS = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    namespace: str
+    name: str
+    identity: str
+    lease_duration: float = 15.0  # client-go's defaults
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+class Elector:
+    """Run ``lead(stop_leading)`` while this process holds the Lease, until ``stop`` is set."""
+
+    def __init__(
+        self,
+        kube: kube_.Kube,
+        config: Config,
+        metrics: metrics_.Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kube, self.config, self.metrics, self.clock = kube, config, metrics, clock
+        self.leader: str | None = None  # last holder seen ("" none); None: not known yet
+        self._lease: dict[str, Any] | None = None
+        self._observed: tuple[str, str] | None = None  # (holder, resourceVersion)
+        self._observed_at = 0.0
+        self._errors = 0  # API errors in a row: the retry waits back off
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader == self.config.identity
+
+    def run(self, stop: threading.Event, lead: Callable[[threading.Event], None]) -> None:
+        while not stop.is_set():
+            if not self._try():
+                stop.wait(self._delay())
+                continue
+            log.info("became leader (%s/%s)", self.config.namespace, self.config.name)
+            self.metrics.leader.set(1)
+            stop_leading = threading.Event()
+            worker = threading.Thread(target=lead, args=(stop_leading,), name="leader-work")
+            worker.start()
+            renewed = self.clock()
+            while not stop.is_set() and worker.is_alive():
+                stop.wait(self.config.retry_period)
+                if stop.is_set():
+                    break
+                if self._try():
+                    renewed = self.clock()
+                elif not self.is_leader or self.clock() - renewed > self.config.renew_deadline:
+                    log.error("lost leadership (holder now %r); stopping leader work", self.leader)
+                    break
+            stop_leading.set()
+            worker.join()
+            self.metrics.leader.set(0)
+            if stop.is_set() or self.is_leader:  # a lost Lease is left alone by release
+                self._release()
+        log.info("leader election stopped")
+
+    def _delay(self) -> float:
+        """The retry period, doubled per API error in a row up to ERROR_BACKOFF_MAX_SECONDS,
+        jittered: a 403 must not become a request storm."""
+        if not self._errors:
+            return self.config.retry_period
+        delay = min(ERROR_BACKOFF_MAX_SECONDS, self.config.retry_period * 2.0 ** (self._errors - 1))
+        return delay * random.uniform(0.5, 1.0)
+
+    def _try(self) -> bool:
+        """One attempt to acquire or renew; True when we hold the Lease afterwards."""
+        c = self.config
+        now_wall = dt.datetime.now(dt.UTC)
+        try:
+            current = leases.get(self.kube, c.namespace, c.name)
+            if current is None:
+                self._lease = leases.acquire(
+                    self.kube, c.namespace, c.name, c.identity, self._seconds(), now_wall, None
+                )
+            elif leases.holder(current) == c.identity:
+                self._lease = leases.renew(
+                    self.kube, current, c.identity, self._seconds(), now_wall
+                )
+            else:
+                if not self._free(current):
+                    self.leader = leases.holder(current)
+                    self._errors = 0
+                    return False
+                self._lease = leases.acquire(
+                    self.kube, c.namespace, c.name, c.identity, self._seconds(), now_wall, current
+                )
+        except kube_.Conflict:
+            self._errors = 0
+            return False  # someone else wrote first; look again next time
+        except kube_.KubeError as e:
+            self.metrics.api_errors.labels("leader-election", type(e).__name__).inc()
+            log.error("leader election on %s/%s: %s", c.namespace, c.name, e)
+            if isinstance(e, kube_.Forbidden):
+                log.error(
+                    "the service account needs get/create/update on leases in %s", c.namespace
+                )
+            self._errors += 1
+            return False
+        self._errors = 0
+        self.leader = c.identity
+        return True
+
+    def _free(self, current: dict[str, Any]) -> bool:
+        holder = leases.holder(current)
+        seen = (holder, str(current.get("metadata", {}).get("resourceVersion")))
+        now = self.clock()
+        if seen != self._observed:
+            self._observed, self._observed_at = seen, now
+        if not holder:
+            return True
+        duration = leases.duration_seconds(current)  # garbage or missing: 0, so free
+        return now - self._observed_at >= duration
+
+    def _seconds(self) -> int:
+        return max(1, round(self.config.lease_duration))
+
+    def _release(self) -> None:
+        if self._lease is None:
+            return
+        try:
+            current = leases.get(self.kube, self.config.namespace, self.config.name)
+            if current is not None:
+                leases.release(self.kube, current, self.config.identity, dt.datetime.now(dt.UTC))
+                log.info("released %s/%s", self.config.namespace, self.config.name)
+        except kube_.KubeError as e:
+            log.warning("could not release the lease (a standby waits it out): %s", e)
+        self._lease = None
+        self.leader = ""

@@ -1,0 +1,165 @@
+"""The one door to the API server against the real kube-apiserver: errors mapped to ours,
+Leases with resourceVersion preconditions, Events, and watches that keep going."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from reconciler.cluster import configmaps, events, kube, leases, nodes
+
+pytestmark = pytest.mark.controlplane
+
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def _cm(namespace: str, name: str, data: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": namespace}, "data": data or {}}
+
+
+def test_missing_object_is_not_found(admin_kube: kube.Kube) -> None:
+    with pytest.raises(kube.NotFound) as raised:
+        admin_kube.get("/api/v1/nodes/no-such-node")
+    assert raised.value.status == 404
+    assert 'nodes "no-such-node" not found' in str(raised.value)
+
+
+def test_creating_twice_and_stale_replace_are_conflicts(
+    admin_kube: kube.Kube, namespace: str
+) -> None:
+    made = admin_kube.create(configmaps.collection(namespace), _cm(namespace, "c"))
+    with pytest.raises(kube.Conflict) as exists:
+        admin_kube.create(configmaps.collection(namespace), _cm(namespace, "c"))
+    assert exists.value.reason == "AlreadyExists"
+    admin_kube.replace(configmaps.path(namespace, "c"), {**made, "data": {"k": "1"}})
+    with pytest.raises(kube.Conflict) as stale:  # ``made`` carries the old resourceVersion
+        admin_kube.replace(configmaps.path(namespace, "c"), {**made, "data": {"k": "2"}})
+    assert stale.value.status == 409 and stale.value.reason == "Conflict"
+
+
+def test_user_without_rbac_is_forbidden(control_plane: Any, namespace: str) -> None:
+    alice = kube.connect(str(control_plane.user_kubeconfig("alice")))
+    with pytest.raises(kube.Forbidden) as raised:
+        alice.list(configmaps.collection(namespace))
+    assert raised.value.status == 403
+    assert 'User "alice" cannot list resource "configmaps"' in str(raised.value)
+
+
+def test_bad_token_is_unauthorized(control_plane: Any) -> None:
+    stranger = kube.connect(str(control_plane.token_kubeconfig("stranger", "not-a-token")))
+    with pytest.raises(kube.Unauthorized) as raised:
+        stranger.get("/api/v1/nodes")
+    assert raised.value.status == 401
+
+
+def test_invalid_object_is_invalid(admin_kube: kube.Kube, namespace: str) -> None:
+    with pytest.raises(kube.Invalid) as raised:
+        admin_kube.create(configmaps.collection(namespace), _cm(namespace, "Not_A_Name"))
+    assert raised.value.status == 422
+    assert "metadata.name" in str(raised.value)
+
+
+def test_no_server_is_unavailable_after_bounded_retries(control_plane: Any) -> None:
+    door = kube.connect(str(control_plane.admin_kubeconfig))
+    door.host = "https://127.0.0.1:1"  # nothing listens on port 1
+    door.retry_attempts = 3
+    began = time.monotonic()
+    with pytest.raises(kube.Unavailable) as raised:
+        door.get("/version")
+    assert raised.value.status == 0 and "Connection refused" in str(raised.value)
+    assert time.monotonic() - began < kube.RETRY_MAX_TOTAL_SECONDS
+
+
+def test_node_annotations_are_merge_patched(admin_kube: kube.Kube, make_node: Any) -> None:
+    make_node("door-1", labels={"pool": "a"}, annotations={"other": "kept"})
+    nodes.patch_annotations(admin_kube, "door-1", {"kucero.io/desired": '{"a":1}'})
+    node = nodes.get(admin_kube, "door-1")
+    assert nodes.annotation(node, "kucero.io/desired") == '{"a":1}'
+    assert nodes.annotation(node, "other") == "kept"
+    nodes.patch_annotations(admin_kube, "door-1", {"kucero.io/desired": None})
+    assert nodes.annotation(nodes.get(admin_kube, "door-1"), "kucero.io/desired") is None
+    assert nodes.labels(node) == {"pool": "a"}
+
+
+def test_lease_is_won_by_one_contender_only(admin_kube: kube.Kube, namespace: str) -> None:
+    first = leases.acquire(admin_kube, namespace, "slot", "a", 15, NOW, None)
+    with pytest.raises(kube.Conflict):  # b also saw no Lease, and lost the create
+        leases.acquire(admin_kube, namespace, "slot", "b", 15, NOW, None)
+    renewed = leases.renew(admin_kube, first, "a", 15, NOW + dt.timedelta(seconds=5))
+    with pytest.raises(kube.Conflict):  # b read ``first`` before a renewed: stale
+        leases.acquire(admin_kube, namespace, "slot", "b", 15, NOW, first)
+    assert not leases.expired(renewed, NOW + dt.timedelta(seconds=19))
+    assert leases.expired(renewed, NOW + dt.timedelta(seconds=20))
+    leases.release(admin_kube, renewed, "a", NOW + dt.timedelta(seconds=6))
+    released = leases.get(admin_kube, namespace, "slot")
+    assert leases.holder(released) == "" and leases.expired(released, NOW)
+    taken = leases.acquire(admin_kube, namespace, "slot", "b", 15, NOW, released)
+    assert leases.holder(taken) == "b" and taken["spec"]["leaseTransitions"] == 1
+
+
+def test_hand_edited_garbage_lease_reads_as_expired() -> None:
+    garbage = {"spec": {"holderIdentity": "x", "leaseDurationSeconds": "ten", "renewTime": "?"}}
+    assert leases.expired(garbage, NOW)
+    assert leases.expired({"spec": {"holderIdentity": 7}}, NOW)
+
+
+def test_event_regarding_a_configmap_is_listed(admin_kube: kube.Kube, namespace: str) -> None:
+    made = admin_kube.create(configmaps.collection(namespace), _cm(namespace, "policy"))
+    assert events.emit(admin_kube, made, "InvalidPolicy", "x" * 3000, events.WARNING)
+    (event,) = events.list_for(admin_kube, namespace, "policy")
+    assert event["reason"] == "InvalidPolicy" and event["type"] == "Warning"
+    assert len(event["note"].encode()) <= events.NOTE_MAX_BYTES
+
+
+class Recorder:
+    """Collects what watch_forever delivers, for assertions from the test thread."""
+
+    def __init__(self) -> None:
+        self.lists: list[list[str]] = []
+        self.events: list[tuple[str, str]] = []
+        self.changed = threading.Condition()
+
+    def on_list(self, items: list[dict[str, Any]]) -> None:
+        with self.changed:
+            self.lists.append(sorted(i["metadata"]["name"] for i in items))
+            self.changed.notify_all()
+
+    def on_event(self, event: kube.WatchEvent) -> None:
+        with self.changed:
+            self.events.append((event.type, event.obj["metadata"]["name"]))
+            self.changed.notify_all()
+
+    def wait_for(self, condition: Any, timeout: float = 30) -> None:
+        with self.changed:
+            assert self.changed.wait_for(condition, timeout), (self.lists, self.events)
+
+
+def start_watch(door: kube.Kube, path: str, recorder: Recorder) -> tuple[threading.Event, Any]:
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=door.watch_forever,
+        args=(path, None, recorder.on_event, stop, recorder.on_list),
+        daemon=True,
+    )
+    thread.start()
+    return stop, thread
+
+
+def test_watch_delivers_changes_and_stops_at_once(admin_kube: kube.Kube, namespace: str) -> None:
+    admin_kube.create(configmaps.collection(namespace), _cm(namespace, "before"))
+    recorder = Recorder()
+    stop, thread = start_watch(admin_kube, configmaps.collection(namespace), recorder)
+    recorder.wait_for(lambda: recorder.lists == [["before"]])
+    made = admin_kube.create(configmaps.collection(namespace), _cm(namespace, "after"))
+    admin_kube.replace(configmaps.path(namespace, "after"), {**made, "data": {"k": "v"}})
+    admin_kube.delete(configmaps.path(namespace, "before"))
+    expected = [("ADDED", "after"), ("MODIFIED", "after"), ("DELETED", "before")]
+    recorder.wait_for(lambda: recorder.events == expected)
+    began = time.monotonic()
+    stop.set()  # the watch is blocked in a read with a 30-minute server timeout
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - began < 5
