@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench testbin clean
+.PHONY: demo test unit fuzz lint bench testbin clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP) testbin
 ## make unit: only the tests that need no binaries
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+## make fuzz: the property-based tests with the long profile (tests/fuzz; counts printed)
+fuzz: $(STAMP)
+	KUCERO_FUZZ_PROFILE=long $(BIN)/python -m pytest tests/fuzz -q -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests bench

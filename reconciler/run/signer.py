@@ -1,0 +1,321 @@
+"""The kubelet serving CSR approver and signer: a component of ``kucero controller`` (leader
+only) and ``kucero run``.
+
+It watches CSRs of signer ``kubernetes.io/kubelet-serving`` (field selector), and hands each
+pending one to a small thread pool, so one slow request (a Node lookup that retries, a large
+RSA key) never holds back the others. For each: read the requesting Node, resolve the
+``csrSigner`` policy for that Node's labels, and ask the pure checks (``decide.csr``) for a
+verdict:
+
+- approve: load the CA (``node.castore``, reloaded when its files change), refuse it if it is
+  expired, not yet valid or does not match its key (Failed condition, Warning Event, metric),
+  else build the certificate first, then add ``Approved`` (reason ``KuceroApproved``) and write
+  ``status.certificate`` right after, so the window in which another signer could act is a
+  single request long;
+- deny: ``Denied`` with the reason, and a Warning Event on the CSR;
+- wait: the Node is not registered yet; requeued with back-off until ``decide.csr.NODE_WAIT``
+  after the CSR's creation, then denied;
+- leave: another signer's, ``csrSigner.enabled: false`` for that node, or ``onReject: ignore``.
+
+kube-controller-manager's ``csrsigning`` also signs approved ``kubelet-serving`` CSRs when it
+has the cluster CA (kubeadm sets ``--cluster-signing-cert-file``). Both then race once kucero
+approves: whichever writes ``status.certificate`` first wins, with the same CA. kucero's write
+is based on the resourceVersion of its approval, so if KCM got there first the API server
+answers 409 (or 422 "may not modify existing certificate content"); kucero counts that as
+``SignedElsewhere`` and neither fails the CSR nor overwrites the certificate. KCM, for its
+part, skips CSRs that already hold a certificate.
+
+A CSR approved by kucero but not signed (the process died in between) is finished on the next
+start. Every decision is counted in ``kucero_csr_decisions_total{decision,reason}``; signing
+time in ``kucero_csr_sign_duration_seconds``. The CA key is never logged.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from reconciler import metrics as metrics_
+from reconciler.cluster import csr as csr_api
+from reconciler.cluster import events, nodes
+from reconciler.cluster import kube as kube_
+from reconciler.decide import csr, csrsign, pki, policy
+from reconciler.node import castore, keys
+from reconciler.node import host as host_
+
+log = logging.getLogger(__name__)
+
+# Concurrent CSRs: each is a few milliseconds of CPU and three API requests; 8 keeps two cores
+# busy while requests wait on the API server, and bounds what a burst of CSRs can cost.
+WORKERS = 8
+# A CSR whose Node is missing (or with no valid policy yet) is looked at again after 2 s,
+# doubling to 30 s, until decide.csr.NODE_WAIT after its creation.
+REQUEUE_FIRST_SECONDS = 2.0
+REQUEUE_MAX_SECONDS = 30.0
+# A certificate write that lost a race with an unrelated change is retried this often.
+WRITE_ATTEMPTS = 3
+
+Now = Callable[[], dt.datetime]
+CurrentPolicy = Callable[[], policy.Policy | None]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Signer:
+    """Use ``run(kube, stop, current)`` as a controller component, or ``start``/``stop``."""
+
+    name = "csr-signer"
+    serves_csrs = True
+
+    def __init__(
+        self,
+        host_root: str | Path = "/",
+        metrics: metrics_.Metrics | None = None,
+        workers: int = WORKERS,
+        now: Now = _utcnow,
+    ) -> None:
+        self.cas = castore.CAStore(host_.Host(host_root))
+        self.metrics = metrics or metrics_.Metrics()
+        self.workers = workers
+        self.now = now
+        self._lock = threading.Condition()
+        self._busy: set[str] = set()  # CSR names queued or in progress
+        self._later: list[tuple[float, str, int]] = []  # (due, name, attempt) heap
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self, kube: kube_.Kube, current: CurrentPolicy) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self.run, args=(kube, self._stop, current), name=self.name, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def run(self, kube: kube_.Kube, stop: threading.Event, current: CurrentPolicy) -> None:
+        """Approve and sign until ``stop`` is set."""
+        pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="csr")
+        work = _Work(self, kube, current, pool)
+        helpers = [
+            threading.Thread(target=self.cas.watch, args=(stop,), name="csr-ca-watch"),
+            threading.Thread(target=work.requeue_loop, args=(stop,), name="csr-requeue"),
+        ]
+        for thread in helpers:
+            thread.start()
+        try:
+            kube.watch_forever(csr_api.PATH, csr_api.WATCH_PARAMS, work.on_event, stop)
+        finally:
+            stop.set()
+            with self._lock:
+                self._lock.notify_all()
+            for thread in helpers:
+                thread.join()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Work:
+    """One run's queueing and per-CSR processing."""
+
+    def __init__(
+        self,
+        signer: Signer,
+        kube: kube_.Kube,
+        current: CurrentPolicy,
+        pool: concurrent.futures.ThreadPoolExecutor,
+    ) -> None:
+        self.s, self.kube, self.current, self.pool = signer, kube, current, pool
+
+    def on_event(self, event: kube_.WatchEvent) -> None:
+        if event.type in ("ADDED", "MODIFIED"):
+            self.submit(event.obj, 0)
+
+    def submit(self, obj: dict[str, Any], attempt: int) -> None:
+        if not (csr.is_pending(obj) or csr.approved_by_us_unsigned(obj)):
+            return
+        name = csr_api.name(obj)
+        with self.s._lock:
+            if name in self.s._busy:
+                return
+            self.s._busy.add(name)
+        self.pool.submit(self._guarded, obj, attempt)
+
+    def requeue_loop(self, stop: threading.Event) -> None:
+        lock = self.s._lock
+        while not stop.is_set():
+            with lock:
+                due = self.s._later[0][0] if self.s._later else None
+                wait = 1.0 if due is None else max(0.0, due - time.monotonic())
+                if wait > 0:
+                    lock.wait(min(wait, 1.0))
+                    continue
+                _, name, attempt = heapq.heappop(self.s._later)
+            try:
+                obj = csr_api.get(self.kube, name)
+            except kube_.NotFound:
+                continue
+            except kube_.KubeError as e:
+                log.warning("CSR %s: %s; trying again later", name, e)
+                self._later(name, attempt)
+                continue
+            self.submit(obj, attempt)
+
+    def _later(self, name: str, attempt: int) -> None:
+        delay = min(REQUEUE_MAX_SECONDS, REQUEUE_FIRST_SECONDS * 2**attempt)
+        with self.s._lock:
+            heapq.heappush(self.s._later, (time.monotonic() + delay, name, attempt + 1))
+            self.s._lock.notify_all()
+
+    def _guarded(self, obj: dict[str, Any], attempt: int) -> None:
+        name = csr_api.name(obj)
+        requeue = False
+        try:
+            requeue = self.process(obj)
+        except kube_.KubeError as e:
+            log.warning("CSR %s: %s; trying again later", name, e)
+            self._count("error", type(e).__name__)
+            requeue = True
+        except Exception:
+            log.exception("CSR %s: unexpected error", name)
+            self._count("error", "Unexpected")
+        finally:
+            with self.s._lock:
+                self.s._busy.discard(name)
+        if requeue:
+            self._later(name, attempt)
+
+    # --- one CSR -----------------------------------------------------------------------------
+
+    def process(self, obj: dict[str, Any]) -> bool:
+        """Decide and act on one CSR; True when it must be looked at again later."""
+        name = csr_api.name(obj)
+        loaded = self.current()
+        if loaded is None:
+            return True  # no valid policy yet: nothing may be approved or denied
+        node_name = csr.node_name(obj)
+        node = self._node(node_name) if node_name else None
+        spec = csr.signer_spec(loaded, nodes.labels(node) if node else {})
+        now = self.s.now()
+        verdict = csr.check(obj, node, spec, now)
+        if verdict.decision is csr.Decision.WAIT:
+            log.info("CSR %s: %s; waiting", name, verdict.message)
+            return True
+        if verdict.decision is csr.Decision.LEAVE:
+            if verdict.reason not in (csr.Reason.OTHER_SIGNER, csr.Reason.SIGNER_DISABLED):
+                log.info("CSR %s left pending (onReject: ignore): %s", name, verdict.message)
+                self._count("ignored", verdict.reason)
+            return False
+        if verdict.decision is csr.Decision.DENY:
+            self._deny(obj, verdict, now)
+            return False
+        self._approve_and_sign(obj, verdict, spec, now)
+        return False
+
+    def _node(self, node_name: str) -> dict[str, Any] | None:
+        try:
+            return nodes.get(self.kube, node_name)
+        except kube_.NotFound:
+            return None
+
+    def _deny(self, obj: dict[str, Any], verdict: csr.Verdict, now: dt.datetime) -> None:
+        name = csr_api.name(obj)
+        cond = csr_api.condition("Denied", verdict.reason, verdict.message, now)
+        try:
+            csr_api.add_condition(self.kube, obj, cond)
+        except kube_.Conflict:
+            return self._retry_fresh(name)
+        log.warning("CSR %s denied: %s: %s", name, verdict.reason, verdict.message)
+        self._count("denied", verdict.reason)
+        events.emit(self.kube, obj, verdict.reason, verdict.message, events.WARNING, "Deny")
+
+    def _approve_and_sign(
+        self, obj: dict[str, Any], verdict: csr.Verdict, spec: csr.SignerSpec, now: dt.datetime
+    ) -> None:
+        name = csr_api.name(obj)
+        started = time.perf_counter()
+        pem = self._sign(obj, verdict, spec, now)
+        if pem is None:
+            return
+        self.s.metrics.csr_sign_duration.observe(time.perf_counter() - started)
+        if not csr.approved_by_us_unsigned(obj):
+            cond = csr_api.condition("Approved", csr.Reason.APPROVED, verdict.message, now)
+            try:
+                obj = csr_api.add_condition(self.kube, obj, cond)
+            except kube_.Conflict:
+                return self._retry_fresh(name)
+        for _ in range(WRITE_ATTEMPTS):
+            if csr_api.put_certificate(self.kube, obj, pem) is not None:
+                log.info("CSR %s approved and signed (%s)", name, verdict.message)
+                self._count("approved", csr.Reason.APPROVED)
+                return
+            obj = csr_api.get(self.kube, name)
+            if (obj.get("status") or {}).get("certificate"):
+                log.info("CSR %s approved; another signer wrote the certificate first", name)
+                self._count("approved", csr.Reason.SIGNED_ELSEWHERE)
+                return
+            if not csr.approved_by_us_unsigned(obj):
+                return  # failed or changed by someone else meanwhile: theirs now
+        raise kube_.Conflict(f"CSR {name}: the certificate write kept conflicting", 409)
+
+    def _sign(
+        self, obj: dict[str, Any], verdict: csr.Verdict, spec: csr.SignerSpec, now: dt.datetime
+    ) -> bytes | None:
+        """The certificate's PEM, or None after recording why the CA may not sign."""
+        assert verdict.request is not None and verdict.validity is not None
+        try:
+            ca = self.s.cas.get(spec.ca_cert_path, spec.ca_key_path)
+            problem = csrsign.ca_problem(ca.cert, ca.key, now)
+        except castore.CAError as e:
+            problem = (csr.Reason.CA_UNAVAILABLE, str(e))
+        if problem is None:
+            try:
+                cert = csrsign.build(
+                    verdict.request,
+                    verdict.usages,
+                    ca.cert,
+                    ca.key,
+                    keys.new_serial(),
+                    now,
+                    verdict.validity,
+                )
+                return pki.cert_pem(cert)
+            except Exception as e:  # never quote the key: the type and message of the error only
+                problem = (csr.Reason.SIGNING_FAILED, f"signing failed: {type(e).__name__}")
+        reason, message = problem
+        log.error("CSR %s: refusing to sign: %s: %s", csr_api.name(obj), reason, message)
+        cond = csr_api.condition("Failed", reason, message, now)
+        try:
+            csr_api.add_condition(self.kube, obj, cond)
+        except kube_.Conflict:
+            self._retry_fresh(csr_api.name(obj))
+            return None
+        self._count("failed", reason)
+        events.emit(self.kube, obj, reason, message, events.WARNING, "Sign")
+        return None
+
+    def _retry_fresh(self, name: str) -> None:
+        """The CSR changed under us: look at its current state (a no-op if decided)."""
+        try:
+            fresh = csr_api.get(self.kube, name)
+        except kube_.NotFound:
+            return
+        if csr.is_pending(fresh) or csr.approved_by_us_unsigned(fresh):
+            self.process(fresh)
+
+    def _count(self, decision: str, reason: str) -> None:
+        self.s.metrics.csr_decisions.labels(decision, str(reason)).inc()
