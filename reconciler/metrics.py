@@ -123,6 +123,13 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.node_phase = prometheus_client.Gauge(
+            "kucero_node_phase",
+            "1 for the phase of the node's latest pass (as kucero.io/status says), 0 for the "
+            "others; the KuceroNodeNotConverged alert watches it",
+            ["node", "phase"],
+            registry=r,
+        )
         self.leader = prometheus_client.Gauge(
             "kucero_leader", "1 while this process leads the controllers", registry=r
         )
@@ -133,6 +140,12 @@ class Metrics:
             registry=r,
         )
         self._revision_lock = threading.Lock()
+
+    def set_phase(self, node: str, phase: str, phases: Iterable[str]) -> None:
+        """One series per phase, 1 for ``phase`` (a state set, so a change never leaves a
+        stale 1 behind)."""
+        for each in phases:
+            self.node_phase.labels(node, each).set(1 if each == phase else 0)
 
     def set_policy(self, valid: bool, revision: str | None) -> None:
         """Record a policy read: validity, and the revision in force (one series only)."""

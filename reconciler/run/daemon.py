@@ -28,10 +28,10 @@ from typing import Any
 
 from reconciler import metrics as metrics_
 from reconciler.cluster import kube as kube_
-from reconciler.decide import report
+from reconciler.decide import report, status
 from reconciler.model import actions
 from reconciler.node import execute
-from reconciler.run import node_daemon, once
+from reconciler.run import node_daemon, node_report, once
 
 log = logging.getLogger("kucero")
 
@@ -148,6 +148,8 @@ def observer(metrics: metrics_.Metrics, node_name: str) -> Any:
         if result.observed is not None:
             rows = report.expiration(result.observed, dt.datetime.now(dt.UTC))
             metrics.certificates.set(node_name, metrics_.certificate_rows(rows))
+        phase = node_report.status_of(result, None, None).phase
+        metrics.set_phase(node_name, phase, list(status.Phase))
         for r in result.results:
             outcome = "success" if r.ok else "failure"
             if r.action.kind == actions.ActionKind.RENEW:

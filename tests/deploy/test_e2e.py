@@ -220,6 +220,12 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
 
     for pod in pods:
         assert pod.proc.poll() is None, f"{pod.node} exited\n{pod.output()}"
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{pod.port}/metrics", timeout=5)
+        with metrics:
+            text = metrics.read().decode()
+        # what KuceroNodeNotConverged watches
+        assert f'kucero_node_phase{{node="{pod.node}",phase="Converged"}} 1.0' in text, text
+        assert f'kucero_node_phase{{node="{pod.node}",phase="Failed"}} 0.0' in text
         # what the DaemonSets' liveness and readiness probes ask
         for probe in ("/healthz", "/readyz"):
             url = f"http://127.0.0.1:{pod.port}{probe}"

@@ -93,3 +93,34 @@ def test_every_alert_has_summary_description_and_a_runbook_section(
         anchor = notes["runbook_url"].rpartition("#")[2]
         assert notes["runbook_url"].split("#")[0].endswith("docs/runbook.md")
         assert anchor == alert["name"].lower() and anchor in headings, alert["name"]
+
+
+def test_alerts_select_metrics_and_labels_kucero_declares(checked: dict[str, Any]) -> None:
+    """A renamed metric or label would leave an alert that never fires: every selector names a
+    metric of reconciler.metrics with labels it has."""
+    from reconciler import metrics
+
+    declared: dict[str, set[str]] = {}
+    registry = metrics.Metrics().registry
+    for family in registry.collect():
+        for sample in family.samples:
+            declared.setdefault(sample.name, set()).update(sample.labels)
+        declared.setdefault(family.name, set())
+    # Labelled metrics with no series yet expose no labels: take them from the declarations.
+    for collector in list(registry._collector_to_names):
+        labels = set(getattr(collector, "_labelnames", ()))
+        for name in registry._collector_to_names[collector]:
+            declared.setdefault(name, set()).update(labels)
+    declared["kucero_certificate_expiration_timestamp_seconds"] |= {
+        "node",
+        "name",
+        "kind",
+        "issuer",
+    }
+    for alert in checked["alerts"]:
+        for selector in alert["selectors"]:
+            (name,) = [m["value"] for m in selector if m["name"] == "__name__"]
+            assert name in declared, f"{alert['name']}: {name} is not declared"
+            for matcher in selector:
+                if matcher["name"] != "__name__":
+                    assert matcher["name"] in declared[name], (alert["name"], name, matcher)
