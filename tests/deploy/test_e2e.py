@@ -26,6 +26,7 @@ import yaml
 
 from reconciler.cluster import configmaps, kube, nodes
 from reconciler.decide import desired, status
+from tests import csrs
 from tests.controlplane import cluster
 from tests.deploy import shipped, tools
 from tests.integration import nodesim
@@ -47,6 +48,7 @@ FAST_ELECTION = (
 )
 ROLLOUT_SECONDS = 90.0
 MEBI = 1024 * 1024
+CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 
 
 def daemonset_args(name: str, namespace: str, root: Path, port: int) -> list[str]:
@@ -236,3 +238,63 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
         peak = peak_rss(pod.proc.pid)
         print(f"peak RSS {pod.daemonset} ({pod.node}): {peak / MEBI:.1f} MiB")
         assert peak < memory_limit(pod.daemonset), (pod.daemonset, peak)
+
+
+def test_kubelet_serving_csr_is_approved_and_signed_with_the_shipped_rbac_alone(
+    admin_kube: kube.Kube,
+    namespace: str,
+    make_node: Callable[..., Any],
+    tokens: dict[str, Path],
+    pods: list[Pod],
+    control_plane: cluster.ControlPlane,
+    tmp_path: Path,
+) -> None:
+    """A worker's kubelet asks for its serving certificate (as ``system:node:<name>``, the way
+    a kubelet with serverTLSBootstrap does); the leader, running with the control-plane
+    ServiceAccount's token only, approves it and signs it with the CA on its node."""
+    cp, worker, ip = "e2e-csr-cp", "e2e-csr-w", "10.0.3.21"
+    make_node(cp, labels=nodesim.CONTROL_PLANE, addresses={"InternalIP": "10.0.3.11"})
+    make_node(worker, addresses={"InternalIP": ip})
+    configmaps.create_or_replace(
+        admin_kube, namespace, "kucero-policy", {"policy.yaml": shipped_policy()}
+    )
+    cp_root = nodesim.tree(tmp_path, cp, True)
+    pods.append(
+        Pod(
+            "kucero-control-plane",
+            cp,
+            cp_root,
+            tokens[shipped.CONTROL_PLANE],
+            namespace,
+            tmp_path / f"{cp}.log",
+        )
+    )
+    nodesim.wait_for(
+        "the leader's policy on both nodes",
+        lambda: all(
+            nodes.annotation(nodes.get(admin_kube, n), desired.ANNOTATION) for n in (cp, worker)
+        ),
+        ROLLOUT_SECONDS,
+    )
+
+    kubelet = kube.connect(
+        str(control_plane.user_kubeconfig(f"system:node:{worker}", ("system:nodes",)))
+    )
+    try:
+        name = f"e2e-{namespace}"
+        kubelet.create(CSR_PATH, csrs.body(csrs.request_pem(worker, ips=(ip,)), name))
+    finally:
+        kubelet.close()
+
+    def signed() -> dict[str, Any] | None:
+        got = admin_kube.get(f"{CSR_PATH}/{name}")
+        conditions = {c["type"]: c for c in got.get("status", {}).get("conditions", [])}
+        return got if "Approved" in conditions and got["status"].get("certificate") else None
+
+    got = nodesim.wait_for("the CSR approved and signed", signed, ROLLOUT_SECONDS)
+    approved = [c for c in got["status"]["conditions"] if c["type"] == "Approved"]
+    assert approved[0]["reason"] == "KuceroApproved", approved
+    admin_kube.delete(f"{CSR_PATH}/{name}")
+    for pod in pods:
+        log = pod.output()
+        assert "Forbidden" not in log and "forbidden" not in log, f"{pod.node}:\n{log}"
