@@ -76,3 +76,47 @@ def test_flux_applies_the_overlay_and_a_second_reconciliation_changes_nothing(
     assert (source / "kustomize/overlays/default/kustomization.yaml").read_text() == (
         tools.REPO / "kustomize/overlays/default/kustomization.yaml"
     ).read_text()
+
+
+def test_gitops_manifests_are_accepted_by_argo_cd_and_flux_crds(
+    own_control_plane: cluster.ControlPlane,
+) -> None:
+    """The Argo CD Application and the Flux GitRepository and Kustomization of docs/gitops/
+    validate against those tools' own CRDs (from their published Go modules): a server-side
+    dry run, which the CRDs' schemas check field by field."""
+    kubeconfig = own_control_plane.admin_kubeconfig
+    crds = [a for name in tools.GITOPS_CRDS for a in ("-f", str(tools.crd(name)))]
+    tools.kubectl("apply", "--server-side", *crds, kubeconfig=kubeconfig)
+    tools.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *crds, kubeconfig=kubeconfig
+    )
+    for namespace in ("argocd", "flux-system"):
+        tools.kubectl("create", "namespace", namespace, kubeconfig=kubeconfig)
+    manifests = sorted((tools.REPO / "docs/gitops").glob("*.yaml"))
+    assert len(manifests) == 3
+    for manifest in manifests:
+        done = tools.kubectl(
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-f",
+            str(manifest),
+            kubeconfig=kubeconfig,
+            check=False,
+        )
+        assert done.returncode == 0 and done.stderr == "", f"{manifest.name}: {done.stderr}"
+    # The schema is really checked: a misspelt field is refused.
+    bad = (
+        (tools.REPO / "docs/gitops/flux-kustomization.yaml").read_text().replace("prune:", "prnue:")
+    )
+    refused = tools.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-f",
+        "-",
+        stdin=bad,
+        kubeconfig=kubeconfig,
+        check=False,
+    )
+    assert refused.returncode != 0 and "prnue" in refused.stderr, refused.stderr

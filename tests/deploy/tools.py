@@ -26,6 +26,11 @@ OVERLAYS = tuple(
 # The namespace each overlay deploys to (asserted against its output by the tests).
 NAMESPACES = {"default": "kube-system", "custom": "kucero-system"}
 CRDS = ("monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml")
+GITOPS_CRDS = (
+    "application-crd.yaml",  # Argo CD
+    "kustomize.toolkit.fluxcd.io_kustomizations.yaml",  # Flux kustomize-controller
+    "source.toolkit.fluxcd.io_gitrepositories.yaml",  # Flux source-controller
+)
 BUILD = Path(__file__).resolve().parent / "build.sh"
 # kubectl commands against a local API server take well under a second; a minute is stuck.
 KUBECTL_TIMEOUT_SECONDS = 60
