@@ -293,5 +293,7 @@ def test_forbidden_api_is_logged_counted_and_backed_off_not_a_crash_loop(
     # at the 0.5 s retry period without back-off, 8 s would be 16 attempts
     assert 1 <= later - first <= 6, (first, later)
     assert ctl.get("/healthz")[0] == 200 and ctl.get("/readyz")[0] == 503
+    watch = 'kucero_api_errors_total{error="Forbidden",operation="watch-lease"}'
+    assert 1 <= (ctl.metric(watch) or 0) <= 6  # the Lease watch backs off too
     assert 'cannot get resource "leases"' in ctl.output()
     assert "needs get/create/update on leases" in ctl.output()
