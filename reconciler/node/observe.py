@@ -9,12 +9,11 @@ certificates), and for workers (only the kubelet's files).
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from cryptography import x509
 
-from reconciler.decide import kubeconfig, kubelet, pki
+from reconciler.decide import kubeconfig, kubelet, ownfiles, pki
 from reconciler.model import hoststate, kubeadm, paths
 from reconciler.node import host as host_
 
@@ -49,23 +48,15 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
 
 
 def read_state(host: host_.Host, errors: list[str] | None = None) -> dict[str, Any]:
-    """kucero's own per-node state file (pending restarts); empty when absent or unreadable,
-    with the reason appended to ``errors`` when given."""
+    """kucero's own per-node state file (pending restarts), checked against its schema; empty
+    when absent or invalid, with the reason appended to ``errors`` when given."""
     try:
         data = host.read(paths.STATE)
-    except host_.HostError as e:
+        return ownfiles.parse_state(data) if data else {}
+    except (host_.HostError, ownfiles.OwnFileError) as e:
         if errors is not None:
-            errors.append(str(e))
+            errors.append(f"{e}; pending restarts forgotten")
         return {}
-    try:
-        state = json.loads(data) if data else {}
-        if not isinstance(state, dict) or not isinstance(state.get("pendingRestarts", []), list):
-            raise ValueError("not a state document")
-    except ValueError:
-        if errors is not None:
-            errors.append(f"{paths.STATE}: not valid JSON; pending restarts forgotten")
-        return {}
-    return state
 
 
 def _read_pending_restarts(host: host_.Host, errors: list[str]) -> frozenset[str]:

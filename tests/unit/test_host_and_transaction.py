@@ -106,6 +106,7 @@ def test_a_failed_write_rolls_every_file_back(
 def _interrupted(node: host.Host) -> dict[str, object]:
     """The state a SIGKILL right after the first install leaves: new crt, old key, journal."""
     backup = "/etc/kubernetes/tmp/kucero-backup-x"
+    node.write_atomic(f"{backup}/{paths.BACKUP_MARKER}", paths.MARKER_CONTENT)
     files = []
     for write, old in zip(WRITES, (b"crt-v1", b"key-v1"), strict=True):
         rel = write.path.lstrip("/")
