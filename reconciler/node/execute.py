@@ -215,23 +215,14 @@ def _renewal(
         ]
     creds = leaf.credentials
     assert creds is not None and leaf.document is not None
-    if creds.embedded and creds.key_data is not None:
-        # the file now holds a private key: 0600, whatever it was before
-        data = kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem)
-        return [transaction.Write(leaf.path, data, mode=0o600)]
-    if creds.cert_file and creds.cert_file == creds.key_file:
-        return [transaction.Write(creds.cert_file, cert_pem + key_pem, mode=0o600)]
-    writes = []
-    if creds.cert_file:
-        writes.append(transaction.Write(creds.cert_file, cert_pem))
-    if creds.key_file:
-        writes.append(transaction.Write(creds.key_file, key_pem, mode=0o600))
-    # Mixed embedded/file credentials: rewrite the embedded half in the kubeconfig itself.
-    if creds.cert_data is not None or creds.key_data is not None:
+    if creds.cert_data is None or creds.key_data is None:
+        # the plan refuses these (NotKubeadmManaged); never follow a reference to write a key
         raise kubeconfig.KubeconfigError(
-            f"{leaf.path}: mixes embedded and file credentials; renew it by hand"
+            f"{leaf.path}: client credentials not embedded; not kubeadm's to renew"
         )
-    return writes
+    # the file now holds a private key: 0600, whatever it was before
+    data = kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem)
+    return [transaction.Write(leaf.path, data, mode=0o600)]
 
 
 def _check_renewed(

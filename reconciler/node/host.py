@@ -22,7 +22,6 @@ directory fsynced, so a reader (or a crash) sees the old content or the new, nev
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import os
@@ -34,7 +33,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from reconciler.model import paths
+from reconciler.model import hoststate, paths
 from reconciler.node import confined
 
 # Largest file kucero reads: 1 MiB. kubeadm's largest (a kubeconfig with an embedded RSA-4096
@@ -48,15 +47,6 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 class HostError(OSError):
     """A host file or command failed; the message names the host path or command."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Identity:
-    """Which file a host path ends at: its resolved host path and (device, inode)."""
-
-    resolved: str
-    device: int
-    inode: int
 
 
 class Host:
@@ -131,12 +121,12 @@ class Host:
     def exists(self, host_path: str) -> bool:
         return self.stat(host_path) is not None
 
-    def identity(self, host_path: str) -> Identity | None:
+    def identity(self, host_path: str) -> hoststate.FileIdentity | None:
         """Which file ``host_path`` resolves to, to tell when two paths are one file."""
         try:
             with self._at(host_path) as where:
                 st = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
-                return Identity(where.resolved, st.st_dev, st.st_ino)
+                return hoststate.FileIdentity(where.resolved, st.st_dev, st.st_ino)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:

@@ -35,6 +35,11 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
     manifests = frozenset(
         c for c in kubeadm.COMPONENTS if _safe_exists(host, kubeadm.manifest(c), errors)
     )
+    watched = [p for ca in kubeadm.CAS for p in (ca.cert, ca.key)]
+    watched += [p for leaf in leaves.values() for p in leaf.files]
+    if kubelet_state.conf is not None:
+        watched += kubelet_state.conf.files
+    watched += [kubeadm.KUBELET_CONFIG, kubeadm.KUBELET_CLIENT_CURRENT, paths.STATE]
     return hoststate.Observed(
         node_name=node_name,
         cas=cas,
@@ -44,7 +49,22 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
         pending_restarts=_read_pending_restarts(host, errors),
         journal_pending=_safe_exists(host, paths.JOURNAL, errors),
         errors=tuple(errors),
+        identities=_identities(host, watched),
     )
+
+
+def _identities(host: host_.Host, host_paths: list[str]) -> dict[str, hoststate.FileIdentity]:
+    """Which file each path resolves to, so the plan can see two paths that are one file.
+    A path that cannot be resolved is left out (reading it has already reported why)."""
+    out = {}
+    for path in dict.fromkeys(host_paths):
+        try:
+            found = host.identity(path)
+        except host_.HostError:
+            continue
+        if found is not None:
+            out[path] = found
+    return out
 
 
 def read_state(host: host_.Host, errors: list[str] | None = None) -> dict[str, Any]:
@@ -113,6 +133,7 @@ def _read_leaf(
         # kubeadm's definition: the CA key is absent (with no CA at all, e.g. the client
         # certificate for an external etcd, kubeadm does not manage it either)
         externally_managed=not ca.key_present,
+        files=(leaf.path,) if leaf.key is None else (leaf.path, leaf.key),
     )
     try:
         if leaf.kind == "kubeconfig":
@@ -140,7 +161,10 @@ def _read_kubeconfig(
         creds = kubeconfig.credentials(doc, base.path)
     except kubeconfig.KubeconfigError as e:
         return dataclasses.replace(base, error=f"{base.path}: {e}")
-    base = dataclasses.replace(base, credentials=creds, document=doc)
+    referenced = tuple(p for p in (creds.cert_file, creds.key_file) if p is not None)
+    base = dataclasses.replace(
+        base, credentials=creds, document=doc, files=(base.path, *referenced)
+    )
     if creds.embedded:
         cert_data, cert_where = creds.cert_data, f"{base.path} (client-certificate-data)"
     else:
