@@ -190,7 +190,8 @@ def recover(host: host_.Host) -> str | None:
         # of live keys in a backup's new/: nothing needs them any more. Only in backups kucero
         # made, never through a link (a planted new -> /etc/kubernetes/pki is left alone).
         for name in host.listdir(kubeadm.TMP):
-            if is_backup(host, name) and host.lstat(f"{paths.backup_dir(name)}/new") is not None:
+            staged = host.lstat(f"{paths.backup_dir(name)}/new")
+            if is_backup(host, name) and staged is not None and stat.S_ISDIR(staged.st_mode):
                 host.remove_tree(f"{paths.backup_dir(name)}/new", literal=2)
         return None
     try:
