@@ -27,6 +27,8 @@ from reconciler.node import execute, interrupt, observe
 from reconciler.node import host as host_
 from reconciler.run import once
 
+# PID 1's view of /: the default kubelet restart (nsenter --target 1) acts on its machine.
+PID1_ROOT = "/proc/1/root"
 NSENTER = ("nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--")
 
 
@@ -341,12 +343,12 @@ def kubelet_restart_command(settings: Settings, spec: nodespec.NodeSpec) -> tupl
         or os.path.exists("/run/.containerenv")
         or "KUBERNETES_SERVICE_HOST" in os.environ
     )
-    if os.path.realpath(settings.host_root) == "/" and not in_container:
+    if _same_directory(settings.host_root, "/") and not in_container:
         return systemctl
-    if _same_directory(settings.host_root, "/proc/1/root"):
+    if _same_directory(settings.host_root, PID1_ROOT):
         return NSENTER + systemctl
     raise UsageError(
-        f"kucero: --host-root {settings.host_root} is not the root of PID 1 (/proc/1/root), so "
+        f"kucero: --host-root {settings.host_root} is not the root of PID 1 ({PID1_ROOT}), so "
         "the default kubelet restart (systemctl through nsenter into PID 1) would restart "
         "another machine's kubelet; give --kubelet-restart-command, or set kubelet.restart: "
         "none in the policy"

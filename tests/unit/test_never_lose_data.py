@@ -365,3 +365,154 @@ def test_a_leaf_whose_ca_is_not_valid_yet_is_not_renewed(
     code, out, _ = node_once(root, policy(tmp_path), capsys)
     assert code == 1 and "CANotYetValid" in out, out
     assert pki_files(root) == before
+
+
+# --- 5. SIGTERM and SIGINT during a manifest-move restart ---------------------------------
+
+
+def _restart_tree(make_tree: Any) -> Path:
+    root: Path = make_tree(
+        now=REAL_NOW,
+        key_type="ecdsa",
+        expiries={"scheduler.conf": 5 * DAY},
+        embedded_kubelet_conf=False,
+        kubelet_config_rotation=True,
+    )
+    return root
+
+
+def _wait_for(path: Path, process: subprocess.Popen[str], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+MANIFEST = "etc/kubernetes/manifests/kube-scheduler.yaml"
+PARKED = f"{TMP}/kucero-manifests/kube-scheduler.yaml"
+
+
+def test_manifest_move_restart_puts_the_manifest_back(make_tree: Any, tmp_path: Path) -> None:
+    root = _restart_tree(make_tree)
+    content = (root / MANIFEST).read_bytes()
+    process = subprocess.Popen(
+        command(root, policy(tmp_path, "{}"), "--manifest-grace", "1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait_for(root / PARKED, process)
+    assert not (root / MANIFEST).exists()  # really out of the kubelet's directory
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, out
+    assert "restart-static-pod   kube-scheduler" in out
+    assert (root / MANIFEST).read_bytes() == content and not (root / PARKED).exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_manifest_move_puts_the_manifest_back_and_frees_the_lock(
+    make_tree: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], signum: signal.Signals
+) -> None:
+    root = _restart_tree(make_tree)
+    the_policy = policy(tmp_path, "{}")
+    content = (root / MANIFEST).read_bytes()
+    process = subprocess.Popen(
+        command(root, the_policy, "--manifest-grace", "5"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(root / PARKED, process)
+    started = time.monotonic()
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=30)
+    assert time.monotonic() - started < 3  # did not sit out the 5 s grace
+    assert process.returncode == 1, out + err
+    assert f"interrupted by {signum.name}" in err
+    assert (root / MANIFEST).read_bytes() == content and not (root / PARKED).exists()
+    # the lock is free and the restart is still owed: the next pass does it
+    code, out, err = node_once(
+        root, the_policy, capsys, "--kubelet-restart-command", "true", "--manifest-grace", "0"
+    )
+    assert code == 0, out + err
+    assert "restart-static-pod   kube-scheduler" in out and "ok" in out
+    assert (root / MANIFEST).read_bytes() == content
+
+
+# --- 6. retention over several passes, failed ones included --------------------------------
+
+
+def test_retention_holds_over_many_passes_including_failed_ones(
+    make_tree: Any, tmp_path: Path
+) -> None:
+    root = make_tree(now=REAL_NOW, key_type="ecdsa", expiries={"apiserver": 5 * DAY})
+    the_policy = policy(
+        tmp_path, "{kubeadm: {restart: none, backup: {retain: 2}}, kubelet: {restart: none}}"
+    )
+    due = {p: (root / PKI / p).read_bytes() for p in ("apiserver.crt", "apiserver.key")}
+
+    def small_files() -> None:  # every write over 200 bytes fails with EFBIG: the pass fails
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+    for failing in (False, False, True, True, False, True, False):
+        for name, data in due.items():  # due again
+            (root / PKI / name).write_bytes(data)
+        done = subprocess.run(
+            command(root, the_policy),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=small_files if failing else None,
+        )
+        assert done.returncode == (1 if failing else 0), done.stdout + done.stderr
+        made = backups(root)
+        assert 1 <= len(made) <= 2, made
+        assert not [p for p in made if (p / "new").exists()]  # no staged key left anywhere
+    pairs = observe.observe(host.Host(root)).leaves
+    assert pairs["apiserver"].key_matches
+
+
+# --- 7. the kubelet restart never hits another machine -------------------------------------
+
+
+def test_default_kubelet_restart_is_refused_when_host_root_is_not_pid1s_root(
+    make_tree: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_tree(now=REAL_NOW, key_type="ecdsa", expiries={"apiserver": 5 * DAY})
+    before = files(root)
+    code, out, err = node_once(root, policy(tmp_path, "{kubeadm: {restart: none}}"), capsys)
+    assert code == 2, out + err
+    assert "--kubelet-restart-command" in err and "PID 1" in err
+    assert files(root) == before  # refused before any write, the lock file included
+
+
+def test_no_kubelet_restart_command_is_needed_when_the_policy_never_restarts_it(
+    make_tree: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_tree(now=REAL_NOW, key_type="ecdsa")
+    code, out, err = node_once(root, policy(tmp_path), capsys)
+    assert code == 0, out + err
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["pid1s-root", "another-root"])
+def test_default_kubelet_restart_enters_pid1_only_when_host_root_is_its_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, same: bool
+) -> None:
+    (tmp_path / "host").mkdir()
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "pid1-root").symlink_to(tmp_path / "host")  # as /proc/1/root is a link
+    monkeypatch.setattr(cli, "PID1_ROOT", str(tmp_path / "pid1-root"))
+    root = tmp_path / ("host" if same else "disk")
+    settings = cli.settings_from(
+        cli.parser().parse_args(["node", "--once", "--host-root", str(root)])
+    )
+    spec = cli._load_spec(settings)
+    if same:
+        assert cli.kubelet_restart_command(settings, spec) == (
+            *cli.NSENTER,
+            *("systemctl", "restart", "kubelet"),
+        )
+    else:
+        with pytest.raises(cli.UsageError, match="--kubelet-restart-command"):
+            cli.kubelet_restart_command(settings, spec)

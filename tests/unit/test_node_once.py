@@ -155,27 +155,6 @@ def test_retention_keeps_the_newest_backups_even_when_the_clock_stepped_back(
     assert kept == sorted(made[1:])
 
 
-def test_manifest_move_restart_puts_the_manifest_back(
-    make_tree: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    root = make_tree(
-        now=REAL_NOW,
-        key_type="ecdsa",
-        expiries={"scheduler.conf": 5 * DAY},
-        embedded_kubelet_conf=False,
-        kubelet_config_rotation=True,
-    )
-    policy = tmp_path / "p.yaml"
-    policy.write_text("apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\n")
-    manifest = root / "etc/kubernetes/manifests/kube-scheduler.yaml"
-    content = manifest.read_bytes()
-    code, out, _ = node_once(root, policy, capsys, "--manifest-grace", "0")
-    assert code == 0, out
-    assert "restart-static-pod   kube-scheduler" in out
-    assert manifest.read_bytes() == content
-    assert json.loads((root / paths.STATE.lstrip("/")).read_text())["pendingRestarts"] == []
-
-
 def test_unimplemented_restart_strategy_fails_and_stays_owed(
     make_tree: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
