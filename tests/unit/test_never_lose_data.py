@@ -265,7 +265,7 @@ def test_a_kubeconfig_whose_client_key_is_the_ca_key_never_overwrites_it(
     before = confs(root)
     the_policy = policy(tmp_path)
     for _ in range(2):  # not then, not on any later pass
-        code, out, _ = node_once(root, the_policy, capsys)
+        _, out, _ = node_once(root, the_policy, capsys)
         assert "admin.conf" in out and "NotKubeadmManaged" in out, out
         assert confs(root) == before  # the CA key above all
 
@@ -313,7 +313,7 @@ def test_two_kubeconfigs_referring_to_one_certificate_file_are_not_renewed(
             )
         )
     before = confs(root)
-    code, out, _ = node_once(root, policy(tmp_path), capsys)
+    _, out, _ = node_once(root, policy(tmp_path), capsys)
     assert out.count("NotKubeadmManaged") == 2 and "rolled back" not in out, out
     assert confs(root) == before
 

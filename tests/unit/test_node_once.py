@@ -17,7 +17,7 @@ from cryptography import x509
 
 from reconciler import cli
 from reconciler.decide import pki, plan, policy
-from reconciler.model import kubeadm, paths
+from reconciler.model import kubeadm
 from reconciler.node import execute, host, observe, transaction
 
 DAY = dt.timedelta(days=1)
