@@ -41,7 +41,7 @@ ALLOWED = [
     # the controller: the policy by name, its leader Lease, CSRs of the kubelet-serving signer
     *[(CP, v, "configmaps/kucero-policy", NS, True) for v in ("get", "list", "watch")],
     (CP, "create", "events.events.k8s.io", NS, True),  # InvalidPolicy on the ConfigMap
-    *[(CP, v, LEADER, NS, True) for v in ("get", "update")],
+    *[(CP, v, LEADER, NS, True) for v in ("get", "list", "watch", "update")],
     *[(CP, v, CSR, None, True) for v in ("get", "list", "watch")],
     (CP, "update", f"{CSR}:approval", None, True),
     (CP, "update", f"{CSR}:status", None, True),
