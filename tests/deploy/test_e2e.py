@@ -38,7 +38,6 @@ FAST = (
     "--rotation-lease-duration=3s",
     "--slot-retry-period=300ms",
     "--retry-period=2s",
-    "--kubelet-restart-command=true",  # no kubelet here
     "--manifest-grace=0.5",
 )
 FAST_ELECTION = (
@@ -63,6 +62,8 @@ def daemonset_args(name: str, namespace: str, root: Path, port: int) -> list[str
             arg = f"--host-root={root}"
         elif arg.startswith("--metrics-addr="):
             arg = f"--metrics-addr=127.0.0.1:{port}"
+        elif arg.startswith("--kubelet-restart-command="):
+            arg = "--kubelet-restart-command=true"  # no kubelet here
         out.append(arg)
     return out
 

@@ -8,12 +8,14 @@ Applying the output to a real API server is in test_apply.py; RBAC in test_rbac.
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 
+from reconciler import cli
 from reconciler.decide import policy
 from tests.deploy import tools
 
@@ -239,6 +241,26 @@ def test_pod_has_probes_resources_and_its_node_name(
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert "--host-root=/host" in c["args"]
+    # /host is not PID 1's root: the kubelet restart is spelt out, kucero's own default
+    (restart,) = [a for a in c["args"] if a.startswith("--kubelet-restart-command=")]
+    assert shlex.split(restart.partition("=")[2]) == [
+        *cli.NSENTER,
+        "systemctl",
+        "restart",
+        "kubelet",
+    ]
+
+
+@pytest.mark.parametrize("name", DAEMONSETS)
+def test_daemonset_args_are_accepted_by_kucero(
+    daemonsets: dict[str, dict[str, Any]], name: str
+) -> None:
+    args = [
+        a.replace("$(POD_NAMESPACE)", "kube-system") for a in container(daemonsets[name])["args"]
+    ]
+    parsed = cli.parser().parse_args(args)
+    assert parsed.host_root == "/host"
+    assert parsed.ds_namespace == "kube-system"
 
 
 def test_every_rbac_rule_says_why() -> None:
