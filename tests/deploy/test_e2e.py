@@ -2,7 +2,9 @@
 start (their very args, with $(POD_NAMESPACE) and the host paths filled in as the kubelet
 would), each authenticated only by a TokenRequest token of its DaemonSet's ServiceAccount with
 the RBAC kustomize/ ships, roll out the shipped policy and then an edit of it on simulated
-nodes (one control-plane node running `kucero run`, two workers running `kucero node`).
+nodes: a control-plane node running `kucero run` as its DaemonSet does, a second one running
+the two halves as separate `kucero controller` and `kucero node` processes (two controllers,
+one leader), and two workers running `kucero node`.
 
 No process may be refused anything by the API server along the way. The peak memory of each
 process is checked against its DaemonSet's memory limit (and printed: the measured figures
@@ -87,12 +89,29 @@ class Pod:
     """One process as its DaemonSet would run it on a node."""
 
     def __init__(
-        self, daemonset: str, node: str, root: Path, kubeconfig: Path, namespace: str, log: Path
+        self,
+        daemonset: str,
+        node: str,
+        root: Path,
+        kubeconfig: Path,
+        namespace: str,
+        log: Path,
+        command: str | None = None,
     ):
+        """``command`` replaces the DaemonSet's (``run`` -> ``controller`` or ``node``: the
+        two halves of ``kucero run`` as separate processes, with the same identity)."""
         self.daemonset, self.node, self.log = daemonset, node, log
         self.port = cluster.free_port()
         args = daemonset_args(daemonset, namespace, root, self.port)
-        extra = [*FAST, *(FAST_ELECTION if args[0] in ("run", "controller") else ())]
+        if command is not None:
+            args[0] = command
+        self.command = args[0]
+        if args[0] == "controller":  # the node half's flag
+            args = [a for a in args if not a.startswith("--kubelet-restart-command=")]
+        extra = [
+            *(FAST if args[0] in ("run", "node") else ()),
+            *(FAST_ELECTION if args[0] in ("run", "controller") else ()),
+        ]
         argv = [sys.executable, "-m", "reconciler", *args, *extra, f"--kubeconfig={kubeconfig}"]
         # NODE_NAME comes from the downward API in the DaemonSet; the token is the only credential.
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
@@ -176,9 +195,10 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
     pods: list[Pod],
     tmp_path: Path,
 ) -> None:
-    cp, workers = "e2e-cp-1", ["e2e-w-1", "e2e-w-2"]
-    names = [cp, *workers]
-    make_node(cp, labels=nodesim.CONTROL_PLANE)
+    cp, cp2, workers = "e2e-cp-1", "e2e-cp-2", ["e2e-w-1", "e2e-w-2"]
+    names = [cp, cp2, *workers]
+    for name in (cp, cp2):
+        make_node(name, labels=nodesim.CONTROL_PLANE)
     for name in workers:
         make_node(name)
     configmaps.create_or_replace(
@@ -196,6 +216,13 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
             tmp_path / f"{cp}.log",
         )
     )
+    # cp-2 runs the two halves of `kucero run` as separate `kucero controller` and `kucero
+    # node` processes, with the same identity: two controllers, one leader.
+    cp2_root = nodesim.tree(tmp_path, cp2, True, due=("apiserver",), manifests=("kube-apiserver",))
+    for command in ("controller", "node"):
+        log = tmp_path / f"{cp2}-{command}.log"
+        token = tokens[shipped.CONTROL_PLANE]
+        pods.append(Pod("kucero-control-plane", cp2, cp2_root, token, namespace, log, command))
     for name in workers:
         root = nodesim.tree(tmp_path, name, False)
         pods.append(
@@ -207,8 +234,9 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
     first = nodesim.wait_for(
         "the shipped policy on every node", rolled_out(admin_kube, names), ROLLOUT_SECONDS
     )
-    renewed = status.decode(nodes.annotation(nodes.get(admin_kube, cp), status.ANNOTATION))
-    assert renewed.last_rotation is not None  # the due apiserver certificate was renewed
+    for name in (cp, cp2):  # the due apiserver certificates were renewed, one node at a time
+        renewed = status.decode(nodes.annotation(nodes.get(admin_kube, name), status.ANNOTATION))
+        assert renewed.last_rotation is not None, name
 
     # "Change the policy in Git": the ConfigMap gets a new policy.yaml, every node follows.
     edited = yaml.safe_load(shipped_policy())
@@ -227,8 +255,9 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
         with metrics:
             text = metrics.read().decode()
         # what KuceroNodeNotConverged watches
-        assert f'kucero_node_phase{{node="{pod.node}",phase="Converged"}} 1.0' in text, text
-        assert f'kucero_node_phase{{node="{pod.node}",phase="Failed"}} 0.0' in text
+        if pod.command != "controller":
+            assert f'kucero_node_phase{{node="{pod.node}",phase="Converged"}} 1.0' in text, text
+            assert f'kucero_node_phase{{node="{pod.node}",phase="Failed"}} 0.0' in text
         # what the DaemonSets' liveness and readiness probes ask
         for probe in ("/healthz", "/readyz"):
             url = f"http://127.0.0.1:{pod.port}{probe}"
@@ -237,7 +266,7 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
         log = pod.output()
         assert "Forbidden" not in log and "forbidden" not in log, f"{pod.node}:\n{log}"
         peak = peak_rss(pod.proc.pid)
-        print(f"peak RSS {pod.daemonset} ({pod.node}): {peak / MEBI:.1f} MiB")
+        print(f"peak RSS kucero {pod.command} ({pod.daemonset}, {pod.node}): {peak / MEBI:.1f} MiB")
         assert peak < memory_limit(pod.daemonset), (pod.daemonset, peak)
 
 
