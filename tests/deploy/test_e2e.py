@@ -78,6 +78,12 @@ def memory_limit(name: str) -> int:
     return int(text[:-2]) * MEBI
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -266,7 +272,11 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
         log = pod.output()
         assert "Forbidden" not in log and "forbidden" not in log, f"{pod.node}:\n{log}"
         peak = peak_rss(pod.proc.pid)
-        print(f"peak RSS kucero {pod.command} ({pod.daemonset}, {pod.node}): {peak / MEBI:.1f} MiB")
+        cpu = cpu_seconds(pod.proc.pid)
+        print(
+            f"peak RSS kucero {pod.command} ({pod.daemonset}, {pod.node}): {peak / MEBI:.1f} MiB,"
+            f" CPU {cpu:.2f} s since start"
+        )
         assert peak < memory_limit(pod.daemonset), (pod.daemonset, peak)
 
 
