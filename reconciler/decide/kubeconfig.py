@@ -18,8 +18,7 @@ import copy
 import posixpath
 from typing import Any
 
-import yaml
-
+from reconciler.decide import yamldoc
 from reconciler.model import hoststate
 
 
@@ -29,9 +28,9 @@ class KubeconfigError(ValueError):
 
 def parse(text: bytes | str) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise KubeconfigError(f"invalid YAML: {' '.join(str(e).split())}") from e
+        doc = yamldoc.load(text)
+    except yamldoc.YAMLDocError as e:
+        raise KubeconfigError(f"invalid YAML: {e}") from e
     if not isinstance(doc, dict):
         raise KubeconfigError("not a kubeconfig (expected a YAML mapping)")
     return doc
@@ -75,7 +74,7 @@ def with_file_references(doc: dict[str, Any], user: str, cert_file: str, key_fil
 
 
 def dump(doc: dict[str, Any]) -> bytes:
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).encode()
+    return yamldoc.dump(doc).encode()
 
 
 def _edit_user(doc: dict[str, Any], user: str, edit: Any) -> bytes:
