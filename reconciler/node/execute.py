@@ -221,7 +221,10 @@ def _renewal(
             f"{leaf.path}: client credentials not embedded; not kubeadm's to renew"
         )
     # the file now holds a private key: 0600, whatever it was before
-    data = kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem)
+    # kubeadm refreshes the embedded CA too (certs renew: kubeConfigReadWriter.Write)
+    data = kubeconfig.with_embedded(
+        leaf.document, creds.user, cert_pem, key_pem, ca_pem=pki.cert_pem(ca_cert)
+    )
     return [transaction.Write(leaf.path, data, mode=0o600)]
 
 
