@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench testbin clean
+.PHONY: demo test unit fuzz lint bench testbin clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP) testbin
 ## make unit: only the tests that need no binaries
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+## make fuzz: the property-based tests with the long profile (FUZZ_LONG_EXAMPLES per test)
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest tests/fuzz --hypothesis-profile=long --hypothesis-show-statistics -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests bench

@@ -20,11 +20,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.controlplane import binaries, cluster, kubeadm_tree, processes
 
 if TYPE_CHECKING:
     from tests.controlplane import clients as clients_
+
+# Property-based tests (tests/fuzz): `quick` runs in `make test` (a few hundred documents in
+# all), `long` in `make fuzz` (pytest --hypothesis-profile=long). No example database: a run
+# must not write into the checkout, and a failure prints its reproducing example anyway.
+FUZZ_QUICK_EXAMPLES = 100
+FUZZ_LONG_EXAMPLES = 20_000
+settings.register_profile(
+    "quick", max_examples=FUZZ_QUICK_EXAMPLES, deadline=None, database=None, derandomize=False
+)
+settings.register_profile(
+    "long",
+    max_examples=FUZZ_LONG_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("quick")
 
 # The guard stops the control plane in about a second; a minute means it is stuck.
 GUARD_TIMEOUT_SECONDS = 60

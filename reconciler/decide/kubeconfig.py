@@ -104,10 +104,10 @@ def _edited_user(doc: dict[str, Any], user: str, edit: Any) -> dict[str, Any]:
 def _cluster_in_use(doc: dict[str, Any]) -> dict[str, Any] | None:
     """The ``cluster`` mapping of the current context (kubeadm's rule), or the only cluster
     when there is no current context; None when there is none to update."""
-    clusters = [c for c in _list(doc, "clusters") if isinstance(c, dict)]
+    clusters = [c for c in _list_or_none(doc, "clusters") if isinstance(c, dict)]
     current = doc.get("current-context")
     if current:
-        contexts = [c for c in _list(doc, "contexts") if isinstance(c, dict)]
+        contexts = [c for c in _list_or_none(doc, "contexts") if isinstance(c, dict)]
         context = next((c.get("context") for c in contexts if c.get("name") == current), None)
         wanted = context.get("cluster") if isinstance(context, dict) else None
         clusters = [c for c in clusters if c.get("name") == wanted]
@@ -124,10 +124,13 @@ def _user_in_use(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if current:
         if not isinstance(current, str):
             raise KubeconfigError("current-context is not a string")
-        contexts = {c.get("name"): c for c in _list(doc, "contexts") if isinstance(c, dict)}
-        if current not in contexts:
+        # a list, not a dict by name: a name may be anything YAML allows, a list included
+        named = [
+            c for c in _list(doc, "contexts") if isinstance(c, dict) and c.get("name") == current
+        ]
+        if not named:
             raise KubeconfigError(f"current-context {current!r} is not among the contexts")
-        context = contexts[current].get("context")
+        context = named[0].get("context")
         if not isinstance(context, dict):
             raise KubeconfigError(f"context {current!r} is not a mapping")
         wanted = context.get("user")
@@ -150,6 +153,11 @@ def _list(doc: dict[str, Any], key: str) -> list[Any]:
     if not isinstance(value, list):
         raise KubeconfigError(f"{key} is not a list")
     return value
+
+
+def _list_or_none(doc: dict[str, Any], key: str) -> list[Any]:
+    value = doc.get(key)
+    return value if isinstance(value, list) else []
 
 
 def _decode(user: dict[str, Any], field: str, name: str) -> bytes | None:
