@@ -38,8 +38,12 @@ def desired_config(rotate_client: bool, rotate_server: bool) -> dict[str, bool]:
 
 def config_changes(config: Mapping[str, Any], desired: Mapping[str, bool]) -> dict[str, bool]:
     """The fields of ``desired`` that ``config`` does not already have. Unset is the
-    kubelet's default, false for both: unset and wanted false is not a change."""
-    return {k: v for k, v in desired.items() if config.get(k, False) is not v}
+    kubelet's default, false for both: unset (or null) and wanted false is not a change."""
+    return {k: v for k, v in desired.items() if _or_false(config.get(k)) is not v}
+
+
+def _or_false(value: object) -> object:
+    return False if value is None else value
 
 
 @dataclasses.dataclass(frozen=True)
