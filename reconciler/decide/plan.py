@@ -338,9 +338,7 @@ def _kubelet(
         )
     elif state.config is not None:
         fixing = any(a.kind == actions.ActionKind.FIX_KUBELET_CONF for a in out)
-        edit = kubelet.config_edit(
-            spec, state.config, kubelet.conf_on_rotated_file(state, fixing)
-        )
+        edit = kubelet.config_edit(spec, state.config, kubelet.conf_on_rotated_file(state, fixing))
         findings += edit.findings
         if edit.changes:
             detail = ", ".join(

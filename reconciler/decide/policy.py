@@ -139,9 +139,7 @@ def resolve(
     given = [policy.given.get("spec") or {}]
     if matched is not None:
         given.append(policy.given["spec"]["overrides"][matched]["spec"])
-    server_set = any(
-        "rotateServerCertificates" in (g.get("kubelet") or {}) for g in given
-    )
+    server_set = any("rotateServerCertificates" in (g.get("kubelet") or {}) for g in given)
     return dataclasses.replace(
         _node_spec(merged, policy.revision, matched, server_set),
         serving_csr_approver=serving_csr_approver,

@@ -72,7 +72,8 @@ def load(text: str | bytes, *, unique_keys: bool = False, string_keys: bool = Fa
 
 def dump(data: Any) -> str:
     """Block-style YAML keeping key order, with libyaml when present."""
-    return yaml.dump(data, Dumper=_BaseDumper, sort_keys=False, default_flow_style=False)  # type: ignore[no-any-return]
+    text: str = yaml.dump(data, Dumper=_BaseDumper, sort_keys=False, default_flow_style=False)
+    return text
 
 
 def _check_graph(root: yaml.Node) -> None:
@@ -114,7 +115,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
     string_keys = False
 
     def get_single_node(self) -> yaml.Node | None:
-        node = super().get_single_node()
+        node: yaml.Node | None = super().get_single_node()
         if node is not None:
             _check_graph(node)
         return node

@@ -88,6 +88,7 @@ def test_seed_flag_does_not_count_as_the_policy_vouching_for_an_approver(
         "json",
         capsys=capsys,
     )
+    assert code == 0
     planned = json.loads(out)
     assert "serverTLSBootstrap" not in json.dumps(planned["actions"])
     assert [f["reason"] for f in planned["findings"]] == ["ServingCSRApproverUnknown"]

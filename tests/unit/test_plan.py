@@ -14,7 +14,7 @@ import yaml
 
 from reconciler import fabricate
 from reconciler.decide import plan, policy
-from reconciler.model import actions, paths
+from reconciler.model import paths
 from reconciler.node import host, observe
 
 DAY = dt.timedelta(days=1)
