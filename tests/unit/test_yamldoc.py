@@ -84,7 +84,7 @@ def test_dump_keeps_order_and_block_style() -> None:
 def test_uses_libyaml_when_present() -> None:
     import yaml
 
-    assert yamldoc.WITH_LIBYAML == yaml.__with_libyaml__
+    assert yaml.__with_libyaml__ == yamldoc.WITH_LIBYAML
     if yaml.__with_libyaml__:
         assert issubclass(yamldoc._Loader, yaml.CSafeLoader)
 
