@@ -15,6 +15,7 @@ FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY schema/ schema/
+COPY policies/ policies/
 COPY reconciler/ reconciler/
 # A virtualenv without pip: the runtime stage copies this one directory, with the package,
 # its dependencies and their precompiled bytecode (the root filesystem is read-only at run
