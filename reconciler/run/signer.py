@@ -61,6 +61,9 @@ REQUEUE_FIRST_SECONDS = 2.0
 REQUEUE_MAX_SECONDS = 30.0
 # A certificate write that lost a race with an unrelated change is retried this often.
 WRITE_ATTEMPTS = 3
+# How long a signed CSR's name is remembered, against stale watch events; far longer than any
+# watch lag, short enough that the set stays small.
+DONE_MEMORY_SECONDS = 600.0
 
 Now = Callable[[], dt.datetime]
 CurrentPolicy = Callable[[], policy.Policy | None]
@@ -90,6 +93,11 @@ class Signer:
         self._lock = threading.Condition()
         self._busy: set[str] = set()  # CSR names queued or in progress
         self._later: list[tuple[float, str, int]] = []  # (due, name, attempt) heap
+        # UIDs of CSRs signed lately: a watch event older than our own write (approved, no certificate
+        # yet) must not make a second worker sign again. Pruned after DONE_MEMORY_SECONDS.
+        self._done: dict[str, float] = {}
+        # Nodes by name (labels and addresses only), from a watch: one request less per CSR.
+        self._nodes: dict[str, dict[str, Any]] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -115,6 +123,11 @@ class Signer:
         helpers = [
             threading.Thread(target=self.cas.watch, args=(stop,), name="csr-ca-watch"),
             threading.Thread(target=work.requeue_loop, args=(stop,), name="csr-requeue"),
+            threading.Thread(
+                target=kube.watch_forever,
+                args=(nodes.PATH, None, work.on_node_event, stop, work.on_node_list),
+                name="csr-nodes",
+            ),
         ]
         for thread in helpers:
             thread.start()
@@ -145,12 +158,23 @@ class _Work:
         if event.type in ("ADDED", "MODIFIED"):
             self.submit(event.obj, 0)
 
+    def on_node_list(self, items: list[dict[str, Any]]) -> None:
+        with self.s._lock:
+            self.s._nodes = {nodes.name(n): _node_summary(n) for n in items}
+
+    def on_node_event(self, event: kube_.WatchEvent) -> None:
+        with self.s._lock:
+            if event.type == "DELETED":
+                self.s._nodes.pop(nodes.name(event.obj), None)
+            else:
+                self.s._nodes[nodes.name(event.obj)] = _node_summary(event.obj)
+
     def submit(self, obj: dict[str, Any], attempt: int) -> None:
         if not (csr.is_pending(obj) or csr.approved_by_us_unsigned(obj)):
             return
         name = csr_api.name(obj)
         with self.s._lock:
-            if name in self.s._busy:
+            if name in self.s._busy or _uid(obj) in self.s._done:
                 return
             self.s._busy.add(name)
         self.pool.submit(self._guarded, obj, attempt)
@@ -227,8 +251,13 @@ class _Work:
         return False
 
     def _node(self, node_name: str) -> dict[str, Any] | None:
+        """From the Node watch; a miss (a Node registered an instant ago) asks the API."""
+        with self.s._lock:
+            cached = self.s._nodes.get(node_name)
+        if cached is not None:
+            return cached
         try:
-            return nodes.get(self.kube, node_name)
+            return _node_summary(nodes.get(self.kube, node_name))
         except kube_.NotFound:
             return None
 
@@ -260,11 +289,13 @@ class _Work:
                 return self._retry_fresh(name)
         for _ in range(WRITE_ATTEMPTS):
             if csr_api.put_certificate(self.kube, obj, pem) is not None:
+                self._remember(obj)
                 log.info("CSR %s approved and signed (%s)", name, verdict.message)
                 self._count("approved", csr.Reason.APPROVED)
                 return
             obj = csr_api.get(self.kube, name)
             if (obj.get("status") or {}).get("certificate"):
+                self._remember(obj)
                 log.info("CSR %s approved; another signer wrote the certificate first", name)
                 self._count("approved", csr.Reason.SIGNED_ELSEWHERE)
                 return
@@ -308,6 +339,15 @@ class _Work:
         events.emit(self.kube, obj, reason, message, events.WARNING, "Sign")
         return None
 
+    def _remember(self, obj: dict[str, Any]) -> None:
+        now = time.monotonic()
+        with self.s._lock:
+            self.s._done[_uid(obj)] = now
+            if len(self.s._done) % 256 == 0:  # prune now and then, not on every CSR
+                old = [n for n, t in self.s._done.items() if now - t > DONE_MEMORY_SECONDS]
+                for n in old:
+                    del self.s._done[n]
+
     def _retry_fresh(self, name: str) -> None:
         """The CSR changed under us: look at its current state (a no-op if decided)."""
         try:
@@ -319,3 +359,17 @@ class _Work:
 
     def _count(self, decision: str, reason: str) -> None:
         self.s.metrics.csr_decisions.labels(decision, str(reason)).inc()
+
+
+def _uid(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("uid") or meta.get("name"))
+
+
+def _node_summary(node: dict[str, Any]) -> dict[str, Any]:
+    """What the checks read of a Node: its name, labels and addresses."""
+    meta = node.get("metadata") or {}
+    return {
+        "metadata": {"name": meta.get("name"), "labels": dict(meta.get("labels") or {})},
+        "status": {"addresses": list((node.get("status") or {}).get("addresses") or [])},
+    }
