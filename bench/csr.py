@@ -24,6 +24,7 @@ import argparse
 import concurrent.futures
 import datetime as dt
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -201,7 +202,12 @@ def serve_signer(kubeconfig: str, root: str, workers: int) -> int:
         (s.labels["decision"], s.labels["reason"]): s.value
         for s in running.metrics.csr_decisions.collect()[0].samples
     }
-    print(decisions, file=sys.stderr)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        f"kucero signer process: {decisions}, CPU {usage.ru_utime + usage.ru_stime:.2f}s, "
+        f"peak RSS {usage.ru_maxrss // 1024} MiB",
+        file=sys.stderr,
+    )
     return 0
 
 
