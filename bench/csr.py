@@ -132,6 +132,7 @@ def phase(
 
     with concurrent.futures.ThreadPoolExecutor(creators) as pool:
         list(pool.map(create, requests))
+    last_created = time.perf_counter()
     finished = observer.done.wait(WAIT_SECONDS)
     observer.close()
     watcher.join()
@@ -144,6 +145,7 @@ def phase(
     latencies = sorted(observer.signed[n] - created[n] for n in created)
     elapsed = max(observer.signed.values()) - min(created.values())
     return {
+        "created": len(created) / (last_created - min(created.values())),
         "count": len(latencies),
         "seconds": elapsed,
         "throughput": len(latencies) / elapsed,
@@ -239,11 +241,12 @@ def main() -> int:
         f"{os.getloadavg()[0]:.1f}\n"
     )
     print(
-        f"{'signer':<55} {'signed/s':>9} {'median ms':>10} {'p99 ms':>8} {'max ms':>8} {'total s':>8}"
+        f"{'signer':<55} {'created/s':>9} {'signed/s':>9} {'median ms':>10} {'p99 ms':>8} "
+        f"{'max ms':>8} {'total s':>8}"
     )
     for title, r in results.items():
         print(
-            f"{title:<55} {r['throughput']:>9.1f} {r['median'] * 1000:>10.0f} "
+            f"{title:<55} {r['created']:>9.1f} {r['throughput']:>9.1f} {r['median'] * 1000:>10.0f} "
             f"{r['p99'] * 1000:>8.0f} {r['max'] * 1000:>8.0f} {r['seconds']:>8.2f}"
         )
     ours, peer = results.values()
