@@ -167,7 +167,8 @@ class Controller:
                     f"{s.policy_namespace}/{s.policy_name}",
                     [f"the ConfigMap has no key {POLICY_KEY!r} (keys: {keys})"],
                 )
-            loaded = policy.load(data[POLICY_KEY], POLICY_KEY, s.policy_defaults)
+            # bytes, as validate-policy reads a file: the same text in YAML error messages
+            loaded = policy.load(data[POLICY_KEY].encode(), POLICY_KEY, s.policy_defaults)
         except policy.PolicyError as e:
             self._refuse(configmap, e)
             return
