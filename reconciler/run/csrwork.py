@@ -67,6 +67,11 @@ class Handler:
         if verdict.decision is csr.Decision.WAIT:
             log.info("CSR %s: %s; waiting", name, verdict.message)
             return True
+        if verdict.decision is not csr.Decision.APPROVE and csr.approved_by_us_unsigned(obj):
+            # approved before a restart, no longer passing (the Node's addresses changed, the
+            # policy did): Denied cannot follow Approved, so it fails, unsigned
+            self._fail(obj, verdict.reason, verdict.message, now)
+            return False
         if verdict.decision is csr.Decision.LEAVE:
             if verdict.reason not in (csr.Reason.OTHER_SIGNER, csr.Reason.SIGNER_DISABLED):
                 log.info("CSR %s left pending (onReject: ignore): %s", name, verdict.message)
@@ -155,17 +160,20 @@ class Handler:
                 return pki.cert_pem(cert)
             except Exception as e:  # never quote the key: the type and message of the error only
                 problem = (csr.Reason.SIGNING_FAILED, f"signing failed: {type(e).__name__}")
-        reason, message = problem
+        self._fail(obj, *problem, now)
+        return None
+
+    def _fail(self, obj: dict[str, Any], reason: str, message: str, now: dt.datetime) -> None:
+        """The Failed condition (never signed), a Warning Event and the metric."""
         log.error("CSR %s: refusing to sign: %s: %s", csr_api.name(obj), reason, message)
         cond = csr_api.condition("Failed", reason, message, now)
         try:
             csr_api.add_condition(self.kube, obj, cond)
         except kube_.Conflict:
             self._retry_fresh(csr_api.name(obj))
-            return None
+            return
         self._count("failed", reason)
         events.emit(self.kube, obj, reason, message, events.WARNING, "Sign")
-        return None
 
     def _remember(self, obj: dict[str, Any]) -> None:
         now = time.monotonic()

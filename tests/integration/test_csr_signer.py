@@ -468,3 +468,29 @@ def _now() -> dt.datetime:
 def _other_pem() -> bytes:
     cert, _ = fabricate.make_ca("other", _now(), "ecdsa")
     return pki.cert_pem(cert)
+
+
+@pytest.mark.parametrize(("ips", "outcome"), [(["10.20.0.1"], "signed"), (["10.20.0.2"], "Failed")])
+def test_approved_by_kucero_before_a_restart_is_finished(
+    admin: kube_.Kube,
+    n1: kube_.Kube,
+    plane: cluster.ControlPlane,
+    ca_root: tuple[Path, Any, Any],
+    ips: list[str],
+    outcome: str,
+) -> None:
+    """A crash between approval and certificate: the next signer signs it if it still passes,
+    else fails it (Denied cannot follow Approved); it is never left approved and unsigned."""
+    name = _unique("resumed")
+    created = signer_env.create_csr(n1, name, _pem(ips=ips))
+    cond = csr_api.condition("Approved", "KuceroApproved", "before the crash", _now())
+    csr_api.add_condition(admin, created, cond)  # what the crashed kucero had written
+    with signer_env.running_signer(plane, ca_root[0], signer_env.load_policy()):
+        obj = signer_env.wait_for(
+            admin, name, lambda o: signer_env.signed(o) or "Failed" in signer_env.conditions(o)
+        )
+    if outcome == "signed":
+        assert pki.issued_by(_certificate(obj), ca_root[1])
+    else:
+        assert signer_env.conditions(obj)["Failed"]["reason"] == csr.Reason.IP_NOT_OWNED
+        assert not signer_env.signed(obj)
