@@ -13,7 +13,8 @@ kube-apiserver from tests/controlplane, in two phases of the same run:
 
 Both phases create the same requests (ECDSA P-256, as kubelets send them) with the same
 ``--creators`` threads, as fast as the API server takes them, and observe certificates with the
-same watch. Reported: throughput (certificates per second, from the first creation to the last
+same watch (``--rate`` paces the creations instead, to see latency below saturation; ``make
+bench`` runs both). Reported: throughput (certificates per second, from the first creation to the last
 certificate), and latency from just before each create request to the watch event that carries
 its certificate (median, p99, max). Numbers depend on the machine and on what else runs on it.
 """
@@ -113,6 +114,7 @@ def phase(
     requests: list[tuple[str, str, bytes]],
     creators: int,
     approve: bool,
+    rate: float = 0.0,
 ) -> dict[str, float]:
     admin = kube_.connect(str(plane.admin_kubeconfig))
     node_names = sorted({n for n, _, _ in requests})
@@ -124,14 +126,17 @@ def phase(
     watcher.start()
     time.sleep(1.0)  # the watch is established before the first create
     created: dict[str, float] = {}
+    start = time.perf_counter()
 
-    def create(item: tuple[str, str, bytes]) -> None:
+    def create(index: int, item: tuple[str, str, bytes]) -> None:
+        if rate:  # paced: the i-th request is due i/rate seconds after the first
+            time.sleep(max(0.0, start + index / rate - time.perf_counter()))
         node, name, pem = item
         created[name] = time.perf_counter()
         signer_env.create_csr(clients[node], name, pem)
 
     with concurrent.futures.ThreadPoolExecutor(creators) as pool:
-        list(pool.map(create, requests))
+        list(pool.map(create, range(len(requests)), requests))
     last_created = time.perf_counter()
     finished = observer.done.wait(WAIT_SECONDS)
     observer.close()
@@ -156,7 +161,11 @@ def phase(
 
 
 def kucero_phase(
-    directory: Path, requests: list[tuple[str, str, bytes]], creators: int, workers: int
+    directory: Path,
+    requests: list[tuple[str, str, bytes]],
+    creators: int,
+    workers: int,
+    rate: float,
 ) -> dict[str, float]:
     with signer_env.control_plane(directory / "kucero-plane", False) as plane:
         ca_cert = pki.load_cert((plane.pki / "ca.crt").read_bytes())
@@ -175,7 +184,7 @@ def kucero_phase(
         try:
             assert server.stdout is not None
             assert server.stdout.readline().strip() == "ready"
-            return phase(plane, requests, creators, approve=False)
+            return phase(plane, requests, creators, approve=False, rate=rate)
         finally:
             assert server.stdin is not None
             server.stdin.close()
@@ -183,10 +192,10 @@ def kucero_phase(
 
 
 def kcm_phase(
-    directory: Path, requests: list[tuple[str, str, bytes]], creators: int
+    directory: Path, requests: list[tuple[str, str, bytes]], creators: int, rate: float
 ) -> dict[str, float]:
     with signer_env.control_plane(directory / "kcm-plane", True) as plane:
-        return phase(plane, requests, creators, approve=True)
+        return phase(plane, requests, creators, approve=True, rate=rate)
 
 
 def serve_signer(kubeconfig: str, root: str, workers: int) -> int:
@@ -202,7 +211,7 @@ def serve_signer(kubeconfig: str, root: str, workers: int) -> int:
     running.stop()
     decisions = {
         (s.labels["decision"], s.labels["reason"]): s.value
-        for s in running.metrics.csr_decisions.collect()[0].samples
+        for s in next(iter(running.metrics.csr_decisions.collect())).samples
     }
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(
@@ -220,6 +229,12 @@ def main() -> int:
     p.add_argument("--creators", type=int, default=16, help="threads creating CSRs (default 16)")
     p.add_argument("--workers", type=int, default=8, help="kucero's signer threads (default 8)")
     p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="create this many CSRs per second (default 0: as fast as the API server takes them)",
+    )
+    p.add_argument(
         "--serve-signer", nargs=3, metavar=("KUBECONFIG", "ROOT", "WORKERS"), help=argparse.SUPPRESS
     )
     args = p.parse_args()
@@ -229,15 +244,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-csr-") as tmp:
         results = {
             "kucero (run/signer.py)": kucero_phase(
-                Path(tmp), requests, args.creators, args.workers
+                Path(tmp), requests, args.creators, args.workers, args.rate
             ),
             "kube-controller-manager csrsigning (bench approves)": kcm_phase(
-                Path(tmp), requests, args.creators
+                Path(tmp), requests, args.creators, args.rate
             ),
         }
     print(
         f"bench.csr: {args.csrs} kubelet-serving CSRs (ECDSA P-256) from {args.nodes} node users, "
-        f"{args.creators} creator threads; {os.cpu_count()} CPUs, load average before: "
+        f"{args.creators} creator threads, "
+        f"{f'paced at {args.rate:g}/s' if args.rate else 'unpaced (a burst)'}; {os.cpu_count()} CPUs, load average before: "
         f"{os.getloadavg()[0]:.1f}\n"
     )
     print(
