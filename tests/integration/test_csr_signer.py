@@ -347,7 +347,8 @@ def test_expired_ca_fails_the_request_with_an_event_and_a_metric(
         name = _unique("expired-ca")
         signer_env.create_csr(n1, name, _pem())
         obj = signer_env.wait_for(admin, name, signer_env.decided)
-        metric = running.metrics.csr_decisions.labels("failed", "CAExpired")._value.get()
+        # counted right after the condition is written: wait for it the same way
+        metric = _counted(running.metrics.csr_decisions.labels("failed", "CAExpired"), 1)
     failed = signer_env.conditions(obj)
     assert set(failed) == {"Failed"} and failed["Failed"]["reason"] == "CAExpired"
     assert not signer_env.signed(obj)
@@ -362,12 +363,17 @@ def test_on_reject_ignore_leaves_hostile_requests_pending(
     with signer_env.running_signer(plane, ca_root[0], loaded) as running:
         name = _unique("ignored")
         signer_env.create_csr(n1, name, _pem(ips=["10.20.0.2"]))
-        deadline = time.monotonic() + 10
         counter = running.metrics.csr_decisions.labels("ignored", "IPAddressNotOwned")
-        while counter._value.get() < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert counter._value.get() >= 1
+        assert _counted(counter, 1) >= 1
     assert not signer_env.decided(admin.get(csr_api.path(name)))
+
+
+def _counted(counter: Any, wanted: float) -> float:
+    """The counter's value once it reaches ``wanted`` (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while counter._value.get() < wanted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return float(counter._value.get())
 
 
 def _events(admin: kube_.Kube, name: str, reason: str) -> list[dict[str, Any]]:
