@@ -102,24 +102,36 @@ class Controller:
         s = self.settings
         threads = [
             threading.Thread(
-                target=self.kube.watch_forever,
+                target=_ending_term_on_error(self.kube.watch_forever, stop),
                 args=(
                     configmaps.collection(s.policy_namespace),
                     configmaps.watch_params(s.policy_name),
                     self._on_configmap_event,
                     stop,
                     self._on_configmap_list,
+                    self._counter("watch-policy"),
                 ),
                 name="watch-policy",
             ),
             threading.Thread(
-                target=self.kube.watch_forever,
-                args=(nodes.PATH, None, self._on_node_event, stop, self._on_node_list),
+                target=_ending_term_on_error(self.kube.watch_forever, stop),
+                args=(
+                    nodes.PATH,
+                    None,
+                    self._on_node_event,
+                    stop,
+                    self._on_node_list,
+                    self._counter("watch-nodes"),
+                ),
                 name="watch-nodes",
             ),
         ]
         threads += [
-            threading.Thread(target=c.run, args=(self.kube, stop, self.current_policy), name=c.name)
+            threading.Thread(
+                target=_ending_term_on_error(c.run, stop),
+                args=(self.kube, stop, self.current_policy),
+                name=c.name,
+            )
             for c in self.components
         ]
         for thread in threads:
@@ -132,6 +144,9 @@ class Controller:
                 self._lock.notify_all()
             for thread in threads:
                 thread.join()
+
+    def _counter(self, operation: str) -> Callable[[kube_.KubeError], None]:
+        return lambda e: self.metrics.api_errors.labels(operation, type(e).__name__).inc()
 
     # --- the policy ------------------------------------------------------------------------
 
@@ -276,6 +291,24 @@ class Controller:
         node.desired = value
         log.info("node %s: desired revision %s", name, loaded.revision)
         return True
+
+
+def _ending_term_on_error(
+    target: Callable[..., None], stop: threading.Event
+) -> Callable[..., None]:
+    """A leader thread that dies (a bug) ends the term instead of leaving a leader that no longer
+    watches: the elector releases the Lease and the next term starts afresh."""
+
+    def run(*args: Any) -> None:
+        try:
+            target(*args)
+        except Exception:
+            log.exception(
+                "leader work %s failed; ending this term", getattr(target, "__name__", target)
+            )
+            stop.set()
+
+    return run
 
 
 def _as_configmap(obj: dict[str, Any]) -> dict[str, Any]:

@@ -85,6 +85,7 @@ class Elector:
                 lambda event: self._saw(None if event.type == "DELETED" else event.obj),
                 done,
                 lambda items: self._saw(items[0] if items else None),
+                lambda e: self.metrics.api_errors.labels("watch-lease", type(e).__name__).inc(),
             ),
             name="watch-lease",
             daemon=True,

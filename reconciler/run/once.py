@@ -110,10 +110,25 @@ def _locked_pass(
         recovered = execute.recover(host)
     except (transaction.TransactionError, host_.HostError) as e:
         return PassResult(spec, (), empty, (), empty, f"cannot recover an interrupted pass: {e}")
+    if settings.stop.requested:
+        return PassResult(spec, tuple(recovered), empty, (), empty, _interrupted(settings))
     observed = observe.observe(host, node_name)
     first = plan.plan(spec, observed, clock())
     results = execute.execute(host, spec, observed, first, clock(), settings)
     after = plan.plan(spec, observe.observe(host, node_name), clock())
     return PassResult(
-        spec, tuple(recovered), first, tuple(results), after, node_name=observed.node_name
+        spec,
+        tuple(recovered),
+        first,
+        tuple(results),
+        after,
+        _interrupted(settings) if settings.stop.requested else None,
+        node_name=observed.node_name,
+    )
+
+
+def _interrupted(settings: execute.Settings) -> str:
+    return (
+        f"interrupted by {settings.stop.name}: the step in flight was finished, manifests are "
+        "back in place, restarts not done are owed to the next pass"
     )
