@@ -28,9 +28,12 @@ test: $(STAMP) testbin
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-## make fuzz: the property-based tests with the long profile (tests/fuzz; counts printed)
+## make fuzz: the property-based tests with the long profile (tests/conftest.py), and kucero's
+## own journal/state files with KUCERO_FUZZ_EXAMPLES each (tests/unit/test_own_files.py)
+FUZZ_OWN_FILES := $(wildcard tests/unit/test_own_files.py)
 fuzz: $(STAMP)
-	KUCERO_FUZZ_PROFILE=long $(BIN)/python -m pytest tests/fuzz -q -s
+	KUCERO_FUZZ_EXAMPLES=25000 $(BIN)/python -m pytest tests/fuzz $(FUZZ_OWN_FILES) \
+		--hypothesis-profile=long --hypothesis-show-statistics -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests bench

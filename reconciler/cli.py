@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import shlex
 import sys
@@ -59,7 +60,25 @@ def _rfc3339(text: str) -> dt.datetime:
         ) from e
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or +00:00)")
-    return value.astimezone(dt.UTC)
+    try:
+        # 9999-12-31T23:59:59-23:59 is a valid time whose UTC value is past year 9999
+        return value.astimezone(dt.UTC)
+    except OverflowError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is outside the times Python can represent in UTC (years 1 to 9999)"
+        ) from e
+
+
+def _grace_seconds(text: str) -> float:
+    """A finite, non-negative number of seconds: ``nan`` would make the restart's sleep
+    raise after the manifest was moved out, ``inf`` would keep it out forever."""
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from e
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds, 0 or more")
+    return value
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -206,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--manifest-grace",
-        type=float,
+        type=_grace_seconds,
         default=25.0,
         help="seconds a static pod manifest stays out during a manifest-move restart",
     )
@@ -376,7 +395,7 @@ def _check_root(settings: Settings) -> str | None:
 
 def _check_expiration(settings: Settings) -> int:
     if error := _check_root(settings):
-        print(error, file=sys.stderr)
+        print(report.printable(error), file=sys.stderr)
         return 1
     observed = observe.observe(host_.Host(settings.host_root), settings.node_name)
     rows = report.expiration(observed, _now(settings))
@@ -407,19 +426,21 @@ def _load_spec(settings: Settings) -> nodespec.NodeSpec:
 
 def _plan(settings: Settings) -> int:
     if error := _check_root(settings):
-        print(error, file=sys.stderr)
+        print(report.printable(error), file=sys.stderr)
         return 1
     try:
         spec = _load_spec(settings)
     except policy.PolicyError as e:
-        print(e, file=sys.stderr)
+        print("\n".join(map(report.printable, e.errors)), file=sys.stderr)
         return 1
     observed = observe.observe(host_.Host(settings.host_root), settings.node_name)
     the_plan = plan.plan(spec, observed, _now(settings))
     if settings.args.output == "json":
         print(json.dumps({"revision": spec.revision, **the_plan.to_dict()}, indent=2))
     else:
-        print(f"policy revision {spec.revision}, node {observed.node_name or '<unknown>'}\n")
+        # the node name may come from a certificate subject: never print it raw
+        node = report.printable(observed.node_name or "<unknown>")
+        print(f"policy revision {spec.revision}, node {node}\n")
         print(report.plan_table(the_plan), end="")
     return 0
 
@@ -476,15 +497,12 @@ def _node(settings: Settings) -> int:
     try:
         spec = _load_spec(settings)
     except policy.PolicyError as e:
-        print(e, file=sys.stderr)
+        print("\n".join(map(report.printable, e.errors)), file=sys.stderr)
         # Finishing an interrupted pass needs no policy: never leave a torn pair waiting for
         # someone to fix a typo in Git.
         for note in once.recover_only(host_.Host(settings.host_root)):
-            print(f"recovered: {note}", file=sys.stderr)
+            print(report.printable(f"recovered: {note}"), file=sys.stderr)
         return 1
-    if settings.args.manifest_grace < 0:
-        print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
-        return 2
     try:
         restart_command = kubelet_restart_command(settings, spec)
     except UsageError as e:
@@ -508,16 +526,16 @@ def _node(settings: Settings) -> int:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         for note in result.recovered:
-            print(f"recovered: {note}")
+            print(report.printable(f"recovered: {note}"))
         print(report.results_table(result.results), end="")
         print(report.findings_table(result.findings), end="")
         failures = result.failures
         if failures:
-            print("\nFAILED:\n" + "\n".join(f"  {f}" for f in failures))
+            print("\nFAILED:\n" + "\n".join(f"  {report.printable(f)}" for f in failures))
         elif result.converged:
             print(f"\nconverged to policy revision {spec.revision}")
     if stop.requested:
-        print(f"kucero: {result.error}", file=sys.stderr)
+        print(report.printable(f"kucero: {result.error}"), file=sys.stderr)
     return 0 if result.converged else 1
 
 
@@ -528,13 +546,13 @@ def _validate_policy(settings: Settings) -> int:
             with open(path, "rb") as f:
                 loaded = policy.load(f.read(), path)
         except OSError as e:
-            print(f"{path}: cannot read: {e.strerror or e}")
+            print(report.printable(f"{path}: cannot read: {e.strerror or e}"))
             ok = False
         except policy.PolicyError as e:
-            print(e)
+            print("\n".join(map(report.printable, e.errors)))
             ok = False
         else:
-            print(f"{path}: valid (revision {loaded.revision})")
+            print(report.printable(f"{path}: valid (revision {loaded.revision})"))
     return 0 if ok else 1
 
 

@@ -72,7 +72,7 @@ def execute(
             elif action.kind == actions.ActionKind.FIX_KUBELET_CONF:
                 writes.append(_fix_kubelet_conf(observed))
             elif action.kind == actions.ActionKind.SET_KUBELET_CONFIG:
-                writes.append(_set_kubelet_config(spec, observed))
+                writes.append(_set_kubelet_config(spec, observed, the_plan))
             else:
                 continue
         except (host_.HostError, pki.PKIError, kubeconfig.KubeconfigError, ValueError) as e:
@@ -221,7 +221,10 @@ def _renewal(
             f"{leaf.path}: client credentials not embedded; not kubeadm's to renew"
         )
     # the file now holds a private key: 0600, whatever it was before
-    data = kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem)
+    # kubeadm refreshes the embedded CA too (certs renew: kubeConfigReadWriter.Write)
+    data = kubeconfig.with_embedded(
+        leaf.document, creds.user, cert_pem, key_pem, ca_pem=pki.cert_pem(ca_cert)
+    )
     return [transaction.Write(leaf.path, data, mode=0o600)]
 
 
@@ -244,13 +247,14 @@ def _fix_kubelet_conf(observed: hoststate.Observed) -> transaction.Write:
     return transaction.Write(kubeadm.KUBELET_CONF, data)
 
 
-def _set_kubelet_config(spec: nodespec.NodeSpec, observed: hoststate.Observed) -> transaction.Write:
+def _set_kubelet_config(
+    spec: nodespec.NodeSpec, observed: hoststate.Observed, the_plan: actions.Plan
+) -> transaction.Write:
     state = observed.kubelet
     assert state.config_text is not None and state.config is not None
-    desired = kubelet.desired_config(
-        spec.kubelet.rotate_client_certificates, spec.kubelet.rotate_server_certificates
-    )
-    text = kubelet.set_fields(state.config_text, kubelet.config_changes(state.config, desired))
+    fixing = bool(the_plan.of(actions.ActionKind.FIX_KUBELET_CONF))
+    edit = kubelet.config_edit(spec, state.config, kubelet.conf_on_rotated_file(state, fixing))
+    text = kubelet.set_fields(state.config_text, edit.changes)
     return transaction.Write(kubeadm.KUBELET_CONFIG, text.encode())
 
 

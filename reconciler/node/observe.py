@@ -94,9 +94,15 @@ def _safe_exists(host: host_.Host, path: str, errors: list[str]) -> bool:
 def _read_ca(host: host_.Host, ca: kubeadm.CA) -> hoststate.CAFile:
     try:
         data = host.read(ca.cert)
-        key_present = host.exists(ca.key)
     except host_.HostError as e:
         return hoststate.CAFile(ca.name, ca.cert, None, False, str(e))
+    try:
+        key_present = host.exists(ca.key)
+    except OSError:
+        # A key we may not even look at (a link into a directory this user cannot search)
+        # is there: reading it below says why it cannot be used. Externally managed means
+        # absent, and must not be concluded from a permission error.
+        key_present = True
     if data is None:
         return hoststate.CAFile(ca.name, ca.cert, None, key_present)
     try:
