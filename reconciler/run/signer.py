@@ -90,8 +90,9 @@ class Signer:
         self._lock = threading.Condition()
         self._busy: set[str] = set()  # CSR names queued or in progress
         self._later: list[tuple[float, str, int]] = []  # (due, name, attempt) heap
-        # UIDs of CSRs signed lately: a watch event older than our own write (approved, no certificate
-        # yet) must not make a second worker sign again. Pruned after DONE_MEMORY_SECONDS.
+        # UIDs of CSRs signed lately: a watch event older than our own write (approved, no
+        # certificate yet) must not make a second worker sign again (pruned after
+        # csrwork.DONE_MEMORY_SECONDS).
         self._done: dict[str, float] = {}
         # Nodes by name (labels and addresses only), from a watch: one request less per CSR.
         self._nodes: dict[str, dict[str, Any]] = {}
