@@ -3,7 +3,8 @@ only) and ``kucero run``.
 
 It watches CSRs of signer ``kubernetes.io/kubelet-serving`` (field selector), and hands each
 pending one to a small thread pool, so one slow request (a Node lookup that retries, a large
-RSA key) never holds back the others. For each: read the requesting Node, resolve the
+RSA key) never holds back the others. For each (``run.csrwork``): read the requesting Node (from
+a Node watch kept here, labels and addresses only; a miss asks the API), resolve the
 ``csrSigner`` policy for that Node's labels, and ask the pure checks (``decide.csr``) for a
 verdict:
 
@@ -44,11 +45,12 @@ from typing import Any
 
 from reconciler import metrics as metrics_
 from reconciler.cluster import csr as csr_api
-from reconciler.cluster import events, nodes
 from reconciler.cluster import kube as kube_
-from reconciler.decide import csr, csrsign, pki, policy
-from reconciler.node import castore, keys
+from reconciler.cluster import nodes
+from reconciler.decide import csr
+from reconciler.node import castore
 from reconciler.node import host as host_
+from reconciler.run import csrwork
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,9 @@ WORKERS = 8
 # doubling to 30 s, until decide.csr.NODE_WAIT after its creation.
 REQUEUE_FIRST_SECONDS = 2.0
 REQUEUE_MAX_SECONDS = 30.0
-# A certificate write that lost a race with an unrelated change is retried this often.
-WRITE_ATTEMPTS = 3
 
 Now = Callable[[], dt.datetime]
-CurrentPolicy = Callable[[], policy.Policy | None]
+CurrentPolicy = csrwork.CurrentPolicy
 
 
 def _utcnow() -> dt.datetime:
@@ -90,6 +90,12 @@ class Signer:
         self._lock = threading.Condition()
         self._busy: set[str] = set()  # CSR names queued or in progress
         self._later: list[tuple[float, str, int]] = []  # (due, name, attempt) heap
+        # UIDs of CSRs signed lately: a watch event older than our own write (approved, no
+        # certificate yet) must not make a second worker sign again (pruned after
+        # csrwork.DONE_MEMORY_SECONDS).
+        self._done: dict[str, float] = {}
+        # Nodes by name (labels and addresses only), from a watch: one request less per CSR.
+        self._nodes: dict[str, dict[str, Any]] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -115,6 +121,11 @@ class Signer:
         helpers = [
             threading.Thread(target=self.cas.watch, args=(stop,), name="csr-ca-watch"),
             threading.Thread(target=work.requeue_loop, args=(stop,), name="csr-requeue"),
+            threading.Thread(
+                target=kube.watch_forever,
+                args=(nodes.PATH, None, work.on_node_event, stop, work.on_node_list),
+                name="csr-nodes",
+            ),
         ]
         for thread in helpers:
             thread.start()
@@ -129,8 +140,8 @@ class Signer:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-class _Work:
-    """One run's queueing and per-CSR processing."""
+class _Work(csrwork.Handler):
+    """One run's queue: watch events in, requeues, the Node cache; ``csrwork`` does the rest."""
 
     def __init__(
         self,
@@ -139,32 +150,44 @@ class _Work:
         current: CurrentPolicy,
         pool: concurrent.futures.ThreadPoolExecutor,
     ) -> None:
-        self.s, self.kube, self.current, self.pool = signer, kube, current, pool
+        super().__init__(signer, kube, current)
+        self.owner, self.pool = signer, pool
 
     def on_event(self, event: kube_.WatchEvent) -> None:
         if event.type in ("ADDED", "MODIFIED"):
             self.submit(event.obj, 0)
+
+    def on_node_list(self, items: list[dict[str, Any]]) -> None:
+        with self.s._lock:
+            self.s._nodes = {nodes.name(n): csrwork.node_summary(n) for n in items}
+
+    def on_node_event(self, event: kube_.WatchEvent) -> None:
+        with self.s._lock:
+            if event.type == "DELETED":
+                self.s._nodes.pop(nodes.name(event.obj), None)
+            else:
+                self.s._nodes[nodes.name(event.obj)] = csrwork.node_summary(event.obj)
 
     def submit(self, obj: dict[str, Any], attempt: int) -> None:
         if not (csr.is_pending(obj) or csr.approved_by_us_unsigned(obj)):
             return
         name = csr_api.name(obj)
         with self.s._lock:
-            if name in self.s._busy:
+            if name in self.owner._busy or csrwork.uid(obj) in self.s._done:
                 return
-            self.s._busy.add(name)
+            self.owner._busy.add(name)
         self.pool.submit(self._guarded, obj, attempt)
 
     def requeue_loop(self, stop: threading.Event) -> None:
         lock = self.s._lock
         while not stop.is_set():
             with lock:
-                due = self.s._later[0][0] if self.s._later else None
+                due = self.owner._later[0][0] if self.owner._later else None
                 wait = 1.0 if due is None else max(0.0, due - time.monotonic())
                 if wait > 0:
                     lock.wait(min(wait, 1.0))
                     continue
-                _, name, attempt = heapq.heappop(self.s._later)
+                _, name, attempt = heapq.heappop(self.owner._later)
             try:
                 obj = csr_api.get(self.kube, name)
             except kube_.NotFound:
@@ -178,7 +201,7 @@ class _Work:
     def _later(self, name: str, attempt: int) -> None:
         delay = min(REQUEUE_MAX_SECONDS, REQUEUE_FIRST_SECONDS * 2**attempt)
         with self.s._lock:
-            heapq.heappush(self.s._later, (time.monotonic() + delay, name, attempt + 1))
+            heapq.heappush(self.owner._later, (time.monotonic() + delay, name, attempt + 1))
             self.s._lock.notify_all()
 
     def _guarded(self, obj: dict[str, Any], attempt: int) -> None:
@@ -195,127 +218,6 @@ class _Work:
             self._count("error", "Unexpected")
         finally:
             with self.s._lock:
-                self.s._busy.discard(name)
+                self.owner._busy.discard(name)
         if requeue:
             self._later(name, attempt)
-
-    # --- one CSR -----------------------------------------------------------------------------
-
-    def process(self, obj: dict[str, Any]) -> bool:
-        """Decide and act on one CSR; True when it must be looked at again later."""
-        name = csr_api.name(obj)
-        loaded = self.current()
-        if loaded is None:
-            return True  # no valid policy yet: nothing may be approved or denied
-        node_name = csr.node_name(obj)
-        node = self._node(node_name) if node_name else None
-        spec = csr.signer_spec(loaded, nodes.labels(node) if node else {})
-        now = self.s.now()
-        verdict = csr.check(obj, node, spec, now)
-        if verdict.decision is csr.Decision.WAIT:
-            log.info("CSR %s: %s; waiting", name, verdict.message)
-            return True
-        if verdict.decision is csr.Decision.LEAVE:
-            if verdict.reason not in (csr.Reason.OTHER_SIGNER, csr.Reason.SIGNER_DISABLED):
-                log.info("CSR %s left pending (onReject: ignore): %s", name, verdict.message)
-                self._count("ignored", verdict.reason)
-            return False
-        if verdict.decision is csr.Decision.DENY:
-            self._deny(obj, verdict, now)
-            return False
-        self._approve_and_sign(obj, verdict, spec, now)
-        return False
-
-    def _node(self, node_name: str) -> dict[str, Any] | None:
-        try:
-            return nodes.get(self.kube, node_name)
-        except kube_.NotFound:
-            return None
-
-    def _deny(self, obj: dict[str, Any], verdict: csr.Verdict, now: dt.datetime) -> None:
-        name = csr_api.name(obj)
-        cond = csr_api.condition("Denied", verdict.reason, verdict.message, now)
-        try:
-            csr_api.add_condition(self.kube, obj, cond)
-        except kube_.Conflict:
-            return self._retry_fresh(name)
-        log.warning("CSR %s denied: %s: %s", name, verdict.reason, verdict.message)
-        self._count("denied", verdict.reason)
-        events.emit(self.kube, obj, verdict.reason, verdict.message, events.WARNING, "Deny")
-
-    def _approve_and_sign(
-        self, obj: dict[str, Any], verdict: csr.Verdict, spec: csr.SignerSpec, now: dt.datetime
-    ) -> None:
-        name = csr_api.name(obj)
-        started = time.perf_counter()
-        pem = self._sign(obj, verdict, spec, now)
-        if pem is None:
-            return
-        self.s.metrics.csr_sign_duration.observe(time.perf_counter() - started)
-        if not csr.approved_by_us_unsigned(obj):
-            cond = csr_api.condition("Approved", csr.Reason.APPROVED, verdict.message, now)
-            try:
-                obj = csr_api.add_condition(self.kube, obj, cond)
-            except kube_.Conflict:
-                return self._retry_fresh(name)
-        for _ in range(WRITE_ATTEMPTS):
-            if csr_api.put_certificate(self.kube, obj, pem) is not None:
-                log.info("CSR %s approved and signed (%s)", name, verdict.message)
-                self._count("approved", csr.Reason.APPROVED)
-                return
-            obj = csr_api.get(self.kube, name)
-            if (obj.get("status") or {}).get("certificate"):
-                log.info("CSR %s approved; another signer wrote the certificate first", name)
-                self._count("approved", csr.Reason.SIGNED_ELSEWHERE)
-                return
-            if not csr.approved_by_us_unsigned(obj):
-                return  # failed or changed by someone else meanwhile: theirs now
-        raise kube_.Conflict(f"CSR {name}: the certificate write kept conflicting", 409)
-
-    def _sign(
-        self, obj: dict[str, Any], verdict: csr.Verdict, spec: csr.SignerSpec, now: dt.datetime
-    ) -> bytes | None:
-        """The certificate's PEM, or None after recording why the CA may not sign."""
-        assert verdict.request is not None and verdict.validity is not None
-        try:
-            ca = self.s.cas.get(spec.ca_cert_path, spec.ca_key_path)
-            problem = csrsign.ca_problem(ca.cert, ca.key, now)
-        except castore.CAError as e:
-            problem = (csr.Reason.CA_UNAVAILABLE, str(e))
-        if problem is None:
-            try:
-                cert = csrsign.build(
-                    verdict.request,
-                    verdict.usages,
-                    ca.cert,
-                    ca.key,
-                    keys.new_serial(),
-                    now,
-                    verdict.validity,
-                )
-                return pki.cert_pem(cert)
-            except Exception as e:  # never quote the key: the type and message of the error only
-                problem = (csr.Reason.SIGNING_FAILED, f"signing failed: {type(e).__name__}")
-        reason, message = problem
-        log.error("CSR %s: refusing to sign: %s: %s", csr_api.name(obj), reason, message)
-        cond = csr_api.condition("Failed", reason, message, now)
-        try:
-            csr_api.add_condition(self.kube, obj, cond)
-        except kube_.Conflict:
-            self._retry_fresh(csr_api.name(obj))
-            return None
-        self._count("failed", reason)
-        events.emit(self.kube, obj, reason, message, events.WARNING, "Sign")
-        return None
-
-    def _retry_fresh(self, name: str) -> None:
-        """The CSR changed under us: look at its current state (a no-op if decided)."""
-        try:
-            fresh = csr_api.get(self.kube, name)
-        except kube_.NotFound:
-            return
-        if csr.is_pending(fresh) or csr.approved_by_us_unsigned(fresh):
-            self.process(fresh)
-
-    def _count(self, decision: str, reason: str) -> None:
-        self.s.metrics.csr_decisions.labels(decision, str(reason)).inc()
