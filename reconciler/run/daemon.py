@@ -61,6 +61,8 @@ def configure_logging() -> None:
         level=os.environ.get("KUCERO_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # urllib3 warns about each connection retry; the door logs the failure that matters
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 def main(options: Options) -> int:

@@ -91,6 +91,7 @@ class NodeDaemon:
             else None
         )
         self._cordoned = False
+        self._pass_spec: nodespec.NodeSpec | None = None
         self._waiting_since: float | None = None
         self.on_slot_wait: Callable[[float], None] = lambda _seconds: None
         self.passes = 0
@@ -200,6 +201,7 @@ class NodeDaemon:
             self.ready.set()
             return now + self.config.failure_retry
         self._in_pass = True
+        self._pass_spec = spec
         try:
             result = once.run_once(
                 self._host,
@@ -234,7 +236,7 @@ class NodeDaemon:
         retry: dt.timedelta | None = None
         if result.withheld:
             retry = self.config.slot_retry * random.uniform(0.8, 1.2)
-        elif not result.converged:
+        elif not result.converged or self._report.pending:
             retry = self.config.failure_retry
         moments = wakeup.renewal_moments(spec, result.observed) if result.observed else []
         return wakeup.next_wake((m for _, m in moments), spec.check_interval, self._clock(), retry)
@@ -315,7 +317,7 @@ class NodeDaemon:
         control_plane = self._control_plane(observed)
         if not slots.needs_slot(the_plan, control_plane):
             return None
-        spec = self._good
+        spec = self._pass_spec
         if self._slots is None or spec is None:
             return None  # no cluster: a local --policy run is alone by definition
         if self._slots.lost:
