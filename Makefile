@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench testbin clean
+.PHONY: demo test unit lint bench bench-cluster testbin clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## make bench-cluster: 20 simulated nodes on a real API server: convergence, idle requests, RSS
+bench-cluster: $(STAMP) testbin
+	$(BIN)/python -m bench.cluster
 
 clean:
 	rm -rf $(VENV)

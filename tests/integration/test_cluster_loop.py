@@ -9,6 +9,7 @@ server disturbs no other test.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import subprocess
@@ -94,10 +95,8 @@ class Fleet:
             print(f"--- {ctl.identity} ---\n{ctl.output()[-3000:]}")
         print(nodesim.dump(self.sims))
         for sim in self.sims:
-            try:
+            with contextlib.suppress(kube.NotFound):
                 self.door.delete(nodes.path(sim.name))
-            except kube.NotFound:
-                pass
 
 
 @pytest.fixture
