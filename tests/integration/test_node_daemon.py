@@ -438,3 +438,46 @@ def test_metrics_serve_certificate_expiry_and_counters(
     assert any('component="kube-apiserver"' in k and v == 1.0 for k, v in restarts.items())
     assert nodesim.metric(port, "kucero_reconcile_duration_seconds_count")[0][1] >= 1
     assert nodesim.metric(port, "kucero_rotation_slot_wait_seconds_count")[0][1] == 1
+
+
+@pytest.mark.parametrize(
+    "cordoned_by_admin",
+    [
+        pytest.param(False, id="kucero-cordons-and-uncordons"),
+        pytest.param(True, id="an-administrators-cordon-stays"),
+    ],
+)
+def test_rollout_cordon_never_undoes_an_administrators_cordon(
+    admin_kube: kube.Kube,
+    sims: Callable[..., nodesim.SimNode],
+    prefix: str,
+    cordoned_by_admin: bool,
+) -> None:
+    body = "spec: {kubeadm: {restart: manifest-move}, rollout: {cordon: true}}\n"
+    sim = sims(
+        f"{prefix}-cp-1",
+        due=("apiserver",),
+        manifests=("kube-apiserver",),
+        desired_body=body,
+        start=False,
+        extra=(),
+    )
+    if cordoned_by_admin:
+        admin_kube.patch(nodes.path(sim.name), {"spec": {"unschedulable": True}})
+    sims.start(sim, "--manifest-grace", "2")  # type: ignore[attr-defined]
+    nodesim.wait_for(
+        "cordoned while rotating",
+        lambda: (
+            (n := nodes.get(admin_kube, sim.name)).get("spec", {}).get("unschedulable")
+            and (s := status.decode(nodes.annotation(n, status.ANNOTATION)))
+            and s.phase == Phase.ROTATING
+        ),
+        sims=[sim],
+    )
+    revision = str(desired.decode(nodesim.desired_value(body, nodesim.CONTROL_PLANE)).revision)
+    nodesim.wait_for(
+        "converged", lambda: nodesim.converged(admin_kube, [sim.name], revision), sims=[sim]
+    )
+    node = nodes.get(admin_kube, sim.name)
+    assert bool(node.get("spec", {}).get("unschedulable")) is cordoned_by_admin
+    assert nodes.annotation(node, "kucero.io/cordoned") is None
