@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench bench-cluster testbin clean
+.PHONY: demo test unit lint bench bench-nodes testbin clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-## make bench-cluster: 20 simulated nodes on a real API server: convergence, idle requests, RSS
-bench-cluster: $(STAMP) testbin
-	$(BIN)/python -m bench.cluster
+## make bench-nodes: 20 simulated nodes on a real API server: convergence, idle requests, RSS
+bench-nodes: $(STAMP) testbin
+	$(BIN)/python -m bench.nodes
 
 clean:
 	rm -rf $(VENV)

@@ -23,10 +23,12 @@ from typing import Any
 from reconciler import __version__
 from reconciler.decide import duration, plan, policy, report
 from reconciler.model import nodespec
-from reconciler.node import execute, observe
+from reconciler.node import execute, interrupt, observe
 from reconciler.node import host as host_
 from reconciler.run import once
 
+# PID 1's view of /: the default kubelet restart (nsenter --target 1) acts on its machine.
+PID1_ROOT = "/proc/1/root"
 NSENTER = ("nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--")
 
 
@@ -447,19 +449,50 @@ def _plan(settings: Settings) -> int:
     return 0
 
 
-def kubelet_restart_command(settings: Settings) -> tuple[str, ...]:
+class UsageError(Exception):
+    """A flag is missing or wrong for this host; exit 2 before anything runs."""
+
+
+def kubelet_restart_command(settings: Settings, spec: nodespec.NodeSpec) -> tuple[str, ...]:
+    """The command that restarts this node's kubelet.
+
+    The default, ``systemctl restart kubelet`` (through ``nsenter`` into PID 1 from a
+    container), restarts the kubelet of the machine PID 1 runs, so it is used only when
+    ``--host-root`` is that machine's root: ``/`` outside a container, or the same directory
+    (device and inode) as ``/proc/1/root``. Repairing a mounted disk under another root would
+    otherwise restart this machine's kubelet. A policy with ``kubelet.restart: none`` never
+    restarts it and needs no command. Decided before the pass, whatever it will find to do, so
+    a missing flag fails the same way on every run instead of weeks later, unattended.
+    """
     given = settings.args.kubelet_restart_command
     if given:
         return tuple(shlex.split(given))
+    if spec.kubelet.restart == "none":
+        return ()
     systemctl = ("systemctl", "restart", "kubelet")
     in_container = (
         os.path.exists("/.dockerenv")
         or os.path.exists("/run/.containerenv")
         or "KUBERNETES_SERVICE_HOST" in os.environ
     )
-    if os.path.realpath(settings.host_root) == "/" and not in_container:
+    if _same_directory(settings.host_root, "/") and not in_container:
         return systemctl
-    return NSENTER + systemctl
+    if _same_directory(settings.host_root, PID1_ROOT):
+        return NSENTER + systemctl
+    raise UsageError(
+        f"kucero: --host-root {settings.host_root} is not the root of PID 1 ({PID1_ROOT}), so "
+        "the default kubelet restart (systemctl through nsenter into PID 1) would restart "
+        "another machine's kubelet; give --kubelet-restart-command, or set kubelet.restart: "
+        "none in the policy"
+    )
+
+
+def _same_directory(a: str, b: str) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _node(settings: Settings) -> int:
@@ -477,13 +510,25 @@ def _node(settings: Settings) -> int:
     if settings.args.manifest_grace < 0:
         print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
         return 2
-    result = once.run_once(
-        host_.Host(settings.host_root),
-        spec,
-        settings.node_name,
-        lambda: dt.datetime.now(dt.UTC),
-        _exec_settings(settings),
-    )
+    try:
+        restart_command = kubelet_restart_command(settings, spec)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
+    with interrupt.on_signals(interrupt.Stop()) as stop:
+        exec_settings = execute.Settings(
+            kubelet_restart_command=restart_command,
+            manifest_grace_seconds=settings.args.manifest_grace,
+            failpoint=settings.args.failpoint,
+            stop=stop,
+        )
+        result = once.run_once(
+            host_.Host(settings.host_root),
+            spec,
+            settings.node_name,
+            lambda: dt.datetime.now(dt.UTC),
+            exec_settings,
+        )
     if settings.args.output == "json":
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -496,14 +541,22 @@ def _node(settings: Settings) -> int:
             print("\nFAILED:\n" + "\n".join(f"  {f}" for f in failures))
         elif result.converged:
             print(f"\nconverged to policy revision {spec.revision}")
+    if stop.requested:
+        print(f"kucero: {result.error}", file=sys.stderr)
     return 0 if result.converged else 1
 
 
-def _exec_settings(settings: Settings) -> execute.Settings:
+def _daemon_exec_settings(settings: Settings, stop: interrupt.Stop) -> execute.Settings:
+    """For a daemon, whose policy is not known yet: the kubelet restart command is decided for
+    the default ``kubelet.restart`` (systemctl), so a missing flag fails at start-up."""
+    defaults = policy.from_mapping(
+        {"apiVersion": policy.API_VERSION, "kind": policy.KIND}, "flags", settings.policy_defaults
+    )
     return execute.Settings(
-        kubelet_restart_command=kubelet_restart_command(settings),
+        kubelet_restart_command=kubelet_restart_command(settings, policy.resolve(defaults, {})),
         manifest_grace_seconds=settings.args.manifest_grace,
         failpoint=settings.args.failpoint,
+        stop=stop,
     )
 
 
@@ -517,6 +570,12 @@ def _daemon(settings: Settings) -> int:
         return 2
     if args.manifest_grace < 0:
         print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
+        return 2
+    stop = interrupt.Stop()
+    try:
+        exec_settings = _daemon_exec_settings(settings, stop)
+    except UsageError as e:
+        print(e, file=sys.stderr)
         return 2
     return daemon.main(
         daemon.Options(
@@ -532,7 +591,7 @@ def _daemon(settings: Settings) -> int:
             lease_duration=duration.parse_timedelta(args.rotation_lease_duration),
             slot_retry=duration.parse_timedelta(args.slot_retry_period),
             failure_retry=duration.parse_timedelta(args.retry_period),
-            execute=_exec_settings(settings),
+            execute=exec_settings,
             controller=settings.controller if settings.command == "run" else None,
             components=CONTROLLER_COMPONENTS,
         )

@@ -140,10 +140,10 @@ def make_node(admin: Any) -> Iterator[Callable[..., Any]]:
         created.append(name)
         pairs = list(addresses.items()) if isinstance(addresses, Mapping) else list(addresses)
         if pairs:
-            node.status = client.V1NodeStatus(
-                addresses=[client.V1NodeAddress(type=t, address=a) for t, a in pairs]
-            )
-            node = core.replace_node_status(name, node)
+            # a patch, not a replace of the object just created: the controller manager's node
+            # lifecycle controller may have tainted it already (a 409 once it is warmed up)
+            addresses = [{"type": t, "address": a} for t, a in pairs]
+            node = core.patch_node_status(name, {"status": {"addresses": addresses}})
         return node
 
     yield make

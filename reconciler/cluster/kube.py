@@ -243,12 +243,13 @@ class Kube:
         on_event: Any,
         stop: threading.Event,
         on_list: Any = None,
+        on_error: Any = None,
     ) -> None:
         """List, then watch from the list's resourceVersion, until ``stop`` is set; see
         ``watching.watch_forever``."""
         from reconciler.cluster import watching
 
-        watching.watch_forever(self, path, params, on_event, stop, on_list)
+        watching.watch_forever(self, path, params, on_event, stop, on_list, on_error=on_error)
 
     def close(self) -> None:
         self._pool.clear()

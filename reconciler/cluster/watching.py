@@ -60,10 +60,12 @@ def watch_forever(
     stop: threading.Event,
     on_list: Callable[[list[dict[str, Any]]], None] | None = None,
     timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
+    on_error: Callable[[kube_.KubeError], None] | None = None,
 ) -> None:
     """Deliver the state of ``path`` and every change to it until ``stop`` is set.
 
-    Exceptions raised by the callbacks propagate (a bug there must not be retried forever).
+    ``on_error`` hears of each failure before the back-off (to count it in a metric). Exceptions
+    raised by the callbacks propagate (a bug there must not be retried forever).
     """
     current: dict[str, Any] = {}
     interrupter = threading.Thread(
@@ -105,6 +107,8 @@ def watch_forever(
             except kube_.KubeError as e:
                 if stop.is_set():
                     break
+                if on_error is not None:
+                    on_error(e)
                 delay = backoff.next()
                 level = logging.WARNING if backoff.failures > 1 else logging.INFO
                 if isinstance(e, kube_.Forbidden | kube_.Unauthorized):

@@ -116,6 +116,17 @@ def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
+def is_ca(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` says CA:TRUE. Extensions that cannot be parsed count as a CA: such a
+    certificate is never one kucero may renew as a leaf."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+    except (ValueError, UnsupportedAlgorithm):
+        return True
+
+
 def summary(cert: x509.Certificate) -> CertSummary:
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from reconciler.decide import duration, kubelet
+from reconciler.decide import duration, kubelet, pki, targets
 from reconciler.model import actions, hoststate, kubeadm, nodespec
 
 
@@ -39,9 +39,12 @@ def plan(spec: nodespec.NodeSpec, observed: hoststate.Observed, now: dt.datetime
     findings += _ca_findings(spec, observed, now)
 
     renewals = _renewals(spec, observed, now, findings) if spec.kubeadm.enabled else []
+    renewals = targets.refuse_shared(renewals, observed, findings)
     planned += renewals
     planned += _static_pod_restarts(spec, observed, renewals, findings)
-    kubelet_actions = _kubelet(spec, observed, now, findings)
+    kubelet_actions = targets.refuse_shared(
+        _kubelet(spec, observed, now, findings), observed, findings
+    )
     planned += kubelet_actions
     planned += _kubelet_restart(spec, observed, kubelet_actions, findings)
 
@@ -72,7 +75,17 @@ def _ca_findings(
             )
         elif ca.cert is not None:
             left = ca.cert.not_valid_after_utc - now
-            if left <= dt.timedelta(0):
+            if ca.cert.not_valid_before_utc > now:
+                out.append(
+                    actions.Finding(
+                        ca.name,
+                        actions.Reason.CA_NOT_YET_VALID,
+                        actions.Severity.ERROR,
+                        f"CA not valid before {ca.cert.not_valid_before_utc.isoformat()}; "
+                        "nothing it signs is renewed (check the clock)",
+                    )
+                )
+            elif left <= dt.timedelta(0):
                 out.append(
                     actions.Finding(
                         ca.name,
@@ -130,6 +143,23 @@ def _renewal(
             actions.Severity.ERROR,
             leaf.error or f"{leaf.path}: no certificate",
         )
+    due = leaf.cert.not_valid_after_utc - now < spec.kubeadm.renew_before
+    if pki.is_ca(leaf.cert):
+        return skip(
+            actions.Reason.CA_AT_LEAF_PATH,
+            actions.Severity.ERROR,
+            f"{leaf.path}: a CA certificate (CA:TRUE) where kubeadm keeps a leaf; never renewed, left untouched",
+        )
+    creds = leaf.credentials
+    if creds is not None and (creds.cert_data is None or creds.key_data is None):
+        # kubeadm renews only kubeconfigs with embedded client credentials; a file reference
+        # may point anywhere (another kubeconfig's certificate, the CA key): not ours either.
+        return skip(
+            actions.Reason.NOT_KUBEADM_MANAGED,
+            actions.Severity.WARNING if due else actions.Severity.INFO,
+            f"{leaf.path}: client certificate and key are not both embedded; kubeadm does not "
+            "renew such a kubeconfig and neither does kucero",
+        )
     # Broken pairs are reported whether or not they are due: a client using them fails today.
     if not leaf.key_matches:
         return skip(
@@ -163,6 +193,12 @@ def _renewal(
     if ca.key_error is not None:
         return skip(
             actions.Reason.CA_UNAVAILABLE, actions.Severity.ERROR, f"cannot renew: {ca.key_error}"
+        )
+    if ca.cert.not_valid_before_utc > now:
+        return skip(
+            actions.Reason.CA_NOT_YET_VALID,
+            actions.Severity.ERROR,
+            f"cannot renew: {leaf.ca} is not valid before {ca.cert.not_valid_before_utc.isoformat()}",
         )
     if ca.cert.not_valid_after_utc <= now:
         return skip(

@@ -41,6 +41,12 @@ class Reason(enum.StrEnum):
     RESTART_REQUIRED = "RestartRequired"
     SERVING_CSR_APPROVER_NEEDED = "ServingCSRApproverNeeded"
     JOURNAL_PENDING = "InterruptedPassPending"
+    # a renewal or edit that would write through shared or foreign files (issue 6)
+    SHARED_FILE = "SharedFile"  # a file another certificate, kubeconfig or CA also uses
+    CA_FILE = "WouldWriteCAFile"  # a target resolves to a CA's certificate or key
+    NOT_KUBEADM_MANAGED = "NotKubeadmManaged"  # kubeconfig without embedded client cert/key
+    CA_AT_LEAF_PATH = "CACertificateAtLeafPath"  # CA:TRUE where kubeadm keeps a leaf
+    CA_NOT_YET_VALID = "CANotYetValid"
     PAUSED = "Paused"
     # what the node daemon says in Events about itself
     INVALID_DESIRED = "InvalidDesiredState"

@@ -15,6 +15,16 @@ from reconciler.model import kubeadm
 
 
 @dataclasses.dataclass(frozen=True)
+class FileIdentity:
+    """Which file a host path ended at when observed: its host path with every link resolved,
+    and its (device, inode). Two paths are one file when either matches."""
+
+    resolved: str
+    device: int
+    inode: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Credentials:
     user: str
     cert_data: bytes | None  # embedded PEM
@@ -52,6 +62,8 @@ class LeafFile:
     credentials: Credentials | None = dataclasses.field(default=None, repr=False)
     document: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
     error: str | None = None
+    # every host file this leaf is made of (certificate, key, kubeconfig, referenced files)
+    files: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,3 +88,5 @@ class Observed:
     pending_restarts: frozenset[str]  # from the state file: restarts owed by an earlier pass
     journal_pending: bool
     errors: tuple[str, ...] = ()
+    # host path -> the file it resolved to, for every file a pass may read or write
+    identities: dict[str, FileIdentity] = dataclasses.field(default_factory=dict)

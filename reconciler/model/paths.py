@@ -19,6 +19,10 @@ JOURNAL = f"{TMP}/kucero-journal.json"
 STATE = f"{TMP}/kucero-state.json"
 # One directory per transaction: ``old/`` (the backup) and ``new/`` (staged contents).
 BACKUP_PREFIX = "kucero-backup-"
+# Written first into every backup directory kucero creates: only a real directory holding it
+# is ever pruned or emptied, so a link or a directory named like a backup is never deleted.
+BACKUP_MARKER = ".kucero-backup"
+MARKER_CONTENT = b"made by kucero; pruned by kucero (backup.retain)\n"
 # A static pod manifest parked here during a ``manifest-move`` restart.
 MOVED_MANIFESTS = f"{TMP}/kucero-manifests"
 # Temporaries of ``write_atomic``; a SIGKILL can leave one, which recovery removes.

@@ -16,14 +16,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import time
 
 from cryptography import x509
 
 from reconciler.decide import kubeconfig, kubelet, pki
 from reconciler.model import actions, hoststate, kubeadm, nodespec, paths
 from reconciler.node import host as host_
-from reconciler.node import keys, observe, transaction
+from reconciler.node import interrupt, keys, observe, transaction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +33,8 @@ class Settings:
     manifest_grace_seconds: float = 25.0
     # crash tests only: SIGKILL at this transaction step (0: never)
     failpoint: int = 0
+    # set by SIGTERM/SIGINT: finish the step in flight, start no restart, put manifests back
+    stop: interrupt.Stop = dataclasses.field(default_factory=interrupt.Stop)
 
 
 def recover(host: host_.Host) -> list[str]:
@@ -82,6 +83,7 @@ def execute(
     # A restart is owed only for what actually landed (or was owed before): restarting the
     # control plane after a failed renewal would disrupt it for nothing, every pass.
     owed = set(observed.pending_restarts)
+    backup = None
     if writes:
         new_owed = owed | _restarts_for(the_plan, written)
         writes.append(_state_write(host, new_owed))
@@ -92,21 +94,35 @@ def execute(
                 now,
                 spec.kubeadm.backup_retain,
                 transaction.Failpoint(settings.failpoint),
+                protected=PROTECTED,
             )
         except (transaction.TransactionError, host_.HostError) as e:
-            results += [actions.Result(a, False, str(e)) for a in written]
+            note = _prune(host, spec.kubeadm.backup_retain, getattr(e, "backup", None))
+            results += [actions.Result(a, False, f"{e}{note}") for a in written]
         else:
             owed = new_owed
             note = _prune(host, spec.kubeadm.backup_retain, backup)
             results += [
                 actions.Result(a, True, f"done (backup in {backup}{note})") for a in written
             ]
+    elif not spec.paused:
+        # every pass prunes, so a smaller backup.retain or a failed pass's backup is honoured
+        _prune(host, spec.kubeadm.backup_retain, None)
 
     for action in the_plan.actions:
         if action.kind not in (
             actions.ActionKind.RESTART_STATIC_POD,
             actions.ActionKind.RESTART_KUBELET,
         ):
+            continue
+        if settings.stop.requested:
+            results.append(
+                actions.Result(
+                    action,
+                    False,
+                    f"not started: interrupted by {settings.stop.name}; still owed to the next pass",
+                )
+            )
             continue
         if action.target not in owed:
             results.append(
@@ -115,7 +131,7 @@ def execute(
             continue
         try:
             message = _restart(host, spec, action, settings)
-        except host_.HostError as e:
+        except (host_.HostError, interrupt.Interrupted) as e:
             results.append(actions.Result(action, False, str(e)))
             continue
         owed.discard(action.target)
@@ -145,7 +161,11 @@ def _restarts_for(the_plan: actions.Plan, written: list[actions.Action]) -> set[
     return components & planned
 
 
-def _prune(host: host_.Host, retain: int, backup: str) -> str:
+# A pass never writes a CA's files: the last guard before any write compares against these.
+PROTECTED = tuple(p for ca in kubeadm.CAS for p in (ca.cert, ca.key))
+
+
+def _prune(host: host_.Host, retain: int, backup: str | None) -> str:
     """Prune old backups; a failure is reported, never fatal (the change has landed)."""
     try:
         transaction.prune(host, retain, keep=backup)
@@ -195,23 +215,14 @@ def _renewal(
         ]
     creds = leaf.credentials
     assert creds is not None and leaf.document is not None
-    if creds.embedded and creds.key_data is not None:
-        # the file now holds a private key: 0600, whatever it was before
-        data = kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem)
-        return [transaction.Write(leaf.path, data, mode=0o600)]
-    if creds.cert_file and creds.cert_file == creds.key_file:
-        return [transaction.Write(creds.cert_file, cert_pem + key_pem, mode=0o600)]
-    writes = []
-    if creds.cert_file:
-        writes.append(transaction.Write(creds.cert_file, cert_pem))
-    if creds.key_file:
-        writes.append(transaction.Write(creds.key_file, key_pem, mode=0o600))
-    # Mixed embedded/file credentials: rewrite the embedded half in the kubeconfig itself.
-    if creds.cert_data is not None or creds.key_data is not None:
+    if creds.cert_data is None or creds.key_data is None:
+        # the plan refuses these (NotKubeadmManaged); never follow a reference to write a key
         raise kubeconfig.KubeconfigError(
-            f"{leaf.path}: mixes embedded and file credentials; renew it by hand"
+            f"{leaf.path}: client credentials not embedded; not kubeadm's to renew"
         )
-    return writes
+    # the file now holds a private key: 0600, whatever it was before
+    data = kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem)
+    return [transaction.Write(leaf.path, data, mode=0o600)]
 
 
 def _check_renewed(
@@ -267,9 +278,13 @@ def _restart(
         host.makedirs(paths.MOVED_MANIFESTS)
         host.rename(source, parked)
         try:
-            time.sleep(settings.manifest_grace_seconds)
-        finally:  # an interrupted sleep must not leave the control plane without its pod
+            stopped = settings.stop.wait(settings.manifest_grace_seconds)
+        finally:  # an interrupted wait must not leave the control plane without its pod
             host.rename(parked, source)
+        if stopped:
+            raise interrupt.Interrupted(
+                f"interrupted by {settings.stop.name}: {source} put back; the restart is still owed"
+            )
         return f"manifest moved out for {settings.manifest_grace_seconds:g}s and back (restart not verified in this version)"
     raise host_.HostError(
         f"{action.target}: restart strategy {strategy!r} is not implemented in this version; use manifest-move or none"

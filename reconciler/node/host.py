@@ -3,7 +3,16 @@
 Every path given to a ``Host`` is a *host path* (``/etc/kubernetes/pki/ca.crt``); the host maps
 it under its root, so a ``tmp_path`` tree stands in for ``/`` in tests and the DaemonSet's
 ``/host`` mount in production. Absent files are ``None``, not exceptions; anything else that
-goes wrong (permissions, a directory where a file should be) is a ``HostError`` naming the path.
+goes wrong (permissions, a directory where a file should be, a FIFO or device where a file
+should be, a file too large) is a ``HostError`` naming the host path.
+
+Confinement cannot race: every path is walked from a descriptor of the root, one component at
+a time, each opened with ``O_NOFOLLOW`` relative to its parent's descriptor. Symlinks are
+resolved by this module, never by the OS: absolute targets restart at the root and ``..`` stops
+there, as in a chroot. Every write, rename, unlink and mkdir is then made relative to the
+parent's descriptor, so swapping a directory for a link to outside the root between the check
+and the use (issue 6: 284 files, one holding ``client-key-data``, landed outside) at worst
+makes the operation fail, never escape.
 
 ``write_atomic`` is the only way we change a file: a temporary file in the same directory,
 written, fsynced, given the original's mode and owner, renamed over the original, and the
@@ -19,19 +28,21 @@ import os
 import secrets
 import shlex
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from reconciler.model import paths
+from reconciler.model import hoststate, paths
+from reconciler.node import confined
 
-# Linux's own limit on symlinks followed while resolving one path (MAXSYMLINKS).
-_MAX_SYMLINKS = 40
+# Largest file kucero reads: 1 MiB. kubeadm's largest (a kubeconfig with an embedded RSA-4096
+# pair and CA certificate) is about 12 KiB, a kubelet config a few KiB, kucero's journal about
+# 300 bytes per file; anything bigger is not one of them, and must not cost the pass its memory.
+MAX_FILE_BYTES = 1 << 20
 # A host command (systemctl, crictl) that hangs must not hang the pass forever.
 COMMAND_TIMEOUT_SECONDS = 120.0
-
-
-# Temporary files of write_atomic; a SIGKILL can leave one, which recovery removes.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class HostError(OSError):
@@ -42,50 +53,93 @@ class Host:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
 
+    def _at(
+        self, host_path: str, *, follow_last: bool = True, create_parents: bool = False
+    ) -> contextlib.AbstractContextManager[confined.Located]:
+        return confined.locate(
+            self.root, host_path, follow_last=follow_last, create_parents=create_parents
+        )
+
     def path(self, host_path: str) -> Path:
-        """The local path of ``host_path``, with every symlink resolved *inside* the root.
-
-        The kubelet makes ``kubelet-client-current.pem`` an absolute symlink; followed by the
-        OS under ``--host-root /host`` it would point into the container, and a hostile
-        ``/etc/kubernetes/tmp -> /elsewhere`` link would send backups and keys out of the
-        root. So absolute targets restart at the root and ``..`` stops there, as in a chroot.
-        """
-        pending = [p for p in host_path.split("/") if p not in ("", ".")]
-        resolved: list[str] = []
-        hops = 0
-        while pending:
-            part = pending.pop(0)
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            candidate = self.root.joinpath(*resolved, part)
-            if candidate.is_symlink():
-                hops += 1
-                if hops > _MAX_SYMLINKS:
-                    raise HostError(f"{host_path}: too many levels of symbolic links")
-                target = os.readlink(candidate)
-                if target.startswith("/"):
-                    resolved = []
-                pending = [p for p in target.split("/") if p not in ("", ".")] + pending
-                continue
-            resolved.append(part)
-        return self.root.joinpath(*resolved)
-
-    def read(self, host_path: str) -> bytes | None:
+        """The local path ``host_path`` resolves to inside the root (for messages and tests;
+        every operation below walks the path again from descriptors)."""
         try:
-            return self.path(host_path).read_bytes()
+            with self._at(host_path) as where:
+                return self.root.joinpath(where.resolved.lstrip("/"))
+        except OSError:
+            return self.root.joinpath(*confined.parts(host_path))
+
+    def read(self, host_path: str, limit: int = MAX_FILE_BYTES) -> bytes | None:
+        """The content of a regular file, or None when absent. A FIFO, device, directory or
+        a file over ``limit`` bytes is a ``HostError`` (opened non-blocking: never a hang)."""
+        try:
+            with self._at(host_path) as where:
+                _require_regular(
+                    host_path,
+                    os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False),
+                    limit,
+                )
+                fd = os.open(where.name, _READ_FLAGS, dir_fd=where.dir_fd)
+                try:
+                    _require_regular(host_path, os.fstat(fd), limit)
+                    chunks, size = [], 0
+                    while chunk := os.read(fd, 65536):
+                        size += len(chunk)
+                        if size > limit:
+                            raise HostError(f"{host_path}: larger than {limit} bytes; not read")
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+                finally:
+                    os.close(fd)
         except FileNotFoundError:
             return None
+        except HostError:
+            raise
         except OSError as e:
             raise HostError(f"{host_path}: cannot read: {e.strerror or e}") from e
 
+    def stat(self, host_path: str) -> os.stat_result | None:
+        """The file ``host_path`` ends at (links followed), or None when absent."""
+        try:
+            with self._at(host_path) as where:
+                return os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise HostError(f"{host_path}: cannot stat: {e.strerror or e}") from e
+
+    def lstat(self, host_path: str) -> os.stat_result | None:
+        """The entry itself (a link is a link), or None when absent."""
+        try:
+            with self._at(host_path, follow_last=False) as where:
+                return os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise HostError(f"{host_path}: cannot stat: {e.strerror or e}") from e
+
     def exists(self, host_path: str) -> bool:
-        return self.path(host_path).exists()
+        return self.stat(host_path) is not None
+
+    def identity(self, host_path: str) -> hoststate.FileIdentity | None:
+        """Which file ``host_path`` resolves to, to tell when two paths are one file."""
+        try:
+            with self._at(host_path) as where:
+                st = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
+                return hoststate.FileIdentity(where.resolved, st.st_dev, st.st_ino)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise HostError(f"{host_path}: cannot stat: {e.strerror or e}") from e
 
     def listdir(self, host_path: str) -> list[str]:
         try:
-            return sorted(os.listdir(self.path(host_path)))
+            with self._at(host_path) as where:
+                fd = os.open(where.name, _DIR_FLAGS, dir_fd=where.dir_fd)
+                try:
+                    return sorted(os.listdir(fd))
+                finally:
+                    os.close(fd)
         except FileNotFoundError:
             return []
         except OSError as e:
@@ -103,82 +157,70 @@ class Host:
         ``mode``/``owner`` default to the existing file's (0600 and the caller's for a new
         file). Writing the content it already has is a no-op.
         """
-        target = self.path(host_path)
-        try:
-            st = target.stat()
-        except FileNotFoundError:
-            st = None
-        except OSError as e:
-            raise HostError(f"{host_path}: cannot stat: {e.strerror or e}") from e
-        if st is not None and mode is None and owner is None and self.read(host_path) == data:
+        if mode is None and owner is None and self.read(host_path) == data:
             return
-        mode = mode if mode is not None else (st.st_mode & 0o7777 if st else 0o600)
-        owner = owner if owner is not None else ((st.st_uid, st.st_gid) if st else None)
-        # Unpredictable name, O_EXCL|O_NOFOLLOW: never write a key through a planted link.
-        tmp = target.with_name(f"{paths.TEMP_PREFIX}{target.name}.{secrets.token_hex(6)}")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fchmod(fd, mode)
-                if owner is not None:
-                    with contextlib.suppress(PermissionError):
-                        os.fchown(fd, owner[0], owner[1])
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            with self._at(host_path, create_parents=True) as where:
+                _write_at(where, data, mode, owner)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise HostError(f"{host_path}: cannot write: {e.strerror or e}") from e
 
-    def stat(self, host_path: str) -> os.stat_result | None:
-        try:
-            return self.path(host_path).stat()
-        except FileNotFoundError:
-            return None
-
     def remove(self, host_path: str) -> None:
-        """Remove a file; removing an absent file is a no-op."""
-        target = self.path(host_path)
+        """Remove a file (a link itself, never what it points to); absent is a no-op."""
         try:
-            target.unlink()
-            _fsync_dir(target.parent)
+            with self._at(host_path, follow_last=False) as where:
+                os.unlink(where.name, dir_fd=where.dir_fd)
+                os.fsync(where.dir_fd)
         except FileNotFoundError:
             pass
         except OSError as e:
             raise HostError(f"{host_path}: cannot remove: {e.strerror or e}") from e
 
     def rename(self, src: str, dst: str) -> None:
+        """Move the entry ``src`` (a link is moved as a link) to ``dst``, replacing it."""
         try:
-            self.path(dst).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.path(src), self.path(dst))
-            _fsync_dir(self.path(dst).parent)
-            _fsync_dir(self.path(src).parent)
+            with (
+                self._at(src, follow_last=False) as s,
+                self._at(dst, follow_last=False, create_parents=True) as d,
+            ):
+                os.rename(s.name, d.name, src_dir_fd=s.dir_fd, dst_dir_fd=d.dir_fd)
+                os.fsync(d.dir_fd)
+                os.fsync(s.dir_fd)
         except OSError as e:
             raise HostError(f"{src} -> {dst}: cannot rename: {e.strerror or e}") from e
 
     def makedirs(self, host_path: str, mode: int = 0o700) -> None:
         """Create a directory and its parents, durably (each new entry's parent fsynced)."""
-        target = self.path(host_path)
-        missing = [p for p in (target, *target.parents) if not p.exists()]
         try:
-            target.mkdir(mode=mode, parents=True, exist_ok=True)
-            for created in reversed(missing):
-                _fsync_dir(created.parent)
+            with confined.locate(self.root, host_path, create_parents=True, mode=mode) as where:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(where.name, mode, dir_fd=where.dir_fd)
+                    os.fsync(where.dir_fd)
+                st = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise HostError(f"{host_path}: exists and is not a directory")
+        except HostError:
+            raise
         except OSError as e:
             raise HostError(f"{host_path}: cannot create directory: {e.strerror or e}") from e
 
-    def remove_tree(self, host_path: str) -> None:
+    def remove_tree(self, host_path: str, literal: int = 1) -> None:
+        """Remove a directory kucero made, never following a link: the last ``literal``
+        components must be real directories reached without any link (a planted
+        ``kucero-backup-x -> ../pki`` or ``.../new -> /etc/kubernetes/pki`` is refused)."""
         try:
-            shutil.rmtree(self.path(host_path))
+            with self._at(host_path, follow_last=False) as where:
+                st = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode) or where.literal_tail < literal:
+                    raise HostError(
+                        f"{host_path}: not a directory kucero made (a link or a file); left alone"
+                    )
+                shutil.rmtree(where.name, dir_fd=where.dir_fd)
+                os.fsync(where.dir_fd)
         except FileNotFoundError:
             pass
+        except HostError:
+            raise
         except OSError as e:
             raise HostError(f"{host_path}: cannot remove: {e.strerror or e}") from e
 
@@ -199,10 +241,14 @@ class Host:
         A host we cannot write to cannot be changed either, so the lock is skipped there and
         the pass reports the failed writes itself.
         """
-        target = self.path(host_path)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+            with self._at(host_path, create_parents=True) as where:
+                fd = os.open(
+                    where.name,
+                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=where.dir_fd,
+                )
         except OSError as e:
             if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 yield
@@ -234,9 +280,60 @@ class Host:
         return done.stdout
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _require_regular(host_path: str, st: os.stat_result, limit: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a directory"
+            if stat.S_ISDIR(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "not a regular file"
+        )
+        raise HostError(f"{host_path}: is {kind}, not a regular file; not read")
+    if st.st_size > limit:
+        raise HostError(f"{host_path}: larger than {limit} bytes; not read")
+
+
+def _write_at(
+    where: confined.Located, data: bytes, mode: int | None, owner: tuple[int, int] | None
+) -> None:
+    """Temporary file beside ``where.name``, fsynced, renamed over it, directory fsynced."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        st: os.stat_result | None = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        st = None
+    mode = mode if mode is not None else (st.st_mode & 0o7777 if st else 0o600)
+    owner = owner if owner is not None else ((st.st_uid, st.st_gid) if st else None)
+    # Unpredictable name, O_EXCL|O_NOFOLLOW: never write a key through a planted link.
+    tmp = f"{paths.TEMP_PREFIX}{where.name}.{secrets.token_hex(6)}"
+    fd = os.open(
+        tmp,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=where.dir_fd,
+    )
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)
+            if owner is not None:
+                with contextlib.suppress(PermissionError):
+                    os.fchown(fd, owner[0], owner[1])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, where.name, src_dir_fd=where.dir_fd, dst_dir_fd=where.dir_fd)
+        os.fsync(where.dir_fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=where.dir_fd)
+        raise

@@ -9,12 +9,11 @@ certificates), and for workers (only the kubelet's files).
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from cryptography import x509
 
-from reconciler.decide import kubeconfig, kubelet, pki
+from reconciler.decide import kubeconfig, kubelet, ownfiles, pki
 from reconciler.model import hoststate, kubeadm, paths
 from reconciler.node import host as host_
 
@@ -36,6 +35,11 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
     manifests = frozenset(
         c for c in kubeadm.COMPONENTS if _safe_exists(host, kubeadm.manifest(c), errors)
     )
+    watched = [p for ca in kubeadm.CAS for p in (ca.cert, ca.key)]
+    watched += [p for leaf in leaves.values() for p in leaf.files]
+    if kubelet_state.conf is not None:
+        watched += kubelet_state.conf.files
+    watched += [kubeadm.KUBELET_CONFIG, kubeadm.KUBELET_CLIENT_CURRENT, paths.STATE]
     return hoststate.Observed(
         node_name=node_name,
         cas=cas,
@@ -45,27 +49,34 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
         pending_restarts=_read_pending_restarts(host, errors),
         journal_pending=_safe_exists(host, paths.JOURNAL, errors),
         errors=tuple(errors),
+        identities=_identities(host, watched),
     )
 
 
+def _identities(host: host_.Host, host_paths: list[str]) -> dict[str, hoststate.FileIdentity]:
+    """Which file each path resolves to, so the plan can see two paths that are one file.
+    A path that cannot be resolved is left out (reading it has already reported why)."""
+    out = {}
+    for path in dict.fromkeys(host_paths):
+        try:
+            found = host.identity(path)
+        except host_.HostError:
+            continue
+        if found is not None:
+            out[path] = found
+    return out
+
+
 def read_state(host: host_.Host, errors: list[str] | None = None) -> dict[str, Any]:
-    """kucero's own per-node state file (pending restarts); empty when absent or unreadable,
-    with the reason appended to ``errors`` when given."""
+    """kucero's own per-node state file (pending restarts), checked against its schema; empty
+    when absent or invalid, with the reason appended to ``errors`` when given."""
     try:
         data = host.read(paths.STATE)
-    except host_.HostError as e:
+        return ownfiles.parse_state(data) if data else {}
+    except (host_.HostError, ownfiles.OwnFileError) as e:
         if errors is not None:
-            errors.append(str(e))
+            errors.append(f"{e}; pending restarts forgotten")
         return {}
-    try:
-        state = json.loads(data) if data else {}
-        if not isinstance(state, dict) or not isinstance(state.get("pendingRestarts", []), list):
-            raise ValueError("not a state document")
-    except ValueError:
-        if errors is not None:
-            errors.append(f"{paths.STATE}: not valid JSON; pending restarts forgotten")
-        return {}
-    return state
 
 
 def _read_pending_restarts(host: host_.Host, errors: list[str]) -> frozenset[str]:
@@ -122,6 +133,7 @@ def _read_leaf(
         # kubeadm's definition: the CA key is absent (with no CA at all, e.g. the client
         # certificate for an external etcd, kubeadm does not manage it either)
         externally_managed=not ca.key_present,
+        files=(leaf.path,) if leaf.key is None else (leaf.path, leaf.key),
     )
     try:
         if leaf.kind == "kubeconfig":
@@ -149,7 +161,10 @@ def _read_kubeconfig(
         creds = kubeconfig.credentials(doc, base.path)
     except kubeconfig.KubeconfigError as e:
         return dataclasses.replace(base, error=f"{base.path}: {e}")
-    base = dataclasses.replace(base, credentials=creds, document=doc)
+    referenced = tuple(p for p in (creds.cert_file, creds.key_file) if p is not None)
+    base = dataclasses.replace(
+        base, credentials=creds, document=doc, files=(base.path, *referenced)
+    )
     if creds.embedded:
         cert_data, cert_where = creds.cert_data, f"{base.path} (client-certificate-data)"
     else:

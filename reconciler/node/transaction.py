@@ -22,6 +22,7 @@ also kill from outside at random times).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -29,8 +30,10 @@ import json
 import os
 import posixpath
 import signal
+import stat
 from typing import Any
 
+from reconciler.decide import ownfiles
 from reconciler.model import kubeadm, paths
 from reconciler.node import host as host_
 
@@ -44,6 +47,10 @@ class Write:
 
 class TransactionError(Exception):
     """The change was not applied (or was rolled back); the message says where it stopped."""
+
+    def __init__(self, message: str, backup: str | None = None) -> None:
+        super().__init__(message)
+        self.backup = backup  # the backup directory this attempt made, if any
 
 
 class Failpoint:
@@ -69,13 +76,16 @@ def apply(
     now: dt.datetime,
     retain: int,
     failpoints: Failpoint | None = None,
+    protected: tuple[str, ...] = (),
 ) -> str:
     """Apply ``writes`` all together; return the backup directory (host path).
 
-    Raises ``TransactionError`` if the backup cannot be made (nothing changed) or a write
-    fails (everything rolled back). Idempotent: writing content a file already has is a no-op.
+    Raises ``TransactionError`` if two writes are one file or one is in ``protected`` (nothing
+    changed), if the backup cannot be made (nothing changed) or a write fails (everything rolled
+    back); the staged copies of a failed attempt are removed, its ``old/`` is kept for pruning. Idempotent: writing content a file already has is a no-op.
     """
     failpoints = failpoints or Failpoint()
+    refuse_shared(host, [w.path for w in writes], protected)
     backup = _new_backup_dir(host, now)
     entries = []
     try:
@@ -103,7 +113,8 @@ def apply(
         journal = {"backup": backup, "files": entries}
         host.write_atomic(paths.JOURNAL, json.dumps(journal, indent=1).encode(), mode=0o600)
     except host_.HostError as e:
-        raise TransactionError(f"backup failed, nothing changed: {e}") from e
+        _drop_staged(host, backup)
+        raise TransactionError(f"backup failed, nothing changed: {e}", backup) from e
     failpoints.step()
     try:
         for entry in entries:
@@ -114,15 +125,56 @@ def apply(
             _rollback(host, journal)
         except (host_.HostError, TransactionError) as again:
             raise TransactionError(
-                f"write failed ({e}) and so did the rollback ({again}); the journal {paths.JOURNAL} is kept for the next pass"
+                f"write failed ({e}) and so did the rollback ({again}); the journal {paths.JOURNAL} is kept for the next pass",
+                backup,
             ) from e
-        raise TransactionError(f"write failed, every file restored from {backup}: {e}") from e
+        _drop_staged(host, backup)
+        raise TransactionError(
+            f"write failed, every file restored from {backup}: {e}", backup
+        ) from e
     host.remove(paths.JOURNAL)
     failpoints.step()
     # The staged copies were only needed until the journal was gone; don't keep two copies
     # of every new private key around.
-    host.remove_tree(f"{backup}/new")
+    host.remove_tree(f"{backup}/new", literal=2)
     return backup
+
+
+def refuse_shared(host: host_.Host, targets: list[str], protected: tuple[str, ...]) -> None:
+    """The last guard before any write: refuse when two targets are one file (a key shared
+    through a link: renewing one pair would break the other) or a target is a protected file
+    (a CA's certificate or key), compared by resolved path and by (device, inode)."""
+    owners: dict[object, str] = {}
+    for path in protected:
+        found = host.identity(path)
+        if found is not None:
+            owners[found.resolved] = owners[(found.device, found.inode)] = f"protected {path}"
+    for path in targets:
+        found = host.identity(path)
+        if found is None:
+            continue
+        for key in (found.resolved, (found.device, found.inode)):
+            if key in owners:
+                raise TransactionError(
+                    f"refused, nothing changed: {path} is the same file as {owners[key]}"
+                )
+        owners[found.resolved] = owners[(found.device, found.inode)] = path
+
+
+def is_backup(host: host_.Host, name: str) -> bool:
+    """Whether ``TMP/name`` is a backup kucero made: a real directory (never a link) holding
+    the marker file kucero writes first into every backup it creates."""
+    if not name.startswith(paths.BACKUP_PREFIX) or "/" in name:
+        return False
+    directory = host.lstat(paths.backup_dir(name))
+    marker = host.lstat(f"{paths.backup_dir(name)}/{paths.BACKUP_MARKER}")
+    return (
+        directory is not None
+        and stat.S_ISDIR(directory.st_mode)
+        and marker is not None
+        and stat.S_ISREG(marker.st_mode)
+        and host.read(f"{paths.backup_dir(name)}/{paths.BACKUP_MARKER}") == paths.MARKER_CONTENT
+    )
 
 
 def recover(host: host_.Host) -> str | None:
@@ -135,47 +187,72 @@ def recover(host: host_.Host) -> str | None:
     data = host.read(paths.JOURNAL)
     if data is None:
         # A crash between removing the journal and removing the staged copies leaves copies
-        # of live keys in a backup's new/: nothing needs them any more.
+        # of live keys in a backup's new/: nothing needs them any more. Only in backups kucero
+        # made, never through a link (a planted new -> /etc/kubernetes/pki is left alone).
         for name in host.listdir(kubeadm.TMP):
-            if name.startswith(paths.BACKUP_PREFIX) and host.exists(f"{kubeadm.TMP}/{name}/new"):
-                host.remove_tree(f"{kubeadm.TMP}/{name}/new")
+            staged = host.lstat(f"{paths.backup_dir(name)}/new")
+            if is_backup(host, name) and staged is not None and stat.S_ISDIR(staged.st_mode):
+                host.remove_tree(f"{paths.backup_dir(name)}/new", literal=2)
         return None
     try:
-        journal = json.loads(data)
-        backup, entries = journal["backup"], journal["files"]
-    except (ValueError, KeyError, TypeError) as e:
+        journal = ownfiles.parse_journal(data)
+    except ownfiles.OwnFileError as e:
         # The journal is written atomically, so this is damage from outside.
         raise TransactionError(
-            f"{paths.JOURNAL}: unreadable ({e}); inspect it and the backups by hand"
+            f"unreadable journal: {e}; inspect it and the backups by hand"
         ) from e
+    backup, entries = journal["backup"], journal["files"]
+    if not is_backup(host, posixpath.basename(backup)):
+        raise TransactionError(
+            f"{paths.JOURNAL}: {backup} is not a backup kucero made; inspect it by hand"
+        )
     for directory in sorted({posixpath.dirname(e["path"]) for e in entries}):
         host.remove_temporaries(directory)
     if all(_staged_ok(host, backup, e) for e in entries):
         for entry in entries:
             _install(host, backup, entry)
         host.remove(paths.JOURNAL)
-        host.remove_tree(f"{backup}/new")
+        host.remove_tree(f"{backup}/new", literal=2)
         return f"completed an interrupted pass from {backup}"
     _rollback(host, journal)
+    host.remove_tree(f"{backup}/new", literal=2)
     return f"rolled back an interrupted pass from {backup}/old (staged files were damaged)"
 
 
 def prune(host: host_.Host, retain: int, keep: str | None = None) -> list[str]:
     """Remove all but the newest ``retain`` backups (by modification time, so a clock that
-    stepped back cannot make the newest look oldest); never ``keep``. Returns the removed."""
-    names = [n for n in host.listdir(kubeadm.TMP) if n.startswith(paths.BACKUP_PREFIX)]
+    stepped back cannot make the newest look oldest); never ``keep``, never the backup an open
+    journal still needs, never anything kucero did not make (``is_backup``: a link named like
+    a backup, or a directory without kucero's marker, is not counted and not touched).
+    Returns the removed."""
+    pinned = {keep, _journal_backup(host)} - {None}
     dated = []
-    for name in names:
-        st = host.stat(f"{kubeadm.TMP}/{name}")
-        if st is not None:
-            dated.append((st.st_mtime, name))
+    for name in host.listdir(kubeadm.TMP):
+        if is_backup(host, name):
+            st = host.lstat(paths.backup_dir(name))
+            if st is not None:
+                dated.append((st.st_mtime, name))
     newest_first = [n for _, n in sorted(dated, reverse=True)]
-    kept = [n for n in newest_first if keep and f"{kubeadm.TMP}/{n}" == keep]
+    kept = [n for n in newest_first if paths.backup_dir(n) in pinned]
     kept += [n for n in newest_first if n not in kept][: max(0, retain - len(kept))]
     removed = [n for n in newest_first if n not in kept]
     for name in removed:
-        host.remove_tree(f"{kubeadm.TMP}/{name}")
-    return [f"{kubeadm.TMP}/{n}" for n in removed]
+        host.remove_tree(paths.backup_dir(name))
+    return [paths.backup_dir(n) for n in removed]
+
+
+def _journal_backup(host: host_.Host) -> str | None:
+    try:
+        data = host.read(paths.JOURNAL)
+        return ownfiles.parse_journal(data)["backup"] if data is not None else None
+    except (host_.HostError, ownfiles.OwnFileError):
+        return None
+
+
+def _drop_staged(host: host_.Host, backup: str) -> None:
+    """Staged copies of a change that did not land hold new private keys nobody needs."""
+    with contextlib.suppress(host_.HostError):
+        host.remove_tree(f"{backup}/new", literal=2)
 
 
 def _sha(data: bytes) -> str:
@@ -187,9 +264,11 @@ def _new_backup_dir(host: host_.Host, now: dt.datetime) -> str:
     base = f"{kubeadm.TMP}/{paths.BACKUP_PREFIX}{stamp}"
     candidate, n = base, 1
     try:
-        while host.exists(candidate):
+        while host.lstat(candidate) is not None:
             candidate, n = f"{base}-{n}", n + 1
         host.makedirs(candidate, mode=0o700)
+        # written first: only directories holding it are ever pruned or emptied by kucero
+        host.write_atomic(f"{candidate}/{paths.BACKUP_MARKER}", paths.MARKER_CONTENT, mode=0o600)
     except OSError as e:
         raise TransactionError(f"backup failed, nothing changed: {e}") from e
     return candidate

@@ -109,12 +109,20 @@ class Controller:
                     self._on_configmap_event,
                     stop,
                     self._on_configmap_list,
+                    self._counter("watch-policy"),
                 ),
                 name="watch-policy",
             ),
             threading.Thread(
                 target=self.kube.watch_forever,
-                args=(nodes.PATH, None, self._on_node_event, stop, self._on_node_list),
+                args=(
+                    nodes.PATH,
+                    None,
+                    self._on_node_event,
+                    stop,
+                    self._on_node_list,
+                    self._counter("watch-nodes"),
+                ),
                 name="watch-nodes",
             ),
         ]
@@ -132,6 +140,9 @@ class Controller:
                 self._lock.notify_all()
             for thread in threads:
                 thread.join()
+
+    def _counter(self, operation: str) -> Callable[[kube_.KubeError], None]:
+        return lambda e: self.metrics.api_errors.labels(operation, type(e).__name__).inc()
 
     # --- the policy ------------------------------------------------------------------------
 

@@ -71,6 +71,8 @@ def main(options: Options) -> int:
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s: finishing the work in flight", signal.Signals(signum).name)
+        # the pass in flight ends its step, puts a parked manifest back, owes the rest
+        options.execute.stop.signal = signum
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)

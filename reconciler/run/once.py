@@ -124,6 +124,8 @@ def _locked_pass(
         recovered = execute.recover(host)
     except (transaction.TransactionError, host_.HostError) as e:
         return PassResult(spec, (), empty, (), empty, f"cannot recover an interrupted pass: {e}")
+    if settings.stop.requested:
+        return PassResult(spec, tuple(recovered), empty, (), empty, _interrupted(settings))
     observed = observe.observe(host, node_name)
     first = plan.plan(spec, observed, clock())
     withheld = gate(first, observed) if gate is not None and first.actions else None
@@ -147,6 +149,14 @@ def _locked_pass(
         first,
         tuple(results),
         after,
+        _interrupted(settings) if settings.stop.requested else None,
         node_name=observed.node_name,
         observed=final,
+    )
+
+
+def _interrupted(settings: execute.Settings) -> str:
+    return (
+        f"interrupted by {settings.stop.name}: the step in flight was finished, manifests are "
+        "back in place, restarts not done are owed to the next pass"
     )

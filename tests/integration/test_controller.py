@@ -293,5 +293,26 @@ def test_forbidden_api_is_logged_counted_and_backed_off_not_a_crash_loop(
     # at the 0.5 s retry period without back-off, 8 s would be 16 attempts
     assert 1 <= later - first <= 6, (first, later)
     assert ctl.get("/healthz")[0] == 200 and ctl.get("/readyz")[0] == 503
+    watch = 'kucero_api_errors_total{error="Forbidden",operation="watch-lease"}'
+    assert 1 <= (ctl.metric(watch) or 0) <= 6  # the Lease watch backs off too
     assert 'cannot get resource "leases"' in ctl.output()
     assert "needs get/create/update on leases" in ctl.output()
+
+
+def test_lease_edited_by_hand_to_garbage_stops_the_leader_until_it_may_take_it_back(
+    admin_kube: kube.Kube, namespace: str, make_node: Any, start: Any
+) -> None:
+    put_policy(admin_kube, namespace, HEAD)
+    a = start("ctl-a")
+    wait_until(lambda: holder(admin_kube, namespace) == "ctl-a", what="a leads")
+    current = leases.get(admin_kube, namespace, "kucero-leader-election")
+    assert current is not None
+    garbage = {**current, "spec": {**current["spec"], "holderIdentity": "garbage!"}}
+    admin_kube.replace(leases.path(namespace, "kucero-leader-election"), garbage)
+    edited = time.monotonic()
+    wait_until(lambda: "lost leadership (holder now 'garbage!')" in a.output(), what="a steps down")
+    # nobody renews "garbage!": after the lease duration a takes it back and works again
+    wait_until(lambda: holder(admin_kube, namespace) == "ctl-a", what="a leads again")
+    assert time.monotonic() - edited >= controllers.LEASE_SECONDS - 1.0
+    make_node("ctl-after-garbage")
+    wait_until(all_at(admin_kube, ["ctl-after-garbage"], revision(HEAD)), what="a writes again")

@@ -47,7 +47,7 @@ def test_links_cannot_lead_out_of_the_root(tmp_path: Path, target: str) -> None:
 def test_symlink_loop_is_an_error_naming_the_path(tmp_path: Path) -> None:
     (tmp_path / "a").symlink_to("/b")
     (tmp_path / "b").symlink_to("/a")
-    with pytest.raises(host.HostError, match="/a/x: too many levels of symbolic links"):
+    with pytest.raises(host.HostError, match=r"/a/x: .*too many levels of symbolic links"):
         host.Host(tmp_path).read("/a/x")
 
 
@@ -106,6 +106,7 @@ def test_a_failed_write_rolls_every_file_back(
 def _interrupted(node: host.Host) -> dict[str, object]:
     """The state a SIGKILL right after the first install leaves: new crt, old key, journal."""
     backup = "/etc/kubernetes/tmp/kucero-backup-x"
+    node.write_atomic(f"{backup}/{paths.BACKUP_MARKER}", paths.MARKER_CONTENT)
     files = []
     for write, old in zip(WRITES, (b"crt-v1", b"key-v1"), strict=True):
         rel = write.path.lstrip("/")

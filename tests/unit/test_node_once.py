@@ -17,7 +17,7 @@ from cryptography import x509
 
 from reconciler import cli
 from reconciler.decide import pki, plan, policy
-from reconciler.model import kubeadm, paths
+from reconciler.model import kubeadm
 from reconciler.node import execute, host, observe, transaction
 
 DAY = dt.timedelta(days=1)
@@ -80,6 +80,8 @@ def test_full_pass_converges_and_second_pass_changes_nothing(
     make_tree: Any, policy_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = make_tree(now=REAL_NOW, key_type="rsa", expiries=DUE)
+    unrenewed = observe.observe(host.Host(root)).leaves["apiserver-kubelet-client"].cert
+    assert unrenewed is not None
     code, out, err = node_once(root, policy_file, capsys)
     assert code == 0, out + err
     assert "converged to policy revision" in out
@@ -88,7 +90,8 @@ def test_full_pass_converges_and_second_pass_changes_nothing(
     for name in DUE:
         left = seen.leaves[name].cert.not_valid_after_utc - dt.datetime.now(dt.UTC)  # type: ignore[union-attr]
         assert dt.timedelta(days=364) < left <= dt.timedelta(days=365)
-    assert seen.leaves["apiserver-kubelet-client"].cert.not_valid_after_utc < REAL_NOW + 366 * DAY  # type: ignore[union-attr]
+    # not due: the very same certificate (a renewed one would differ in serial and expiry)
+    assert seen.leaves["apiserver-kubelet-client"].cert == unrenewed
     conf = (root / "etc/kubernetes/kubelet.conf").read_text()
     assert "client-certificate-data" not in conf and kubeadm.KUBELET_CLIENT_CURRENT in conf
     config = (root / "var/lib/kubelet/config.yaml").read_text()
@@ -150,27 +153,6 @@ def test_retention_keeps_the_newest_backups_even_when_the_clock_stepped_back(
         for p in (root / "etc/kubernetes/tmp").glob("kucero-backup-*")
     )
     assert kept == sorted(made[1:])
-
-
-def test_manifest_move_restart_puts_the_manifest_back(
-    make_tree: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    root = make_tree(
-        now=REAL_NOW,
-        key_type="ecdsa",
-        expiries={"scheduler.conf": 5 * DAY},
-        embedded_kubelet_conf=False,
-        kubelet_config_rotation=True,
-    )
-    policy = tmp_path / "p.yaml"
-    policy.write_text("apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\n")
-    manifest = root / "etc/kubernetes/manifests/kube-scheduler.yaml"
-    content = manifest.read_bytes()
-    code, out, _ = node_once(root, policy, capsys, "--manifest-grace", "0")
-    assert code == 0, out
-    assert "restart-static-pod   kube-scheduler" in out
-    assert manifest.read_bytes() == content
-    assert json.loads((root / paths.STATE.lstrip("/")).read_text())["pendingRestarts"] == []
 
 
 def test_unimplemented_restart_strategy_fails_and_stays_owed(
@@ -317,23 +299,26 @@ def test_validate_policy_command(
     assert kucero("validate-policy", good, capsys=capsys)[0] == 0
 
 
-def _garbage(root: Path) -> str:
+PAIR = ("etc/kubernetes/pki/apiserver.crt", "etc/kubernetes/pki/apiserver.key")
+
+
+def _garbage(root: Path) -> tuple[str, tuple[str, ...]]:
     (root / "etc/kubernetes/pki/apiserver.crt").write_bytes(b"\x00garbage\n")
-    return "/etc/kubernetes/pki/apiserver.crt: no PEM certificate found"
+    return "/etc/kubernetes/pki/apiserver.crt: no PEM certificate found", PAIR
 
 
-def _mismatch(root: Path) -> str:
+def _mismatch(root: Path) -> tuple[str, tuple[str, ...]]:
     shutil.copy(
         root / "etc/kubernetes/pki/front-proxy-client.key",
         root / "etc/kubernetes/pki/apiserver.key",
     )
-    return "/etc/kubernetes/pki/apiserver.crt: certificate does not match its key"
+    return "/etc/kubernetes/pki/apiserver.crt: certificate does not match its key", PAIR
 
 
-def _no_users(root: Path) -> str:
+def _no_users(root: Path) -> tuple[str, tuple[str, ...]]:
     conf = root / "etc/kubernetes/admin.conf"
     conf.write_text(conf.read_text().split("users:")[0])
-    return "/etc/kubernetes/admin.conf: no users"
+    return "/etc/kubernetes/admin.conf: no users", ("etc/kubernetes/admin.conf",)
 
 
 @pytest.mark.parametrize(
@@ -349,22 +334,15 @@ def test_broken_file_is_reported_left_untouched_and_the_rest_of_the_pass_happens
         key_type="ecdsa",
         expiries={"apiserver": 5 * DAY, "admin.conf": 5 * DAY, "front-proxy-client": 5 * DAY},
     )
-    message = breaker(root)
+    message, untouched = breaker(root)
     broken = snapshot(root)
     code, out, _ = node_once(root, policy_file, capsys)
     assert code == 1 and message in out
     assert "renew                front-proxy-client" in out  # the rest happened
     assert "set-kubelet-config" in out
     after = snapshot(root)
-    for rel in (
-        "etc/kubernetes/pki/apiserver.crt",
-        "etc/kubernetes/pki/apiserver.key",
-        "etc/kubernetes/admin.conf",
-    ):
-        if message.startswith("/" + rel) or (
-            rel.endswith("admin.conf") and "admin.conf" in message
-        ):
-            assert after[rel] == broken[rel]
+    for rel in untouched:  # both halves of a broken pair: the key too, not only the certificate
+        assert after[rel] == broken[rel], rel
 
 
 def test_missing_ca_key_is_externally_managed_and_not_renewed(

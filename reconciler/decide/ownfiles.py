@@ -1,0 +1,123 @@
+"""Schemas of kucero's own files on a node: the journal and the state file.
+
+kucero writes both atomically, so anything that does not match is damage from outside (a disk
+error, an operator's edit, a hostile file), and it must never steer what kucero writes or
+deletes: a journal names files to overwrite and a backup whose staged copies to install. So
+each is checked field by field before use, and a mismatch is one ``OwnFileError`` naming the
+file and the field, never a ``KeyError``, a ``RecursionError`` (JSON nested 100,000 deep) or a
+write outside kubeadm's and the kubelet's directories.
+
+Pure: bytes in, validated values out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from reconciler.model import kubeadm, paths
+
+# More files than one pass ever writes (11 leaves x 2 files + kubelet files + state file).
+MAX_JOURNAL_FILES = 64
+# Where a journal may write: kubeadm's and the kubelet's directories, nothing else.
+WRITABLE_PREFIXES = (f"{kubeadm.KUBECONFIG_DIR}/", "/var/lib/kubelet/")
+# What may be owed a restart: the static pods and the kubelet.
+RESTARTABLE = frozenset((*kubeadm.COMPONENTS, "kubelet"))
+_BACKUP = re.compile(re.escape(f"{paths.TMP}/{paths.BACKUP_PREFIX}") + r"[0-9A-Za-z-]{1,64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class OwnFileError(ValueError):
+    """A journal or state file that does not match its schema; the message names the field."""
+
+
+def parse_journal(data: bytes) -> dict[str, Any]:
+    """The journal as ``{"backup": str, "files": [entry, ...]}``, every field checked."""
+    doc = _json(data, paths.JOURNAL)
+    where = paths.JOURNAL
+    if not isinstance(doc, dict) or set(doc) != {"backup", "files"}:
+        raise OwnFileError(f"{where}: not a journal (keys backup and files expected)")
+    backup = doc["backup"]
+    if not isinstance(backup, str) or not _BACKUP.fullmatch(backup):
+        raise OwnFileError(f"{where}: backup: not a kucero backup directory under {paths.TMP}")
+    files = doc["files"]
+    if not isinstance(files, list) or not 0 < len(files) <= MAX_JOURNAL_FILES:
+        raise OwnFileError(f"{where}: files: a list of 1 to {MAX_JOURNAL_FILES} entries expected")
+    seen: set[str] = set()
+    for i, entry in enumerate(files):
+        _entry(entry, f"{where}: files[{i}]")
+        if entry["path"] in seen:
+            raise OwnFileError(f"{where}: files[{i}].path: {entry['path']} appears twice")
+        seen.add(entry["path"])
+    return doc
+
+
+def parse_state(data: bytes) -> dict[str, Any]:
+    """The state file as ``{"pendingRestarts": [component, ...]}``; other keys are dropped."""
+    doc = _json(data, paths.STATE)
+    if not isinstance(doc, dict):
+        raise OwnFileError(f"{paths.STATE}: not a state document (an object expected)")
+    pending = doc.get("pendingRestarts", [])
+    if not isinstance(pending, list) or not all(
+        isinstance(c, str) and c in RESTARTABLE for c in pending
+    ):
+        raise OwnFileError(
+            f"{paths.STATE}: pendingRestarts: a list of {', '.join(sorted(RESTARTABLE))} expected"
+        )
+    return {"pendingRestarts": sorted(set(pending))}
+
+
+def _json(data: bytes, where: str) -> object:
+    try:
+        return json.loads(data)
+    except RecursionError as e:
+        raise OwnFileError(f"{where}: nested too deeply") from e
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise OwnFileError(f"{where}: not valid JSON: {e}") from e
+
+
+def _entry(entry: object, where: str) -> None:
+    if not isinstance(entry, dict):
+        raise OwnFileError(f"{where}: an object expected")
+    missing = {"path", "sha256", "mode"} - set(entry)
+    if missing:
+        raise OwnFileError(f"{where}: missing {', '.join(sorted(missing))}")
+    path = entry["path"]
+    if (
+        not isinstance(path, str)
+        or len(path) > 4096
+        or not path.startswith(WRITABLE_PREFIXES)
+        or any(p in ("", ".", "..") for p in path[1:].split("/"))
+        or "\0" in path
+    ):
+        raise OwnFileError(
+            f"{where}.path: a normalised host path under {' or '.join(WRITABLE_PREFIXES)} expected"
+        )
+    _check(entry, "sha256", where, _is_sha, required=True)
+    _check(entry, "oldSha256", where, _is_sha)
+    _check(entry, "mode", where, _is_mode, required=True)
+    _check(entry, "oldMode", where, _is_mode)
+    _check(entry, "owner", where, _is_owner)
+
+
+def _check(entry: dict[str, Any], key: str, where: str, ok: Any, required: bool = False) -> None:
+    value = entry.get(key)
+    if (value is None and required) or (value is not None and not ok(value)):
+        raise OwnFileError(f"{where}.{key}: invalid value")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_sha(v: object) -> bool:
+    return isinstance(v, str) and bool(_SHA256.fullmatch(v))
+
+
+def _is_mode(v: object) -> bool:
+    return _is_int(v) and 0 <= v <= 0o7777  # type: ignore[operator]
+
+
+def _is_owner(v: object) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_is_int(i) and 0 <= i < 2**32 for i in v)
