@@ -92,7 +92,7 @@ def main(options: Options) -> int:
         kube = None
     metrics = metrics_.Metrics()
     node = node_daemon.NodeDaemon(_config(options), kube, observer(metrics, options.node_name))
-    node.on_slot_wait = metrics.slot_wait.observe
+    node.turn.on_slot_wait = metrics.slot_wait.observe
     elector, threads = None, []
     if options.controller is not None and kube is not None:
         from reconciler.run import controller, election
