@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit fuzz lint bench testbin clean
+.PHONY: demo test unit fuzz lint bench bench-nodes testbin clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.csr
 	$(BIN)/python -m bench.csr --rate 30
+
+## make bench-nodes: 20 simulated nodes on a real API server: convergence, idle requests, RSS
+bench-nodes: $(STAMP) testbin
+	$(BIN)/python -m bench.nodes
 
 clean:
 	rm -rf $(VENV)

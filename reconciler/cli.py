@@ -528,6 +528,9 @@ def _node(settings: Settings) -> int:
         for note in once.recover_only(host_.Host(settings.host_root)):
             print(report.printable(f"recovered: {note}"), file=sys.stderr)
         return 1
+    if settings.args.manifest_grace < 0:
+        print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
+        return 2
     try:
         restart_command = kubelet_restart_command(settings, spec)
     except UsageError as e:
@@ -564,19 +567,17 @@ def _node(settings: Settings) -> int:
     return 0 if result.converged else 1
 
 
-def _exec_settings(settings: Settings) -> execute.Settings:
-    """The daemon's execution settings. Its spec arrives later (kucero.io/desired, or the
-    watched --policy file), so the kubelet restart command is decided at start for the seed
-    defaults: a missing --kubelet-restart-command fails now, not at the first restart."""
+def _daemon_exec_settings(settings: Settings, stop: interrupt.Stop) -> execute.Settings:
+    """For a daemon, whose policy is not known yet: the kubelet restart command is decided for
+    the default ``kubelet.restart`` (systemctl), so a missing flag fails at start-up."""
     defaults = policy.from_mapping(
-        {"apiVersion": policy.API_VERSION, "kind": policy.KIND},
-        "defaults",
-        settings.policy_defaults,
+        {"apiVersion": policy.API_VERSION, "kind": policy.KIND}, "flags", settings.policy_defaults
     )
     return execute.Settings(
         kubelet_restart_command=kubelet_restart_command(settings, policy.resolve(defaults, {})),
         manifest_grace_seconds=settings.args.manifest_grace,
         failpoint=settings.args.failpoint,
+        stop=stop,
     )
 
 
@@ -591,8 +592,9 @@ def _daemon(settings: Settings) -> int:
     if args.manifest_grace < 0:
         print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
         return 2
+    stop = interrupt.Stop()
     try:
-        execute_settings = _exec_settings(settings)
+        exec_settings = _daemon_exec_settings(settings, stop)
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
@@ -610,7 +612,7 @@ def _daemon(settings: Settings) -> int:
             lease_duration=duration.parse_timedelta(args.rotation_lease_duration),
             slot_retry=duration.parse_timedelta(args.slot_retry_period),
             failure_retry=duration.parse_timedelta(args.retry_period),
-            execute=execute_settings,
+            execute=exec_settings,
             controller=settings.controller if settings.command == "run" else None,
             components=CONTROLLER_COMPONENTS,
         )

@@ -61,6 +61,8 @@ def configure_logging() -> None:
         level=os.environ.get("KUCERO_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # urllib3 warns about each connection retry; the door logs the failure that matters
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 def main(options: Options) -> int:
@@ -69,6 +71,8 @@ def main(options: Options) -> int:
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s: finishing the work in flight", signal.Signals(signum).name)
+        # the pass in flight ends its step, puts a parked manifest back, owes the rest
+        options.execute.stop.signal = signum
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -88,7 +92,7 @@ def main(options: Options) -> int:
         kube = None
     metrics = metrics_.Metrics()
     node = node_daemon.NodeDaemon(_config(options), kube, observer(metrics, options.node_name))
-    node.on_slot_wait = metrics.slot_wait.observe
+    node.turn.on_slot_wait = metrics.slot_wait.observe
     elector, threads = None, []
     if options.controller is not None and kube is not None:
         from reconciler.run import controller, election

@@ -34,13 +34,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.cluster import cordon, events, nodes, rotation
 from reconciler.cluster import kube as kube_
-from reconciler.decide import desired, policy, slots, status, wakeup
+from reconciler.cluster import nodes
+from reconciler.decide import desired, policy, status, wakeup
 from reconciler.model import actions, hoststate, nodespec
 from reconciler.node import execute
 from reconciler.node import host as host_
-from reconciler.run import filewatch, node_report, once
+from reconciler.run import filewatch, node_report, once, turn
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,10 @@ class NodeDaemon:
         self._good: nodespec.NodeSpec | None = None
         self._spec_error: str | None = None
         self._report = node_report.Reporter(kube, config.node_name)
-        self._slots = (
-            rotation.Slots(kube, config.namespace, config.node_name, config.lease_seconds, clock)
-            if kube is not None
-            else None
+        self.turn = turn.Turn(
+            kube, config.node_name, config.namespace, config.lease_seconds, self._report, clock
         )
-        self._cordoned = False
-        self._waiting_since: float | None = None
-        self.on_slot_wait: Callable[[float], None] = lambda _seconds: None
+        self._pass_spec: nodespec.NodeSpec | None = None
         self.passes = 0
         self.ready = threading.Event()  # the first pass is done
 
@@ -177,8 +173,7 @@ class NodeDaemon:
                 break
             self._wake.clear()
             next_at = self._one_pass()
-        if self._slots is not None:
-            self._slots.release()
+        self.turn.end()
         log.info("stopped")
         return 0
 
@@ -200,6 +195,7 @@ class NodeDaemon:
             self.ready.set()
             return now + self.config.failure_retry
         self._in_pass = True
+        self._pass_spec = spec
         try:
             result = once.run_once(
                 self._host,
@@ -227,14 +223,14 @@ class NodeDaemon:
             # the final status before the slot goes: a watcher never sees two nodes Rotating
             self._report.after_pass(result, self._spec_error, self._clock())
         finally:
-            self._release()
+            self.turn.end()
             self._in_pass = False
             self._quiet_until = time.monotonic() + 2 * filewatch.DEBOUNCE_MS / 1000
         self.ready.set()
         retry: dt.timedelta | None = None
         if result.withheld:
             retry = self.config.slot_retry * random.uniform(0.8, 1.2)
-        elif not result.converged:
+        elif not result.converged or self._report.pending:
             retry = self.config.failure_retry
         moments = wakeup.renewal_moments(spec, result.observed) if result.observed else []
         return wakeup.next_wake((m for _, m in moments), spec.check_interval, self._clock(), retry)
@@ -313,60 +309,4 @@ class NodeDaemon:
 
     def _gate(self, the_plan: actions.Plan, observed: hoststate.Observed) -> str | None:
         control_plane = self._control_plane(observed)
-        if not slots.needs_slot(the_plan, control_plane):
-            return None
-        spec = self._good
-        if self._slots is None or spec is None:
-            return None  # no cluster: a local --policy run is alone by definition
-        if self._slots.lost:
-            self._slots.lost = False
-        try:
-            choice = self._slots.take(spec.rollout.max_concurrent_nodes, control_plane)
-        except kube_.KubeError as e:
-            expired = slots.expired_certificates(observed, self._clock())
-            if control_plane and expired and isinstance(e, kube_.Unavailable):
-                note = (
-                    f"API server unreachable ({e}) and {', '.join(expired)} already expired: "
-                    "rotating WITHOUT a rotation slot (recovery path)"
-                )
-                log.critical("%s", note)
-                self._report.owe(actions.Reason.ROTATED_WITHOUT_SLOT, note, events.WARNING)
-                return None
-            return f"cannot take a rotation slot: {e}"
-        if choice.index is None:
-            if self._waiting_since is None:
-                self._waiting_since = time.monotonic()
-            return choice.detail
-        waited, self._waiting_since = self._waiting_since, None
-        self.on_slot_wait(0.0 if waited is None else time.monotonic() - waited)
-        self._report.rotating(spec, self._slots.held, the_plan)
-        if spec.rollout.cordon or spec.rollout.drain:
-            try:
-                self._cordoned = cordon.cordon(self._slots_kube(), self.config.node_name)
-                if spec.rollout.drain:
-                    left = cordon.drain(
-                        self._slots_kube(),
-                        self.config.node_name,
-                        spec.kubeadm.health_timeout.total_seconds(),
-                    )
-                    if left:
-                        log.warning("drain left %d pod(s): %s", len(left), ", ".join(left))
-            except kube_.KubeError as e:
-                log.warning(
-                    "cordon/drain of %s failed, rotating anyway: %s", self.config.node_name, e
-                )
-        return None
-
-    def _slots_kube(self) -> kube_.Kube:
-        assert self._kube is not None
-        return self._kube
-
-    def _release(self) -> None:
-        if self._cordoned and self._kube is not None:
-            try:
-                cordon.uncordon(self._kube, self.config.node_name)
-                self._cordoned = False
-            except kube_.KubeError as e:
-                log.error("could not uncordon %s: %s", self.config.node_name, e)
-        if self._slots is not None:
-            self._slots.release()
+        return self.turn.take(self._pass_spec, the_plan, observed, control_plane)

@@ -30,7 +30,13 @@ class Reporter:
         self._uid = ""
         self._owed: list[tuple[str, str, str]] = []
         self._reported_error: str | None = None
+        self._unsent = False  # the last status write failed: the API server did not answer
         self.last_rotation: dt.datetime | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Something could not be told (status or Events): the daemon tries again soon."""
+        return self._unsent or bool(self._owed)
 
     def seen(self, status_text: str | None, uid: str) -> None:
         """The Node as the watch last saw it (the status there may be someone else's edit)."""
@@ -82,6 +88,7 @@ class Reporter:
         with self._lock:
             current = self._status_text
         if not status.changed(current, value):
+            self._unsent = False
             return
         text = status.encode(value)
         try:
@@ -91,7 +98,9 @@ class Reporter:
             return
         except kube_.KubeError as e:
             log.warning("could not write %s: %s", status.ANNOTATION, e)
+            self._unsent = True
             return
+        self._unsent = False
         with self._lock:
             self._status_text = text
 
@@ -107,8 +116,15 @@ class Reporter:
         ref = {"apiVersion": "v1", "kind": "Node", "metadata": meta}
         while self._owed:
             reason, note, type_ = self._owed[0]
-            if events.emit(self._kube, ref, str(reason), note, type_) is None:
+            event = events.body(ref, str(reason), note, type_, instance=self._node_name)
+            namespace = event["metadata"]["namespace"]
+            try:
+                self._kube.create(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events", event)
+            except kube_.TRANSIENT as e:
+                log.info("Event %s kept for later: %s", reason, e)
                 return
+            except kube_.KubeError as e:  # refused for good (RBAC, invalid): say it, drop it
+                log.warning("could not record event %s %s: %s", reason, note[:200], e)
             self._owed.pop(0)
 
 

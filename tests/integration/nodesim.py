@@ -60,9 +60,11 @@ def tree(
     due: Iterable[str] = (),
     now: dt.datetime | None = None,
     manifests: Iterable[str] = (),
+    expired: Iterable[str] = (),
 ) -> Path:
-    """A converged kubelet, certificates due in 3 days for the kubeadm names in ``due``, and
-    static pod manifests for ``manifests`` (so renewals plan restarts)."""
+    """A converged kubelet, certificates due in 3 days for the kubeadm names in ``due``, expired
+    a day ago for those in ``expired``, and static pod manifests for ``manifests`` (so renewals
+    plan restarts)."""
     now = now or dt.datetime.now(dt.UTC)
     root = base / name
     fabricate.build(
@@ -75,7 +77,8 @@ def tree(
             etcd=control_plane,
             embedded_kubelet_conf=False,
             kubelet_config_rotation=True,
-            expiries=tuple((n, dt.timedelta(days=3)) for n in due),
+            expiries=tuple((n, dt.timedelta(days=3)) for n in due)
+            + tuple((n, dt.timedelta(days=-1)) for n in expired),
         ),
     )
     if manifests:
@@ -108,12 +111,13 @@ def start(
     namespace: str,
     *extra: str,
     env: Mapping[str, str] | None = None,
+    command: str = "node",
 ) -> SimNode:
     argv = [
         sys.executable,
         "-m",
         "reconciler",
-        "node",
+        command,
         "--node-name",
         node.name,
         "--host-root",

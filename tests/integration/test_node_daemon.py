@@ -366,18 +366,21 @@ def test_sigterm_finishes_the_pass_releases_the_slot_and_exits_0(
         f"{prefix}-cp-1",
         due=("apiserver",),
         manifests=("kube-apiserver",),
-        extra=("--manifest-grace", "2"),
+        extra=("--manifest-grace", "5"),
     )
     nodesim.wait_for(
         "holding slot 0",
         lambda: leases.holder(leases.get(admin_kube, namespace, slots.name(0))) == sim.name,
         sims=[sim],
     )
+    began = time.monotonic()
     assert sim.stop(signal.SIGTERM, timeout=30) == 0
+    assert time.monotonic() - began < 2.0  # the manifest-move wait ended early
     assert leases.holder(leases.get(admin_kube, namespace, slots.name(0))) == ""
     assert (sim.root / "etc/kubernetes/manifests/kube-apiserver.yaml").exists()
     reported = nodesim.status_of(admin_kube, sim.name)
-    assert reported is not None and reported.phase == Phase.CONVERGED
+    assert reported is not None
+    assert reported.phase == Phase.FAILED and "interrupted by SIGTERM" in reported.message
 
 
 def test_node_reconciler_works_with_a_service_account_token_and_the_shipped_rbac(
@@ -439,3 +442,46 @@ def test_metrics_serve_certificate_expiry_and_counters(
     assert any('component="kube-apiserver"' in k and v == 1.0 for k, v in restarts.items())
     assert nodesim.metric(port, "kucero_reconcile_duration_seconds_count")[0][1] >= 1
     assert nodesim.metric(port, "kucero_rotation_slot_wait_seconds_count")[0][1] == 1
+
+
+@pytest.mark.parametrize(
+    "cordoned_by_admin",
+    [
+        pytest.param(False, id="kucero-cordons-and-uncordons"),
+        pytest.param(True, id="an-administrators-cordon-stays"),
+    ],
+)
+def test_rollout_cordon_never_undoes_an_administrators_cordon(
+    admin_kube: kube.Kube,
+    sims: Callable[..., nodesim.SimNode],
+    prefix: str,
+    cordoned_by_admin: bool,
+) -> None:
+    body = "spec: {kubeadm: {restart: manifest-move}, rollout: {cordon: true}}\n"
+    sim = sims(
+        f"{prefix}-cp-1",
+        due=("apiserver",),
+        manifests=("kube-apiserver",),
+        desired_body=body,
+        start=False,
+        extra=(),
+    )
+    if cordoned_by_admin:
+        admin_kube.patch(nodes.path(sim.name), {"spec": {"unschedulable": True}})
+    sims.start(sim, "--manifest-grace", "2")  # type: ignore[attr-defined]
+    nodesim.wait_for(
+        "cordoned while rotating",
+        lambda: (
+            (n := nodes.get(admin_kube, sim.name)).get("spec", {}).get("unschedulable")
+            and (s := status.decode(nodes.annotation(n, status.ANNOTATION)))
+            and s.phase == Phase.ROTATING
+        ),
+        sims=[sim],
+    )
+    revision = str(desired.decode(nodesim.desired_value(body, nodesim.CONTROL_PLANE)).revision)
+    nodesim.wait_for(
+        "converged", lambda: nodesim.converged(admin_kube, [sim.name], revision), sims=[sim]
+    )
+    node = nodes.get(admin_kube, sim.name)
+    assert bool(node.get("spec", {}).get("unschedulable")) is cordoned_by_admin
+    assert nodes.annotation(node, "kucero.io/cordoned") is None

@@ -51,7 +51,26 @@ def test_offline_command_does_not_import_kubernetes(
 
 
 def test_probe_sees_kubernetes_when_a_cluster_command_loads_it(tmp_path: Path) -> None:
-    """The probe can fail: `kucero controller` does load the client (and fails to connect)."""
-    report = _run("controller", "--kubeconfig", tmp_path / "missing", "--metrics-addr=0")
+    """The probe can fail: `kucero controller` with a kubeconfig only the client library reads
+    (a proxy) loads it, and then gives up on the missing CA file."""
+    cluster = {
+        "server": "https://127.0.0.1:1",
+        "proxy-url": "http://127.0.0.1:2",
+        "certificate-authority": str(tmp_path / "missing-ca.crt"),
+    }
+    kubeconfig = tmp_path / "proxy.kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    report = _run("controller", "--kubeconfig", kubeconfig, "--metrics-addr=0")
     assert report["code"] == 1
     assert "kubernetes" in report["kubernetes"]  # type: ignore[operator]

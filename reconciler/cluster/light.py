@@ -1,0 +1,116 @@
+"""Client set-up without the ``kubernetes`` package, for the configurations a node meets.
+
+Importing the official client costs about 15 MiB on top of everything else kucero loads (its
+``__init__`` pulls in the whole generated client, PITFALLS.md), and an idle ``kucero node`` runs
+on every node of a cluster. What that process needs from the client is only configuration and
+TLS, so the two shapes it meets are read here with PyYAML and ``ssl``:
+
+- in-cluster: ``KUBERNETES_SERVICE_HOST``/``_PORT``, the service-account ``token`` (re-read when
+  it changes, as ``kube._TokenFile`` does) and ``ca.crt``;
+- a kubeconfig whose cluster has ``server`` and ``certificate-authority(-data)`` (or
+  ``insecure-skip-tls-verify``) and whose user has a client certificate and key (files or
+  ``-data``), a ``token`` or a ``tokenFile``.
+
+Anything else (exec plugins, auth providers, proxies, ``tls-server-name``, several kubeconfig
+files in ``$KUBECONFIG``) returns None and ``kube.connect`` falls back to the client library,
+which knows them all. Embedded client keys are written to a private temporary directory only
+for the moment ``ssl`` loads them, then removed.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import ssl
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import urllib3
+import yaml
+
+from reconciler.cluster import kube as kube_
+
+_CLUSTER_KEYS = {"server", "certificate-authority", "certificate-authority-data"}
+_CLUSTER_KEYS |= {"insecure-skip-tls-verify", "extensions"}
+_USER_KEYS = {"client-certificate", "client-key", "client-certificate-data", "client-key-data"}
+_USER_KEYS |= {"token", "tokenFile", "extensions"}
+
+
+def connect(
+    kubeconfig: str | None, environ: Mapping[str, str], service_account_dir: str
+) -> kube_.Kube | None:
+    """A ``Kube`` for the common shapes, or None when the client library must do it."""
+    token_path = os.path.join(service_account_dir, "token")
+    if kubeconfig is None and environ.get("KUBERNETES_SERVICE_HOST") and os.path.isfile(token_path):
+        host, port = (
+            environ["KUBERNETES_SERVICE_HOST"],
+            environ.get("KUBERNETES_SERVICE_PORT", "443"),
+        )
+        in_cluster = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies peer and host name
+        in_cluster.load_verify_locations(cafile=os.path.join(service_account_dir, "ca.crt"))
+        sa_token = kube_._TokenFile(token_path)
+        server = f"https://{f'[{host}]' if ':' in host else host}:{port}"
+        return kube_.Kube(server, _pool(in_cluster), sa_token.header, sa_token)
+    path = kubeconfig or environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    if os.pathsep in path:
+        return None  # several files to merge: the client library's job
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    base = os.path.dirname(os.path.abspath(path))
+    context = _named(doc, "contexts", doc.get("current-context"), "context")
+    cluster = _named(doc, "clusters", context.get("cluster"), "cluster")
+    user = _named(doc, "users", context.get("user"), "user")
+    if not cluster.get("server") or set(cluster) - _CLUSTER_KEYS or set(user) - _USER_KEYS:
+        return None
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no system CAs: the cluster's CA only
+    if cluster.get("insecure-skip-tls-verify"):
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+    elif data := cluster.get("certificate-authority-data"):
+        tls.load_verify_locations(cadata=base64.b64decode(data).decode())
+    elif ca := cluster.get("certificate-authority"):
+        tls.load_verify_locations(cafile=os.path.join(base, ca))
+    _client_certificate(tls, user, base)
+    token_file: kube_._TokenFile | None = None
+    if user.get("tokenFile"):
+        token_file = kube_._TokenFile(os.path.join(base, user["tokenFile"]))
+    token = user.get("token")
+
+    def auth() -> str | None:
+        if token_file is not None:
+            return token_file.header()
+        return f"Bearer {token}" if token else None
+
+    return kube_.Kube(str(cluster["server"]), _pool(tls), auth, token_file)
+
+
+def _named(doc: Mapping[str, Any], section: str, name: object, key: str) -> dict[str, Any]:
+    for entry in doc.get(section) or []:
+        if entry.get("name") == name:
+            return dict(entry.get(key) or {})
+    raise kube_.KubeError(f"kubeconfig: no {section[:-1]} named {name!r}")
+
+
+def _client_certificate(tls: ssl.SSLContext, user: Mapping[str, Any], base: str) -> None:
+    if user.get("client-certificate-data") and user.get("client-key-data"):
+        directory = tempfile.mkdtemp(prefix="kucero-kubeconfig-")  # mode 0700
+        try:
+            crt, key = os.path.join(directory, "tls.crt"), os.path.join(directory, "tls.key")
+            for target, field in ((crt, "client-certificate-data"), (key, "client-key-data")):
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(base64.b64decode(user[field]))
+            tls.load_cert_chain(crt, key)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    elif user.get("client-certificate") and user.get("client-key"):
+        tls.load_cert_chain(
+            os.path.join(base, user["client-certificate"]), os.path.join(base, user["client-key"])
+        )
+
+
+def _pool(context: ssl.SSLContext) -> urllib3.PoolManager:
+    # a few long watches plus short requests from a handful of threads
+    return urllib3.PoolManager(num_pools=4, maxsize=10, ssl_context=context, retries=False)

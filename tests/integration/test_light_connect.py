@@ -1,0 +1,138 @@
+"""``kube.connect`` without the ``kubernetes`` package for the shapes a node meets (in-cluster,
+a kubeconfig with a client certificate as files or embedded data, a token, a tokenFile), each
+proven against the real API server in a fresh process that must not have imported the client;
+a shape it does not handle (an exec plugin) still goes through the client library."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.controlplane import cluster
+
+pytestmark = pytest.mark.controlplane
+
+PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from reconciler.cluster import kube
+    door = kube.connect(sys.argv[1] if sys.argv[1] != "-" else None)
+    who = door.create(
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+    )
+    print(json.dumps({
+        "user": who["status"]["userInfo"]["username"],
+        "client_library": any(m.split(".")[0] == "kubernetes" for m in sys.modules),
+    }))
+    """
+)
+
+
+def probe(kubeconfig: str | None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, kubeconfig or "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")},
+            **(env or {}),
+        },
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def _embedded(plane: cluster.ControlPlane, target: Path) -> Path:
+    doc = yaml.safe_load(plane.admin_kubeconfig.read_text())
+    user = doc["users"][0]["user"]
+    for field in ("client-certificate", "client-key"):
+        user[f"{field}-data"] = base64.b64encode(Path(user.pop(field)).read_bytes()).decode()
+    cluster_ = doc["clusters"][0]["cluster"]
+    ca = Path(cluster_.pop("certificate-authority")).read_bytes()
+    cluster_["certificate-authority-data"] = base64.b64encode(ca).decode()
+    target.write_text(yaml.safe_dump(doc))
+    return target
+
+
+def test_client_certificate_files_and_embedded_data(
+    control_plane: cluster.ControlPlane, tmp_path: Path
+) -> None:
+    assert probe(str(control_plane.admin_kubeconfig)) == {
+        "user": "kubernetes-admin",
+        "client_library": False,
+    }
+    embedded = _embedded(control_plane, tmp_path / "embedded.kubeconfig")
+    assert probe(str(embedded)) == {"user": "kubernetes-admin", "client_library": False}
+    assert not list(Path("/tmp").glob("kucero-kubeconfig-*")), "embedded key left on disk"
+
+
+def test_token_token_file_and_in_cluster(
+    control_plane: cluster.ControlPlane, clients: Any, namespace: str, tmp_path: Path
+) -> None:
+    token = clients.token(namespace, "light")
+    user = f"system:serviceaccount:{namespace}:light"
+    plain = control_plane.token_kubeconfig(f"light-{namespace}", token)
+    assert probe(str(plain)) == {"user": user, "client_library": False}
+    doc = yaml.safe_load(plain.read_text())
+    (tmp_path / "token").write_text(token)
+    doc["users"][0]["user"] = {"tokenFile": "token"}  # relative to the kubeconfig
+    (tmp_path / "file.kubeconfig").write_text(yaml.safe_dump(doc))
+    assert probe(str(tmp_path / "file.kubeconfig")) == {"user": user, "client_library": False}
+    sa_dir = tmp_path / "serviceaccount"
+    sa_dir.mkdir()
+    (sa_dir / "token").write_text(token)
+    (sa_dir / "ca.crt").write_bytes((control_plane.pki / "ca.crt").read_bytes())
+    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
+    env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
+    script = PROBE.replace(
+        'kube.connect(sys.argv[1] if sys.argv[1] != "-" else None)',
+        f"kube.connect(None, service_account_dir={str(sa_dir)!r})",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"user": user, "client_library": False}
+
+
+def test_exec_plugin_goes_through_the_client_library(
+    control_plane: cluster.ControlPlane, clients: Any, namespace: str, tmp_path: Path
+) -> None:
+    token = clients.token(namespace, "light-exec")
+    doc = yaml.safe_load(control_plane.token_kubeconfig(f"exec-{namespace}", token).read_text())
+    credential = {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": token},
+    }
+    doc["users"][0]["user"] = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": "/bin/echo",
+            "args": [json.dumps(credential)],
+            "interactiveMode": "Never",
+        }
+    }
+    (tmp_path / "exec.kubeconfig").write_text(yaml.safe_dump(doc))
+    result = probe(str(tmp_path / "exec.kubeconfig"))
+    assert result == {
+        "user": f"system:serviceaccount:{namespace}:light-exec",
+        "client_library": True,
+    }
