@@ -40,26 +40,32 @@ def usable_cores() -> int:
 def new_keys_like(public_keys: Mapping[str, pki.PublicKey]) -> dict[str, pki.PrivateKey]:
     """A fresh key like each of ``public_keys``, by the same names; RSA keys in parallel.
 
-    Names whose key type is unsupported are left out: ``new_key_like`` on that key raises the
-    error, where the caller reports it against its own certificate.
+    Names whose key cannot be made (unsupported type or size) are left out: ``new_key_like``
+    on that key raises the error, where the caller reports it against its own certificate.
     """
     rsa_names = [n for n, k in public_keys.items() if isinstance(k, rsa.RSAPublicKey)]
-    made: dict[str, pki.PrivateKey] = {}
+    made: dict[str, pki.PrivateKey | None] = {}
     workers = min(len(rsa_names), usable_cores())
     if workers > 1:
         # imported here: a pass with nothing to renew, or only EC keys, never pays for it
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keygen") as pool:
-            keys = pool.map(new_key_like, [public_keys[n] for n in rsa_names])
+            keys = pool.map(_key_or_none, [public_keys[n] for n in rsa_names])
             made.update(zip(rsa_names, keys, strict=True))
     for name, public_key in public_keys.items():
         if name not in made:
-            try:
-                made[name] = new_key_like(public_key)
-            except pki.PKIError:
-                continue
-    return made
+            made[name] = _key_or_none(public_key)
+    return {name: key for name, key in made.items() if key is not None}
+
+
+def _key_or_none(public_key: pki.PublicKey) -> pki.PrivateKey | None:
+    # One bad key (unsupported type, an RSA size cryptography refuses) must fail only its own
+    # renewal, not the batch: the caller's new_key_like raises it against that certificate.
+    try:
+        return new_key_like(public_key)
+    except ValueError:  # PKIError is a ValueError
+        return None
 
 
 def new_serial() -> int:

@@ -14,7 +14,7 @@ from typing import Any
 from cryptography import x509
 
 from reconciler.decide import kubeconfig, kubelet, ownfiles, pki
-from reconciler.model import hoststate, kubeadm, paths
+from reconciler.model import actions, hoststate, kubeadm, paths
 from reconciler.node import host as host_
 
 
@@ -32,14 +32,7 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
         node_name = kubelet.node_name_from(kubelet_state.conf.cert)
     if node_name is None:
         node_name = kubelet.node_name_from(kubelet_state.client_current)
-    manifests = frozenset(
-        c for c in kubeadm.COMPONENTS if _safe_exists(host, kubeadm.manifest(c), errors)
-    )
-    watched = [p for ca in kubeadm.CAS for p in (ca.cert, ca.key)]
-    watched += [p for leaf in leaves.values() for p in leaf.files]
-    if kubelet_state.conf is not None:
-        watched += kubelet_state.conf.files
-    watched += [kubeadm.KUBELET_CONFIG, kubeadm.KUBELET_CLIENT_CURRENT, paths.STATE]
+    manifests = _manifests(host, errors)
     return hoststate.Observed(
         node_name=node_name,
         cas=cas,
@@ -49,7 +42,7 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
         pending_restarts=_read_pending_restarts(host, errors),
         journal_pending=_safe_exists(host, paths.JOURNAL, errors),
         errors=tuple(errors),
-        identities=_identities(host, watched),
+        identities=_identities(host, _watched(leaves, kubelet_state)),
     )
 
 
@@ -65,6 +58,59 @@ def _identities(host: host_.Host, host_paths: list[str]) -> dict[str, hoststate.
         if found is not None:
             out[path] = found
     return out
+
+
+def refresh(host: host_.Host, before: hoststate.Observed, done: actions.Plan) -> hoststate.Observed:
+    """``before`` with what the actions of ``done`` may have changed read again from ``host``.
+
+    Confirms a pass: every certificate it renewed is parsed again from disk, its key checked
+    against it and its signature against the CA, as the first observation did; the kubelet's
+    files when it repaired them; the manifests, state file and journal always (a few stats).
+    The rest (the CAs, which a pass never writes, and the leaves it did not touch) is reused,
+    so a pass parses each file it does not write once. A change someone else makes meanwhile
+    to a file the pass did not touch is seen by the next pass, as it would be a moment later.
+    """
+    errors: list[str] = []
+    leaves = dict(before.leaves)
+    renewed = {a.target for a in done.of(actions.ActionKind.RENEW)}
+    for leaf in kubeadm.LEAVES:
+        if leaf.name in renewed:
+            found = _read_leaf(host, leaf, before.cas[leaf.ca])
+            if found is None:
+                leaves.pop(leaf.name, None)
+            else:
+                leaves[leaf.name] = found
+    kubelet_state = before.kubelet
+    if done.of(actions.ActionKind.FIX_KUBELET_CONF) or done.of(
+        actions.ActionKind.SET_KUBELET_CONFIG
+    ):
+        kubelet_state = _read_kubelet(host, before.cas["ca"])
+    return dataclasses.replace(
+        before,
+        leaves=leaves,
+        kubelet=kubelet_state,
+        manifests=_manifests(host, errors),
+        pending_restarts=_read_pending_restarts(host, errors),
+        journal_pending=_safe_exists(host, paths.JOURNAL, errors),
+        errors=tuple(errors),
+        # replaced files are new inodes: stat every watched path again (no parsing)
+        identities=_identities(host, _watched(leaves, kubelet_state)),
+    )
+
+
+def _watched(leaves: dict[str, hoststate.LeafFile], kubelet_state: hoststate.Kubelet) -> list[str]:
+    watched = [p for ca in kubeadm.CAS for p in (ca.cert, ca.key)]
+    watched += [p for leaf in leaves.values() for p in leaf.files]
+    if kubelet_state.conf is not None:
+        watched += kubelet_state.conf.files
+    watched += [kubeadm.KUBELET_CONFIG, kubeadm.KUBELET_CLIENT_CURRENT, paths.STATE]
+    return watched
+
+
+def _manifests(host: host_.Host, errors: list[str]) -> frozenset[str]:
+    return frozenset(
+        c for c in kubeadm.COMPONENTS if _safe_exists(host, kubeadm.manifest(c), errors)
+    )
 
 
 def read_state(host: host_.Host, errors: list[str] | None = None) -> dict[str, Any]:
