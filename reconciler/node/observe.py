@@ -274,13 +274,24 @@ def _read_kubelet(host: host_.Host, ca: hoststate.CAFile) -> hoststate.Kubelet:
     current: x509.Certificate | None = None
     current_matches = False
     current_error: str | None = None
-    try:
-        data = host.read(kubeadm.KUBELET_CLIENT_CURRENT)
-        if data is not None:
-            current = pki.load_cert(data)
-            current_matches = pki.key_matches(current, pki.load_key(data))
-    except (host_.HostError, pki.PKIError) as e:
-        current_error = f"{kubeadm.KUBELET_CLIENT_CURRENT}: {e}"
+    creds = conf.credentials if conf is not None else None
+    if (
+        conf is not None
+        and conf.error is None
+        and conf.key_matches is not None
+        and creds is not None
+        and creds.cert_file == creds.key_file == kubeadm.KUBELET_CLIENT_CURRENT
+    ):
+        # kubelet.conf points at the file (as kucero repairs it): parsed once, just above
+        current, current_matches = conf.cert, conf.key_matches
+    else:
+        try:
+            data = host.read(kubeadm.KUBELET_CLIENT_CURRENT)
+            if data is not None:
+                current = pki.load_cert(data)
+                current_matches = pki.key_matches(current, pki.load_key(data))
+        except (host_.HostError, pki.PKIError) as e:
+            current_error = f"{kubeadm.KUBELET_CLIENT_CURRENT}: {e}"
     config_text: str | None = None
     config: dict[str, Any] | None = None
     config_error: str | None = None
