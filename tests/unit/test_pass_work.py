@@ -149,3 +149,34 @@ def test_rsa_keys_of_a_pass_are_made_in_parallel_and_ec_keys_inline(
     threads.clear()
     run(make_tree(expiries=ALL_DUE, key_type="ecdsa"))
     assert threads == {threading.current_thread().name}
+
+
+def test_a_renewing_pass_fsyncs_each_directory_at_its_barriers_not_per_file(
+    make_tree: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    real = os.fsync
+    files = 0
+    per_directory: collections.Counter[int] = collections.Counter()
+
+    def counting(fd: int) -> None:
+        nonlocal files
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            per_directory[st.st_ino] += 1
+        else:
+            files += 1
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    result = run(make_tree(expiries=ALL_DUE, key_type="ecdsa"))
+    renewed = len(result.planned.actions)
+    assert renewed >= len(kubeadm.NAMES)
+    # every file's data is still fsynced: its backup, its staged copy, its replacement
+    assert files >= 3 * renewed
+    # a directory is fsynced when an entry is created in it, at the barrier before the journal
+    # is written and at the one before it is removed: not once per file written in it (the
+    # pki directory alone holds 14 of a pass's files)
+    assert max(per_directory.values()) <= 5, per_directory.most_common(3)
