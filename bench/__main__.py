@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import cryptography
 
@@ -110,6 +110,31 @@ def floor(template: Path, runs: int) -> Measure:
     return measure
 
 
+def fsync_share(
+    root: Path, spec: nodespec.NodeSpec, settings: execute.Settings
+) -> tuple[int, Measure]:
+    """One more in-process pass, counting and timing its fsyncs (kubeadm makes none: it
+    writes each file in place, with no backup and no journal)."""
+    real = os.fsync
+    spent = Measure()
+
+    def timed(fd: Any) -> None:
+        began = time.perf_counter()
+        real(fd)
+        spent.seconds.append(time.perf_counter() - began)
+
+    os.fsync = timed
+    try:
+        result = once.run_once(
+            host_.Host(root), spec, None, lambda: dt.datetime.now(dt.UTC), settings
+        )
+    finally:
+        os.fsync = real
+    assert result.converged, result.failures
+    total = Measure([sum(spent.seconds)])
+    return len(spent.seconds), total
+
+
 def bench_key_type(launcher: Launcher, key_type: str, runs: int, work: Path) -> dict[str, object]:
     template = trees.build(work / f"template-{key_type}", key_type)
     spec = resolved_spec(template)
@@ -139,6 +164,7 @@ def bench_key_type(launcher: Launcher, key_type: str, runs: int, work: Path) -> 
         in_process.seconds.append(time.perf_counter() - began)
         assert result.converged, result.failures
 
+    fsyncs, fsync_time = fsync_share(fresh(), spec, settings)
     cost_floor = floor(template, runs)
     idle, check, their_check, planning = Measure(), Measure(), Measure(), Measure()
     for _ in range(runs):
@@ -161,6 +187,7 @@ def bench_key_type(launcher: Launcher, key_type: str, runs: int, work: Path) -> 
             report.Row("kubeadm certs renew all (process)", theirs, "= 1"),
             report.Row("kucero node --once (process)", ours, f"{renew_ratio:.2f}x kubeadm"),
             report.Row("kucero run_once (in-process)", in_process, f"{vs_kubeadm:.2f}x kubeadm"),
+            report.Row(f"  of which fsync ({fsyncs} calls, 1 pass)", fsync_time),
             report.Row(
                 f"floor: {RENEWED} keys + signatures ({threads} thread(s))",
                 cost_floor,
@@ -185,6 +212,7 @@ def bench_key_type(launcher: Launcher, key_type: str, runs: int, work: Path) -> 
             "in_process": {**in_process.to_dict(), "ratio_to_kubeadm": round(vs_kubeadm, 3)},
             "floor": {**cost_floor.to_dict(), "threads": threads},
             "in_process_over_floor": round(vs_floor, 2),
+            "fsync_one_pass": {"calls": fsyncs, "seconds": round(fsync_time.median, 5)},
             "idle_pass": idle.to_dict(),
             "check_expiration": {
                 "kubeadm": their_check.to_dict(),
