@@ -2,19 +2,17 @@
 
 Importing jsonschema costs about 45 ms, cryptography.x509 about 35 ms and the kubernetes client
 about 190 ms and 44 MiB (PITFALLS.md). Each case runs the command in a fresh interpreter and
-lists the modules it loaded.
+lists the modules it loaded. (test_offline_imports.py checks ``node --once`` and
+``check-expiration`` for the kubernetes client, and that its probe can fail.)
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from reconciler.decide import policy
 
@@ -57,25 +55,6 @@ def test_check_expiration_loads_no_jsonschema_and_no_kubernetes_client(
     modules = loaded(tmp_path, "check-expiration", "--host-root", str(make_tree()))
     assert "cryptography.x509" in modules  # it did run
     assert not modules & {"jsonschema", "referencing", "kubernetes"}
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(["plan", "--policy", POLICY], id="plan"),
-        pytest.param(
-            ["node", "--once", "--policy", POLICY, "--kubelet-restart-command", "true"],
-            id="node-once",
-        ),
-    ],
-)
-def test_offline_commands_never_load_the_kubernetes_client(
-    tmp_path: Path, make_tree: Callable[..., Path], command: list[str]
-) -> None:
-    root = make_tree(expiries=(("apiserver", dt.timedelta(days=1)),))
-    modules = loaded(tmp_path, *command, "--host-root", str(root))
-    assert "jsonschema" in modules  # the policy was validated
-    assert "kubernetes" not in modules
 
 
 def test_validate_policy_loads_no_cryptography(tmp_path: Path) -> None:
