@@ -315,6 +315,7 @@ def _controller_settings(settings: Settings) -> Any:
 
     from reconciler import metrics
     from reconciler.cluster import configmaps
+    from reconciler.decide import policy
     from reconciler.run import controller, election
 
     args, errors = settings.args, []
