@@ -398,13 +398,13 @@ def _check_root(settings: Settings) -> str | None:
 
 
 def _check_expiration(settings: Settings) -> int:
-    if error := _check_root(settings):
-        print(report.printable(error), file=sys.stderr)
-        return 1
     from reconciler.decide import report
     from reconciler.node import host as host_
     from reconciler.node import observe
 
+    if error := _check_root(settings):
+        print(report.printable(error), file=sys.stderr)
+        return 1
     observed = observe.observe(host_.Host(settings.host_root), settings.node_name)
     rows = report.expiration(observed, _now(settings))
     if settings.args.output == "json":
@@ -435,12 +435,13 @@ def _load_spec(settings: Settings) -> nodespec.NodeSpec:
 
 
 def _plan(settings: Settings) -> int:
-    if error := _check_root(settings):
-        print(report.printable(error), file=sys.stderr)
-        return 1
     from reconciler.decide import plan, policy, report
     from reconciler.node import host as host_
     from reconciler.node import observe
+
+    if error := _check_root(settings):
+        print(report.printable(error), file=sys.stderr)
+        return 1
 
     try:
         spec = _load_spec(settings)
@@ -559,7 +560,7 @@ def _node(settings: Settings) -> int:
 
 
 def _validate_policy(settings: Settings) -> int:
-    from reconciler.decide import policy
+    from reconciler.decide import policy, report
 
     ok = True
     for path in settings.args.files:
