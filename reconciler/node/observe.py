@@ -20,7 +20,6 @@ from reconciler.node import host as host_
 
 def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observed:
     """Read everything a pass needs from ``host``; never raises for a bad file."""
-    errors: list[str] = []
     cas = {ca.name: _read_ca(host, ca) for ca in kubeadm.CAS}
     leaves: dict[str, hoststate.LeafFile] = {}
     for leaf in kubeadm.LEAVES:
@@ -32,18 +31,29 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
         node_name = kubelet.node_name_from(kubelet_state.conf.cert)
     if node_name is None:
         node_name = kubelet.node_name_from(kubelet_state.client_current)
-    manifests = _manifests(host, errors)
     return hoststate.Observed(
         node_name=node_name,
         cas=cas,
         leaves=leaves,
         kubelet=kubelet_state,
-        manifests=manifests,
-        pending_restarts=_read_pending_restarts(host, errors),
-        journal_pending=_safe_exists(host, paths.JOURNAL, errors),
-        errors=tuple(errors),
-        identities=_identities(host, _watched(leaves, kubelet_state)),
+        **_read_afresh(host, leaves, kubelet_state),
     )
+
+
+def _read_afresh(
+    host: host_.Host, leaves: dict[str, hoststate.LeafFile], kubelet_state: hoststate.Kubelet
+) -> dict[str, Any]:
+    """The fields every observation reads again, ``refresh`` included: the static pod
+    manifests, kucero's state file and journal, and every watched file's identity (a replaced
+    file is a new inode). Stats and one small JSON document; ``errors`` is theirs alone."""
+    errors: list[str] = []
+    return {
+        "manifests": _manifests(host, errors),
+        "pending_restarts": _read_pending_restarts(host, errors),
+        "journal_pending": _safe_exists(host, paths.JOURNAL, errors),
+        "errors": tuple(errors),
+        "identities": _identities(host, _watched(leaves, kubelet_state)),
+    }
 
 
 def _identities(host: host_.Host, host_paths: list[str]) -> dict[str, hoststate.FileIdentity]:
@@ -65,12 +75,11 @@ def refresh(host: host_.Host, before: hoststate.Observed, done: actions.Plan) ->
 
     Confirms a pass: every certificate it renewed is parsed again from disk, its key checked
     against it and its signature against the CA, as the first observation did; the kubelet's
-    files when it repaired them; the manifests, state file and journal always (a few stats).
+    files when it repaired them; what ``_read_afresh`` reads, always.
     The rest (the CAs, which a pass never writes, and the leaves it did not touch) is reused,
     so a pass parses each file it does not write once. A change someone else makes meanwhile
     to a file the pass did not touch is seen by the next pass, as it would be a moment later.
     """
-    errors: list[str] = []
     leaves = dict(before.leaves)
     renewed = {a.target for a in done.of(actions.ActionKind.RENEW)}
     for leaf in kubeadm.LEAVES:
@@ -86,15 +95,7 @@ def refresh(host: host_.Host, before: hoststate.Observed, done: actions.Plan) ->
     ):
         kubelet_state = _read_kubelet(host, before.cas["ca"])
     return dataclasses.replace(
-        before,
-        leaves=leaves,
-        kubelet=kubelet_state,
-        manifests=_manifests(host, errors),
-        pending_restarts=_read_pending_restarts(host, errors),
-        journal_pending=_safe_exists(host, paths.JOURNAL, errors),
-        errors=tuple(errors),
-        # replaced files are new inodes: stat every watched path again (no parsing)
-        identities=_identities(host, _watched(leaves, kubelet_state)),
+        before, leaves=leaves, kubelet=kubelet_state, **_read_afresh(host, leaves, kubelet_state)
     )
 
 
