@@ -242,15 +242,14 @@ def _track_required(
     before: dict[str, dict[str, object]],
     landed: bool,
 ) -> None:
-    """Keep in the state file the components that still run an old certificate."""
+    """Keep in the state file the components that still run an old certificate: those this
+    pass just left running one (nothing restarted them: no probe needed), and those of earlier
+    passes that a probe does not show restarted yet."""
     state = observe.read_state(host)
-    required = dict(state.get("restartRequired", {}))
-    if landed:
-        required.update(before)
     still = {}
-    for component, seen in required.items():
+    for component, seen in dict(state.get("restartRequired", {})).items():
         pod = observed.static_pods.get(component)
-        if pod is None or not isinstance(seen, dict):
+        if pod is None or not isinstance(seen, dict) or (landed and component in before):
             continue
         if seen.get("serving"):
             done = restart.verify(host, pod) is None
@@ -259,6 +258,8 @@ def _track_required(
             done = now is not None and now != seen.get("fingerprint")
         if not done:
             still[component] = seen
+    if landed:
+        still.update(before)
     if still != state.get("restartRequired", {}):
         state["restartRequired"] = still
         host.write_atomic(paths.STATE, json.dumps(state, indent=1).encode(), mode=0o600)
