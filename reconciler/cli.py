@@ -19,14 +19,17 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import __version__
-from reconciler.decide import duration, plan, policy, report
-from reconciler.model import nodespec
-from reconciler.node import execute, interrupt, observe
-from reconciler.node import host as host_
-from reconciler.run import once
+from reconciler.decide import duration
+
+if TYPE_CHECKING:
+    from reconciler.model import nodespec
+
+# Each command imports what it needs when it runs (see _check_expiration and the others), not
+# here: a process pays for what its command uses. check-expiration never loads jsonschema, and
+# `kucero --version` loads neither cryptography nor YAML. tests/unit/test_imports.py checks it.
 
 # PID 1's view of /: the default kubelet restart (nsenter --target 1) acts on its machine.
 PID1_ROOT = "/proc/1/root"
@@ -312,6 +315,7 @@ def _controller_settings(settings: Settings) -> Any:
 
     from reconciler import metrics
     from reconciler.cluster import configmaps
+    from reconciler.decide import policy
     from reconciler.run import controller, election
 
     args, errors = settings.args, []
@@ -394,6 +398,10 @@ def _check_root(settings: Settings) -> str | None:
 
 
 def _check_expiration(settings: Settings) -> int:
+    from reconciler.decide import report
+    from reconciler.node import host as host_
+    from reconciler.node import observe
+
     if error := _check_root(settings):
         print(report.printable(error), file=sys.stderr)
         return 1
@@ -407,6 +415,8 @@ def _check_expiration(settings: Settings) -> int:
 
 
 def _load_spec(settings: Settings) -> nodespec.NodeSpec:
+    from reconciler.decide import policy
+
     path = settings.args.policy
     if path:
         try:
@@ -425,9 +435,14 @@ def _load_spec(settings: Settings) -> nodespec.NodeSpec:
 
 
 def _plan(settings: Settings) -> int:
+    from reconciler.decide import plan, policy, report
+    from reconciler.node import host as host_
+    from reconciler.node import observe
+
     if error := _check_root(settings):
         print(report.printable(error), file=sys.stderr)
         return 1
+
     try:
         spec = _load_spec(settings)
     except policy.PolicyError as e:
@@ -494,6 +509,11 @@ def _same_directory(a: str, b: str) -> bool:
 def _node(settings: Settings) -> int:
     if not settings.args.once:
         return _cluster_mode(settings)
+    from reconciler.decide import policy, report
+    from reconciler.node import execute, interrupt
+    from reconciler.node import host as host_
+    from reconciler.run import once
+
     try:
         spec = _load_spec(settings)
     except policy.PolicyError as e:
@@ -540,6 +560,8 @@ def _node(settings: Settings) -> int:
 
 
 def _validate_policy(settings: Settings) -> int:
+    from reconciler.decide import policy, report
+
     ok = True
     for path in settings.args.files:
         try:

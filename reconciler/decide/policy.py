@@ -23,12 +23,13 @@ import importlib.resources
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from reconciler.decide import duration, yamldoc
 from reconciler.model import nodespec
+
+if TYPE_CHECKING:
+    import jsonschema
 
 API_VERSION = "kucero.io/v1alpha1"
 KIND = "RotationPolicy"
@@ -112,7 +113,7 @@ def validate(data: Mapping[str, Any]) -> list[str]:
             f"apiVersion: unsupported apiVersion {api_version!r} "
             f"(supported: {', '.join(SUPPORTED_API_VERSIONS)})"
         ]
-    validator = jsonschema.Draft202012Validator(schema(), format_checker=_FORMATS)
+    validator = _validator()
     messages: dict[str, str] = {}
     for error in validator.iter_errors(data):
         path, message = _describe(error)
@@ -196,9 +197,17 @@ def _check_cidr(value: object) -> bool:
     return "/" in value
 
 
-_FORMATS = jsonschema.FormatChecker(formats=())
-_FORMATS.checks("go-duration")(_check_duration)
-_FORMATS.checks("cidr")(_check_cidr)
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    """Built on first use: importing jsonschema costs about 45 ms (PITFALLS.md), which only
+    the commands that validate a policy pay. The format checker knows only the two formats
+    the schema uses, none of jsonschema's own."""
+    import jsonschema
+
+    formats = jsonschema.FormatChecker(formats=())
+    formats.checks("go-duration")(_check_duration)
+    formats.checks("cidr")(_check_cidr)
+    return jsonschema.Draft202012Validator(schema(), format_checker=formats)
 
 
 def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:

@@ -65,10 +65,11 @@ def execute(
     writes: list[transaction.Write] = []
     written: list[actions.Action] = []
     ca_keys: dict[str, pki.PrivateKey] = {}
+    new_keys = _new_keys(observed, the_plan)
     for action in the_plan.actions:
         try:
             if action.kind == actions.ActionKind.RENEW:
-                writes += _renewal(host, spec, observed, action.target, now, ca_keys)
+                writes += _renewal(host, spec, observed, action.target, now, ca_keys, new_keys)
             elif action.kind == actions.ActionKind.FIX_KUBELET_CONF:
                 writes.append(_fix_kubelet_conf(observed))
             elif action.kind == actions.ActionKind.SET_KUBELET_CONFIG:
@@ -174,6 +175,16 @@ def _prune(host: host_.Host, retain: int, backup: str | None) -> str:
     return ""
 
 
+def _new_keys(observed: hoststate.Observed, the_plan: actions.Plan) -> dict[str, pki.PrivateKey]:
+    """The new keys of every renewal of the plan, made together so RSA ones use every core."""
+    public_keys = {}
+    for action in the_plan.of(actions.ActionKind.RENEW):
+        leaf = observed.leaves.get(action.target)
+        if leaf is not None and leaf.cert is not None:
+            public_keys[action.target] = leaf.cert.public_key()
+    return keys.new_keys_like(public_keys)  # type: ignore[arg-type]
+
+
 def _renewal(
     host: host_.Host,
     spec: nodespec.NodeSpec,
@@ -181,6 +192,7 @@ def _renewal(
     name: str,
     now: dt.datetime,
     ca_keys: dict[str, pki.PrivateKey],
+    new_keys: dict[str, pki.PrivateKey],
 ) -> list[transaction.Write]:
     leaf = observed.leaves[name]
     ca = kubeadm.CA_BY_NAME[leaf.ca]
@@ -194,7 +206,8 @@ def _renewal(
             ca_keys[leaf.ca] = pki.load_key(data)
         except pki.PKIError as e:
             raise pki.PKIError(f"{ca.key}: {e}") from e  # the message names the file, never the key
-    new_key = keys.new_key_like(leaf.cert.public_key())  # type: ignore[arg-type]
+    # absent only for an unsupported key type: new_key_like raises the error for this action
+    new_key = new_keys.get(name) or keys.new_key_like(leaf.cert.public_key())  # type: ignore[arg-type]
     cert = pki.renew(
         leaf.cert,
         ca_cert,
