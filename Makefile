@@ -43,6 +43,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.csr
+	$(BIN)/python -m bench.csr --rate 30
 
 clean:
 	rm -rf $(VENV)
