@@ -249,6 +249,11 @@ def test_pod_has_probes_resources_and_its_node_name(
         "restart",
         "kubelet",
     ]
+    crictl = [a for a in c["args"] if a.startswith("--crictl-command=")]
+    if name == "kucero-control-plane":  # static pods are only there
+        assert [shlex.split(a.partition("=")[2]) for a in crictl] == [[*cli.NSENTER, "crictl"]]
+    else:
+        assert crictl == []
 
 
 @pytest.mark.parametrize("name", DAEMONSETS)
