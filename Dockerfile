@@ -5,6 +5,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY reconciler/ reconciler/
 COPY schema/ schema/
+COPY policies/ policies/
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.12-slim

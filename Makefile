@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench bench-nodes testbin clean
+.PHONY: demo test unit fuzz lint bench bench-nodes testbin clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ test: $(STAMP) testbin
 ## make unit: only the tests that need no binaries
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+## make fuzz: the property-based tests with the long profile (tests/conftest.py), and kucero's
+## own journal/state files with KUCERO_FUZZ_EXAMPLES each (tests/unit/test_own_files.py)
+FUZZ_OWN_FILES := $(wildcard tests/unit/test_own_files.py)
+fuzz: $(STAMP)
+	KUCERO_FUZZ_EXAMPLES=25000 $(BIN)/python -m pytest tests/fuzz $(FUZZ_OWN_FILES) \
+		--hypothesis-profile=long --hypothesis-show-statistics -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests bench

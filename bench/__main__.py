@@ -1,133 +1,62 @@
-"""``make bench``: what one offline pass costs on a full control-plane node, against a peer.
+"""``make bench``: kucero against ``kubeadm certs renew all``, on identical trees, in one run.
 
-The tree is the worst case of a pass: every kubeadm certificate and kubeconfig due (11 renewals)
-plus both kubelet repairs, built by ``reconciler.fabricate`` with RSA-2048 keys (as kubeadm
-makes them) and again with ECDSA P-256. Each measurement is the median of ``--runs`` runs,
-with min and max to show the spread, on a fresh copy of the tree whenever the run changes it:
+For each key type kubeadm offers by default or as an option (RSA-2048, ECDSA-P256), the real
+kubeadm (the test control plane's cached binary) makes one node tree; every measured run works
+on a fresh copy of it (see ``bench/trees.py``). Measured, medians of ``--runs`` runs:
 
-* ``node --once`` as an operator runs it: a new process, wall time, and its peak RSS (the
-  ``ru_maxrss`` of that child, read with ``os.wait4`` because ``RUSAGE_CHILDREN`` only keeps
-  the largest child so far);
-* the same pass in-process (``once.run_once``), i.e. without interpreter start-up;
-* ``node --once`` on the converged tree (the pass every ``checkInterval`` pays);
-* ``check-expiration`` and ``plan`` on the due tree, as processes.
+* the pair: ``kucero node --once`` and ``kubeadm certs renew all``, as processes, alternating
+  (who goes first alternates too), each renewing all eleven certificates and kubeconfigs with
+  new keys. The ratio is the median of the per-pair ratios, so a slow moment of the machine
+  hits both sides of a pair;
+* the same pass in-process (``once.run_once``), which is what the daemon pays for a renewal;
+* the cost floor: the same eleven key generations (with kucero's parallelism:
+  ``keys.new_keys_like``) and eleven certificate signatures (``pki.renew``), nothing else;
+* ``node --once`` on the converged tree, ``check-expiration`` against kubeadm's, ``plan``;
+* start-up: time to the first line of output of ``python -c print()``, ``kucero --version``
+  and ``kubeadm version``; every process row also shows its first line and peak RSS.
 
-The peer, measured in the same run, is the floor of the work itself: generating the same
-number of keys of the same type with ``cryptography`` directly. ``pass / floor`` says how much
-parsing, signing, backup, journaling and fsync add on top; for ECDSA (keys cost microseconds)
-it is large by construction and only says that the pass is I/O. Start-up is reported apart:
-``python -c pass`` and ``python -c 'import reconciler.cli'``.
-
-Results depend on the filesystem (every write is fsynced): ``--dir`` picks where the trees go.
+After the runs, kucero plans on both tools' results: nothing left to renew on either, so the
+two did the same work. Timings are printed, written to ``bench/results/latest.json`` (``--json``)
+and never asserted. ``--quick`` (one run) is the smoke test ``make test`` runs. Every write is
+fsynced, so the figures depend on the filesystem: ``--dir`` picks where the trees go.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import itertools
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import cryptography
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from reconciler import cli, fabricate
-from reconciler.decide import plan, policy
+from bench import report, trees
+from bench.launcher import Launcher, Measure
+from reconciler import cli
+from reconciler.decide import pki, plan, policy
 from reconciler.model import actions, kubeadm, nodespec
-from reconciler.node import execute, observe
+from reconciler.node import execute, keys, observe
 from reconciler.node import host as host_
 from reconciler.run import once
 
-POLICY = Path(__file__).resolve().parent.parent / "policies" / "demo.yaml"  # restart: none
-DUE = tuple((name, dt.timedelta(days=5)) for name in kubeadm.NAMES)  # renewBefore is 30 days
-RENEWED_KEYS = len(kubeadm.NAMES)  # one new key per renewed certificate or kubeconfig
-KUCERO = (sys.executable, "-m", "reconciler")
-ENV = dict(os.environ)
-
-
-@dataclasses.dataclass
-class Measure:
-    seconds: list[float] = dataclasses.field(default_factory=list)
-    rss_kib: list[int] = dataclasses.field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-
-# Runs each measured command and reports its wall time and ru_maxrss. A child's ru_maxrss
-# starts from the memory of the process that spawned it (the kernel carries the spawner's
-# high-water mark over the exec), so the spawner must be small: this launcher, not the
-# bench, which has imported the reconciler and cryptography (35 MiB).
-LAUNCHER = """
-import json, os, sys, time
-null = os.open(os.devnull, os.O_RDONLY)
-for line in sys.stdin:
-    argv, out = json.loads(line)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    redirect = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)]
-    began = time.perf_counter()
-    pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=redirect)
-    _, status, usage = os.wait4(pid, 0)
-    elapsed = time.perf_counter() - began
-    os.close(fd)
-    print(json.dumps([elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status)]), flush=True)
-"""
-
-
-class Launcher:
-    def __init__(self, work: Path) -> None:
-        self.output = work / "output.txt"
-        self.child = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", LAUNCHER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=ENV,
-            text=True,
-        )
-
-    def run(self, argv: list[str]) -> tuple[float, int]:
-        """Run ``argv``; return its wall time (s) and peak RSS (KiB). Exit status must be 0."""
-        assert self.child.stdin is not None and self.child.stdout is not None
-        self.child.stdin.write(json.dumps([argv, str(self.output)]) + "\n")
-        self.child.stdin.flush()
-        elapsed, rss, code = json.loads(self.child.stdout.readline())
-        if code != 0:
-            raise SystemExit(f"{' '.join(argv)}: exit {code}\n{self.output.read_text()}")
-        return elapsed, rss
-
-    def close(self) -> None:
-        assert self.child.stdin is not None and self.child.stdout is not None
-        self.child.stdin.close()
-        self.child.stdout.close()
-        self.child.wait()
-
-
-def repeat(launcher: Launcher, runs: int, prepare: Callable[[], list[str]]) -> Measure:
-    measure = Measure()
-    for _ in range(runs):
-        elapsed, rss = launcher.run(prepare())
-        measure.seconds.append(elapsed)
-        measure.rss_kib.append(rss)
-    return measure
-
-
-def new_key(key_type: str) -> object:
-    """The peer: what a renewal's new key costs with nothing around it."""
-    if key_type == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return ec.generate_private_key(ec.SECP256R1())
+HERE = Path(__file__).resolve().parent
+POLICY = HERE.parent / "policies" / "demo.yaml"  # restart: none (no kubelet in a bench tree)
+RESULTS = HERE / "results" / "latest.json"
+RENEWED = len(kubeadm.NAMES)  # eleven: every kubeadm certificate and kubeconfig
+_console_script = Path(sys.executable).with_name("kucero")
+# The console script is what an operator runs; `python -m reconciler` when it is not installed.
+KUCERO = (
+    [str(_console_script)] if _console_script.exists() else [sys.executable, "-m", "reconciler"]
+)
 
 
 def node_once(root: Path) -> list[str]:
@@ -138,177 +67,262 @@ def node_once(root: Path) -> list[str]:
     ]
 
 
-def spec_as_the_cli_resolves_it(root: Path) -> nodespec.NodeSpec:
+def resolved_spec(root: Path) -> nodespec.NodeSpec:
     args = cli.parser().parse_args(["node", "--once", "--host-root", str(root)])
     defaults = cli.settings_from(args).policy_defaults
     return policy.resolve(policy.load(POLICY.read_bytes(), str(POLICY), defaults), {})
 
 
-def bench(
-    launcher: Launcher, key_type: str, runs: int, work: Path
-) -> list[tuple[str, Measure, str]]:
-    template = fabricate.build(
-        work / f"template-{key_type}",
-        dt.datetime.now(dt.UTC),
-        fabricate.Options(key_type=key_type, expiries=DUE),
-    )
-    copies = itertools.count()
-    spec = spec_as_the_cli_resolves_it(template)
+def due(spec: nodespec.NodeSpec, root: Path) -> list[str]:
+    now = dt.datetime.now(dt.UTC)
+    planned = plan.plan(spec, observe.observe(host_.Host(root), None), now)
+    return [a.target for a in planned.of(actions.ActionKind.RENEW)]
+
+
+def floor(template: Path, runs: int) -> Measure:
+    """The same key generations and signatures as a pass, with the same parallelism."""
+    observed = observe.observe(host_.Host(template), None)
+    host = host_.Host(template)
+    ca_keys = {ca.name: pki.load_key(host.read(ca.key) or b"") for ca in kubeadm.CAS}
+    leaves = [observed.leaves[name] for name in kubeadm.NAMES]
+    publics = {
+        leaf.name: cast(pki.PublicKey, leaf.cert.public_key()) for leaf in leaves if leaf.cert
+    }
+    measure = Measure()
+    for _ in range(runs):
+        now = dt.datetime.now(dt.UTC)
+        began = time.perf_counter()
+        new = keys.new_keys_like(publics)
+        for leaf in leaves:
+            assert leaf.cert is not None
+            ca_cert = observed.cas[leaf.ca].cert
+            assert ca_cert is not None
+            pki.renew(
+                leaf.cert,
+                ca_cert,
+                ca_keys[leaf.ca],
+                new[leaf.name],
+                keys.new_serial(),
+                now,
+                dt.timedelta(days=365),
+            )
+        measure.seconds.append(time.perf_counter() - began)
+    return measure
+
+
+def fsync_share(
+    root: Path, spec: nodespec.NodeSpec, settings: execute.Settings
+) -> tuple[int, Measure]:
+    """One more in-process pass, counting and timing its fsyncs (kubeadm makes none: it
+    writes each file in place, with no backup and no journal)."""
+    real = os.fsync
+    spent = Measure()
+
+    def timed(fd: Any) -> None:
+        began = time.perf_counter()
+        real(fd)
+        spent.seconds.append(time.perf_counter() - began)
+
+    os.fsync = timed
+    try:
+        result = once.run_once(
+            host_.Host(root), spec, None, lambda: dt.datetime.now(dt.UTC), settings
+        )
+    finally:
+        os.fsync = real
+    assert result.converged, result.failures
+    total = Measure([sum(spent.seconds)])
+    return len(spent.seconds), total
+
+
+def bench_key_type(launcher: Launcher, key_type: str, runs: int, work: Path) -> dict[str, object]:
+    template = trees.build(work / f"template-{key_type}", key_type)
+    spec = resolved_spec(template)
+    assert sorted(due(spec, template)) == sorted(kubeadm.NAMES), due(spec, template)
+    counter = itertools.count()
 
     def fresh() -> Path:
-        root = work / f"{key_type}-{next(copies)}"
-        shutil.copytree(template, root, symlinks=True)
-        return root
+        return trees.copy(template, work / f"{key_type}-{next(counter)}")
 
-    planned = plan.plan(
-        spec,
-        observe.observe(host_.Host(template), None),
-        dt.datetime.now(dt.UTC),
-    )
-    renewals = planned.of(actions.ActionKind.RENEW)
-    assert len(renewals) == RENEWED_KEYS, [a.target for a in renewals]
-
-    floor = Measure()
-    for _ in range(runs):
-        began = time.perf_counter()
-        for _ in range(RENEWED_KEYS):
-            new_key(key_type)
-        floor.seconds.append(time.perf_counter() - began)
-
-    renewed: list[Path] = []
-
-    def renew_a_fresh_copy() -> list[str]:
-        renewed.append(fresh())
-        return node_once(renewed[-1])
-
-    cold = repeat(launcher, runs, renew_a_fresh_copy)
-    idle = repeat(launcher, runs, lambda: node_once(renewed[-1]))
-    after = plan.plan(
-        spec,
-        observe.observe(host_.Host(renewed[-1]), None),
-        dt.datetime.now(dt.UTC),
-    )
-    assert not after.actions, after.actions
+    ours, theirs = Measure(), Measure()
+    for i in range(runs):
+        pair = [(node_once(fresh()), ours), (trees.renew_all(fresh()), theirs)]
+        for argv, into in pair if i % 2 == 0 else reversed(pair):
+            launcher.run(argv, into)
+    renewed_by_us, renewed_by_kubeadm = work / f"{key_type}-0", work / f"{key_type}-1"
+    # Fair comparison: after either tool, nothing is left to renew (kubeadm renewed all 11 too).
+    assert not due(spec, renewed_by_us) and not due(spec, renewed_by_kubeadm)
 
     settings = execute.Settings(kubelet_restart_command=("true",))
-    warm = Measure()
+    in_process = Measure()
     for _ in range(runs):
         root = fresh()
         began = time.perf_counter()
         result = once.run_once(
             host_.Host(root), spec, None, lambda: dt.datetime.now(dt.UTC), settings
         )
-        warm.seconds.append(time.perf_counter() - began)
+        in_process.seconds.append(time.perf_counter() - began)
         assert result.converged, result.failures
 
-    due = fresh()
-    check = repeat(launcher, runs, lambda: [*KUCERO, "check-expiration", "--host-root", str(due)])
-    planning = repeat(
-        launcher, runs, lambda: [*KUCERO, "plan", "--host-root", str(due), "--policy", str(POLICY)]
-    )
+    fsyncs, fsync_time = fsync_share(fresh(), spec, settings)
+    cost_floor = floor(template, runs)
+    idle, check, their_check, planning = Measure(), Measure(), Measure(), Measure()
+    for _ in range(runs):
+        launcher.run(node_once(renewed_by_us), idle)
+        launcher.run([*KUCERO, "check-expiration", "--host-root", str(template)], check)
+        launcher.run(trees.check_expiration(template), their_check)
+        planning_argv = [*KUCERO, "plan", "--host-root", str(template), "--policy", str(POLICY)]
+        launcher.run(planning_argv, planning)
     for root in work.glob(f"{key_type}-*"):
-        shutil.rmtree(root)
+        subprocess.run(["rm", "-rf", str(root)], check=True)
 
-    bits = "RSA-2048" if key_type == "rsa" else "ECDSA P-256"
-    return [
-        (f"peer: {RENEWED_KEYS} {bits} key generations, cryptography alone", floor, "= floor"),
-        ("node --once (process): cold start", cold, times(cold.median / floor.median)),
-        ("node --once (in-process): run_once", warm, times(warm.median / floor.median)),
-        ("node --once (process): nothing due", idle, ""),
-        ("check-expiration (process)", check, ""),
-        ("plan (process)", planning, ""),
-    ]
+    renew_ratio = report.pair_ratio(ours, theirs)
+    check_ratio = report.pair_ratio(check, their_check)
+    vs_kubeadm = in_process.median / theirs.median
+    vs_floor = in_process.median / cost_floor.median
+    threads = min(keys.usable_cores(), RENEWED) if key_type == "rsa" else 1
+    section = report.Section(
+        f"{trees.ALGORITHMS[key_type]}: {RENEWED} renewals, tree made by kubeadm",
+        [
+            report.Row("kubeadm certs renew all (process)", theirs, "= 1"),
+            report.Row("kucero node --once (process)", ours, f"{renew_ratio:.2f}x kubeadm"),
+            report.Row("kucero run_once (in-process)", in_process, f"{vs_kubeadm:.2f}x kubeadm"),
+            report.Row(f"  of which fsync ({fsyncs} calls, 1 pass)", fsync_time),
+            report.Row(
+                f"floor: {RENEWED} keys + signatures ({threads} thread(s))",
+                cost_floor,
+                f"pass {vs_floor:.1f}x floor",
+            ),
+            report.Row("kucero node --once, nothing due", idle),
+            report.Row("kubeadm certs check-expiration", their_check, "= 1"),
+            report.Row("kucero check-expiration", check, f"{check_ratio:.2f}x kubeadm"),
+            report.Row("kucero plan", planning),
+        ],
+    )
+    return {
+        "section": section,
+        "json": {
+            "algorithm": trees.ALGORITHMS[key_type],
+            "renew": {
+                "kubeadm": theirs.to_dict(),
+                "kucero": ours.to_dict(),
+                "ratio": round(renew_ratio, 3),
+                "ratio_of_medians": round(ours.median / theirs.median, 3),
+            },
+            "in_process": {**in_process.to_dict(), "ratio_to_kubeadm": round(vs_kubeadm, 3)},
+            "floor": {**cost_floor.to_dict(), "threads": threads},
+            "in_process_over_floor": round(vs_floor, 2),
+            "fsync_one_pass": {"calls": fsyncs, "seconds": round(fsync_time.median, 5)},
+            "idle_pass": idle.to_dict(),
+            "check_expiration": {
+                "kubeadm": their_check.to_dict(),
+                "kucero": check.to_dict(),
+                "ratio": round(check_ratio, 3),
+            },
+            "plan": planning.to_dict(),
+        },
+    }
 
 
-def ms(seconds: float) -> str:
-    value = seconds * 1000
-    return f"{value:.0f}" if value >= 10 else f"{value:.2f}"
+def startup(launcher: Launcher, runs: int) -> report.Section:
+    bare, python, ours, theirs = Measure(), Measure(), Measure(), Measure()
+    for _ in range(runs):
+        launcher.run([sys.executable, "-S", "-c", "print()"], bare)
+        launcher.run([sys.executable, "-c", "print()"], python)
+        launcher.run([*KUCERO, "--version"], ours)
+        launcher.run([trees.kubeadm(), "version", "-o", "short"], theirs)
+    return report.Section(
+        "start-up (to the first line of output)",
+        [
+            report.Row("python -S -c print() (no site, no .pth hooks)", bare),
+            report.Row("python -c print() (this venv's site)", python),
+            report.Row("kucero --version", ours, f"{report.pair_ratio(ours, theirs):.2f}x kubeadm"),
+            report.Row("kubeadm version", theirs, "= 1"),
+        ],
+    )
 
 
-def times(ratio: float) -> str:
-    return f"{ratio:.1f}x floor" if ratio < 100 else f"{ratio:.0f}x floor"
-
-
-def table(sections: list[tuple[str, list[tuple[str, Measure, str]]]]) -> str:
-    header = ("", "median ms", "min-max ms", "peak RSS", "vs peer")
-    lines = []
-    for title, rows in sections:
-        lines.append([title, "", "", "", ""])
-        for name, m, ratio in rows:
-            rss = f"{max(m.rss_kib) / 1024:.0f} MiB" if m.rss_kib else ""
-            spread = f"{ms(min(m.seconds))}-{ms(max(m.seconds))}"
-            lines.append([f"  {name}", ms(m.median), spread, rss, ratio])
-    widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(5)]
-    out = []
-    for i, row in enumerate([header, *lines]):
-        cells = [str(row[0]).ljust(widths[0])] + [
-            str(c).rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        out.append("  ".join(cells).rstrip())
-        if i == 0:
-            out.append("-" * len(out[0]))
-    return "\n".join(out)
+def machine() -> dict[str, object]:
+    model = platform.processor() or platform.machine()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next(
+            (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line),
+            model,
+        )
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": keys.usable_cores(),
+        "python": platform.python_version(),
+        "cryptography": cryptography.__version__,
+        "kubeadm": trees.version(),
+    }
 
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    p.add_argument("--runs", type=int, default=7, help="runs per measurement (default 7)")
+    p.add_argument("--runs", type=int, default=9, help="runs per measurement (default 9)")
+    p.add_argument("--quick", action="store_true", help="one run of each (the smoke test)")
     p.add_argument("--dir", help="where to build the trees (default: the system temp dir)")
     p.add_argument("--key-types", default="rsa,ecdsa", help="comma-separated: rsa, ecdsa")
+    p.add_argument("--json", default=None, help=f"write figures here (default {RESULTS})")
     args = p.parse_args()
-    if args.runs < 1:
+    runs = 1 if args.quick else args.runs
+    if runs < 1:
         p.error("--runs must be at least 1")
     key_types = args.key_types.split(",")
-    if not set(key_types) <= {"rsa", "ecdsa"}:
+    if not set(key_types) <= set(trees.ALGORITHMS):
         p.error("--key-types: rsa, ecdsa")
+    if why := trees.missing():
+        print(f"bench: {why}", file=sys.stderr)
+        return 2
 
+    results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="kucero-bench-", dir=args.dir) as tmp:
         launcher = Launcher(Path(tmp))
         try:
-            interpreter = repeat(launcher, args.runs, lambda: [sys.executable, "-c", "pass"])
-            imports = repeat(
-                launcher, args.runs, lambda: [sys.executable, "-c", "import reconciler.cli"]
-            )
-            sections = [
-                (
-                    "start-up",
-                    [
-                        ("python -c pass", interpreter, ""),
-                        ("python -c 'import reconciler.cli'", imports, ""),
-                    ],
-                )
-            ]
+            sections = [startup(launcher, runs)]
             for key_type in key_types:
-                title = (
-                    "rsa: RSA-2048, as kubeadm makes them"
-                    if key_type == "rsa"
-                    else "ecdsa: ECDSA P-256"
-                )
-                sections.append((title, bench(launcher, key_type, args.runs, Path(tmp))))
+                done = bench_key_type(launcher, key_type, runs, Path(tmp))
+                sections.append(done["section"])  # type: ignore[arg-type]
+                results[key_type] = done["json"]
         finally:
             launcher.close()
 
+    info = machine()
     print(
-        f"kucero bench: {RENEWED_KEYS} certificates/kubeconfigs due + 2 kubelet repairs; "
-        f"median of {args.runs} run(s), a fresh tree for every run that renews"
+        f"kucero bench: {RENEWED} certificates/kubeconfigs renewed per pass, median of {runs} "
+        f"run(s), a fresh copy of a kubeadm-made tree for every run that renews"
     )
     print(
-        f"python {platform.python_version()}, cryptography {cryptography.__version__}, "
-        f"{os.cpu_count()} CPUs, trees under {os.path.dirname(tmp)}\n"
+        f"{info['cpu']}, {info['cores']} cores; python {info['python']}, cryptography "
+        f"{info['cryptography']}, kubeadm {info['kubeadm']}; trees under {os.path.dirname(tmp)}\n"
     )
-    print(table(sections))
-    print()
-    for title, rows in sections[1:]:
-        floor, cold, warm = (rows[i][1] for i in range(3))
-        beyond = warm.median - floor.median
-        noise = max(floor.seconds) - min(floor.seconds)
-        print(
-            f"{title.split(':')[0]}: start-up {ms(imports.median)} ms (of which importing the reconciler "
-            f"{ms(imports.median - interpreter.median)} ms) = {imports.median / cold.median:.0%} "
-            f"of a cold pass; the in-process pass beyond its key generation (parse, sign, "
-            f"back up, journal, fsync) {ms(beyond)} ms"
-            + (f", within the floor's own spread ({ms(noise)} ms)" if abs(beyond) < noise else "")
-        )
+    print(report.table(sections))
+    start = sections[0].rows
+    document = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "make bench" + (" (--quick)" if args.quick else ""),
+        "runs": runs,
+        "machine": info,
+        "startup": {row.name: row.measure.to_dict() for row in start},
+        **results,
+    }
+    target = Path(args.json) if args.json else (None if args.quick else RESULTS)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(document, indent=1) + "\n")
+        print(f"\nfigures written to {target}")
+    bare_first, python_first, ours_first = (
+        statistics.median(row.measure.first_line) for row in start[:3]
+    )
+    print(
+        f"\nstart-up to the first line: the bare interpreter {report.ms(bare_first)} ms, with "
+        f"this venv's site and .pth hooks (the editable install's finder) "
+        f"{report.ms(python_first)} ms, kucero --version {report.ms(ours_first)} ms."
+    )
     return 0
 
 

@@ -14,18 +14,22 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import __version__
-from reconciler.decide import duration, plan, policy, report
-from reconciler.model import nodespec
-from reconciler.node import execute, interrupt, observe
-from reconciler.node import host as host_
-from reconciler.run import once
+from reconciler.decide import duration
+
+if TYPE_CHECKING:
+    from reconciler.model import nodespec
+
+# Each command imports what it needs when it runs (see _check_expiration and the others), not
+# here: a process pays for what its command uses. check-expiration never loads jsonschema, and
+# `kucero --version` loads neither cryptography nor YAML. tests/unit/test_imports.py checks it.
 
 # PID 1's view of /: the default kubelet restart (nsenter --target 1) acts on its machine.
 PID1_ROOT = "/proc/1/root"
@@ -59,7 +63,25 @@ def _rfc3339(text: str) -> dt.datetime:
         ) from e
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or +00:00)")
-    return value.astimezone(dt.UTC)
+    try:
+        # 9999-12-31T23:59:59-23:59 is a valid time whose UTC value is past year 9999
+        return value.astimezone(dt.UTC)
+    except OverflowError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is outside the times Python can represent in UTC (years 1 to 9999)"
+        ) from e
+
+
+def _grace_seconds(text: str) -> float:
+    """A finite, non-negative number of seconds: ``nan`` would make the restart's sleep
+    raise after the manifest was moved out, ``inf`` would keep it out forever."""
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from e
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds, 0 or more")
+    return value
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -157,7 +179,7 @@ def _node_flags(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--manifest-grace",
-        type=float,
+        type=_grace_seconds,
         default=25.0,
         help="seconds a static pod manifest stays out during a manifest-move restart",
     )
@@ -318,6 +340,7 @@ def _controller_settings(settings: Settings) -> Any:
 
     from reconciler import metrics
     from reconciler.cluster import configmaps
+    from reconciler.decide import policy
     from reconciler.run import controller, election
 
     args, errors = settings.args, []
@@ -400,8 +423,12 @@ def _check_root(settings: Settings) -> str | None:
 
 
 def _check_expiration(settings: Settings) -> int:
+    from reconciler.decide import report
+    from reconciler.node import host as host_
+    from reconciler.node import observe
+
     if error := _check_root(settings):
-        print(error, file=sys.stderr)
+        print(report.printable(error), file=sys.stderr)
         return 1
     observed = observe.observe(host_.Host(settings.host_root), settings.node_name)
     rows = report.expiration(observed, _now(settings))
@@ -413,6 +440,8 @@ def _check_expiration(settings: Settings) -> int:
 
 
 def _load_spec(settings: Settings) -> nodespec.NodeSpec:
+    from reconciler.decide import policy
+
     path = settings.args.policy
     if path:
         try:
@@ -431,20 +460,27 @@ def _load_spec(settings: Settings) -> nodespec.NodeSpec:
 
 
 def _plan(settings: Settings) -> int:
+    from reconciler.decide import plan, policy, report
+    from reconciler.node import host as host_
+    from reconciler.node import observe
+
     if error := _check_root(settings):
-        print(error, file=sys.stderr)
+        print(report.printable(error), file=sys.stderr)
         return 1
+
     try:
         spec = _load_spec(settings)
     except policy.PolicyError as e:
-        print(e, file=sys.stderr)
+        print("\n".join(map(report.printable, e.errors)), file=sys.stderr)
         return 1
     observed = observe.observe(host_.Host(settings.host_root), settings.node_name)
     the_plan = plan.plan(spec, observed, _now(settings))
     if settings.args.output == "json":
         print(json.dumps({"revision": spec.revision, **the_plan.to_dict()}, indent=2))
     else:
-        print(f"policy revision {spec.revision}, node {observed.node_name or '<unknown>'}\n")
+        # the node name may come from a certificate subject: never print it raw
+        node = report.printable(observed.node_name or "<unknown>")
+        print(f"policy revision {spec.revision}, node {node}\n")
         print(report.plan_table(the_plan), end="")
     return 0
 
@@ -498,18 +534,20 @@ def _same_directory(a: str, b: str) -> bool:
 def _node(settings: Settings) -> int:
     if not settings.args.once:
         return _daemon(settings)
+    from reconciler.decide import policy, report
+    from reconciler.node import execute, interrupt
+    from reconciler.node import host as host_
+    from reconciler.run import once
+
     try:
         spec = _load_spec(settings)
     except policy.PolicyError as e:
-        print(e, file=sys.stderr)
+        print("\n".join(map(report.printable, e.errors)), file=sys.stderr)
         # Finishing an interrupted pass needs no policy: never leave a torn pair waiting for
         # someone to fix a typo in Git.
         for note in once.recover_only(host_.Host(settings.host_root)):
-            print(f"recovered: {note}", file=sys.stderr)
+            print(report.printable(f"recovered: {note}"), file=sys.stderr)
         return 1
-    if settings.args.manifest_grace < 0:
-        print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
-        return 2
     try:
         restart_command = kubelet_restart_command(settings, spec)
     except UsageError as e:
@@ -533,22 +571,25 @@ def _node(settings: Settings) -> int:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         for note in result.recovered:
-            print(f"recovered: {note}")
+            print(report.printable(f"recovered: {note}"))
         print(report.results_table(result.results), end="")
         print(report.findings_table(result.findings), end="")
         failures = result.failures
         if failures:
-            print("\nFAILED:\n" + "\n".join(f"  {f}" for f in failures))
+            print("\nFAILED:\n" + "\n".join(f"  {report.printable(f)}" for f in failures))
         elif result.converged:
             print(f"\nconverged to policy revision {spec.revision}")
     if stop.requested:
-        print(f"kucero: {result.error}", file=sys.stderr)
+        print(report.printable(f"kucero: {result.error}"), file=sys.stderr)
     return 0 if result.converged else 1
 
 
-def _daemon_exec_settings(settings: Settings, stop: interrupt.Stop) -> execute.Settings:
+def _daemon_exec_settings(settings: Settings, stop: Any) -> Any:
     """For a daemon, whose policy is not known yet: the kubelet restart command is decided for
     the default ``kubelet.restart`` (systemctl), so a missing flag fails at start-up."""
+    from reconciler.decide import policy
+    from reconciler.node import execute
+
     defaults = policy.from_mapping(
         {"apiVersion": policy.API_VERSION, "kind": policy.KIND}, "flags", settings.policy_defaults
     )
@@ -562,14 +603,12 @@ def _daemon_exec_settings(settings: Settings, stop: interrupt.Stop) -> execute.S
 
 def _daemon(settings: Settings) -> int:
     """``kucero node`` (and ``kucero run``): the long-running node reconciler."""
+    from reconciler.node import interrupt
     from reconciler.run import daemon  # the cluster layer: only daemons pay for it
 
     args = settings.args
     if not settings.node_name:
         print("kucero: --node-name (or $NODE_NAME) is required", file=sys.stderr)
-        return 2
-    if args.manifest_grace < 0:
-        print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
         return 2
     stop = interrupt.Stop()
     try:
@@ -599,19 +638,21 @@ def _daemon(settings: Settings) -> int:
 
 
 def _validate_policy(settings: Settings) -> int:
+    from reconciler.decide import policy, report
+
     ok = True
     for path in settings.args.files:
         try:
             with open(path, "rb") as f:
                 loaded = policy.load(f.read(), path)
         except OSError as e:
-            print(f"{path}: cannot read: {e.strerror or e}")
+            print(report.printable(f"{path}: cannot read: {e.strerror or e}"))
             ok = False
         except policy.PolicyError as e:
-            print(e)
+            print("\n".join(map(report.printable, e.errors)))
             ok = False
         else:
-            print(f"{path}: valid (revision {loaded.revision})")
+            print(report.printable(f"{path}: valid (revision {loaded.revision})"))
     return 0 if ok else 1
 
 

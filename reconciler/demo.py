@@ -10,6 +10,7 @@ the temporary directory is touched; the kubelet "restart" is an ``echo``.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.resources
 import shlex
 import subprocess
 import sys
@@ -18,12 +19,17 @@ from pathlib import Path
 
 from reconciler import fabricate
 
-POLICY = Path(__file__).resolve().parents[1] / "policies" / "demo.yaml"
+# Shipped inside the package (reconciler.policies is the top-level policies/), so the demo
+# runs from an installed wheel or the image as well as from a checkout.
+POLICY = importlib.resources.files("reconciler.policies").joinpath("demo.yaml")
 
 
 def main() -> int:
     now = dt.datetime.now(dt.UTC)
-    with tempfile.TemporaryDirectory(prefix="kucero-demo-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="kucero-demo-") as tmp,
+        importlib.resources.as_file(POLICY) as policy,
+    ):
         root = Path(tmp) / "node"
         options = fabricate.Options(
             node_name="cp-1",
@@ -40,18 +46,18 @@ def main() -> int:
         host = ["--host-root", str(root)]
         steps = [
             ["check-expiration", *host],
-            ["plan", *host, "--policy", str(POLICY)],
+            ["plan", *host, "--policy", str(policy)],
             [
                 "node",
                 "--once",
                 *host,
                 "--policy",
-                str(POLICY),
+                str(policy),
                 "--kubelet-restart-command",
                 "echo restart kubelet",
             ],
             ["check-expiration", *host],
-            ["plan", *host, "--policy", str(POLICY)],
+            ["plan", *host, "--policy", str(policy)],
         ]
         for args in steps:
             print("$ kucero " + shlex.join(args))

@@ -18,12 +18,11 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from reconciler.decide import pki
+from reconciler.decide import pki, yamldoc
 from reconciler.model import kubeadm
 
 YEAR = dt.timedelta(days=365)
@@ -94,18 +93,10 @@ def make_leaf(
         .serial_number(x509.random_serial_number())
         .not_valid_before(min(now - dt.timedelta(minutes=5), now + lifetime - YEAR))
         .not_valid_after(now + lifetime)
+        # kubeadm's NewSignedCert sets keyEncipherment for every leaf, ECDSA ones included
+        # (cmd/kubeadm/app/util/pkiutil/pki_helpers.go, v1.37.2)
         .add_extension(
-            x509.KeyUsage(
-                True,
-                False,
-                isinstance(key, rsa.RSAPrivateKey),
-                False,
-                False,
-                False,
-                False,
-                False,
-                False,
-            ),
+            x509.KeyUsage(True, False, True, False, False, False, False, False, False),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
@@ -272,7 +263,7 @@ def kubeconfig_text(
         "preferences": {},
         "users": [{"name": user, "user": user_entry}],
     }
-    return yaml.safe_dump(doc, sort_keys=False).encode()
+    return yamldoc.dump(doc).encode()
 
 
 def kubelet_config_text(rotation: bool) -> bytes:
@@ -302,7 +293,7 @@ staticPodPath: /etc/kubernetes/manifests
 
 
 def _manifest(component: str) -> bytes:
-    return yaml.safe_dump(
+    return yamldoc.dump(
         {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -318,7 +309,6 @@ def _manifest(component: str) -> bytes:
                 ],
             },
         },
-        sort_keys=False,
     ).encode()
 
 

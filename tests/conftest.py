@@ -20,11 +20,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.controlplane import binaries, cluster, kubeadm_tree, processes
 
 if TYPE_CHECKING:
     from tests.controlplane import clients as clients_
+
+# Property-based tests (tests/fuzz): `quick` runs in `make test` (100 documents per test),
+# `long` in `make fuzz` (pytest --hypothesis-profile=long; 10,000 per test: 8 tests make
+# 80,000 documents, about 15 ms each on this 2-core machine). No example database: a run must
+# not write into the checkout, and a failure prints its reproducing example anyway.
+FUZZ_QUICK_EXAMPLES = 100
+FUZZ_LONG_EXAMPLES = 10_000
+settings.register_profile(
+    "quick", max_examples=FUZZ_QUICK_EXAMPLES, deadline=None, database=None, derandomize=False
+)
+settings.register_profile(
+    "long",
+    max_examples=FUZZ_LONG_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("quick")
 
 # The guard stops the control plane in about a second; a minute means it is stuck.
 GUARD_TIMEOUT_SECONDS = 60

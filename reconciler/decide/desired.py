@@ -39,7 +39,7 @@ def decode(text: str | None) -> nodespec.NodeSpec:
         raise DesiredError(f"{ANNOTATION} is not JSON: {e}") from e
     if not isinstance(data, Mapping):
         raise DesiredError(f"{ANNOTATION} must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - {"revision", "override", "spec"})
+    unknown = sorted(set(data) - {"revision", "override", "spec", "servingCSRApprover"}, key=repr)
     if unknown:
         raise DesiredError(f"{ANNOTATION}: unknown field(s) {', '.join(map(repr, unknown))}")
     revision = data.get("revision")
@@ -61,7 +61,13 @@ def decode(text: str | None) -> nodespec.NodeSpec:
         loaded = policy.from_mapping(document, ANNOTATION)
     except policy.PolicyError as e:
         raise DesiredError("; ".join(e.errors)) from e
-    resolved = policy.resolve(loaded, {})
+    approver = data.get("servingCSRApprover", False)
+    if not isinstance(approver, bool):
+        raise DesiredError(f"{ANNOTATION}.servingCSRApprover: must be a boolean, got {approver!r}")
+    # encode_for_node carries it as spec.csrSigner.enabled; spec_document as servingCSRApprover
+    signer = spec.get("csrSigner")
+    approver = approver or (isinstance(signer, Mapping) and signer.get("enabled") is True)
+    resolved = policy.resolve(loaded, {}, serving_csr_approver=approver)
     return dataclasses.replace(resolved, revision=revision, override=override)
 
 

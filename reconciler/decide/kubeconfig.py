@@ -18,8 +18,7 @@ import copy
 import posixpath
 from typing import Any
 
-import yaml
-
+from reconciler.decide import yamldoc
 from reconciler.model import hoststate
 
 
@@ -29,9 +28,9 @@ class KubeconfigError(ValueError):
 
 def parse(text: bytes | str) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise KubeconfigError(f"invalid YAML: {' '.join(str(e).split())}") from e
+        doc = yamldoc.load(text)
+    except yamldoc.YAMLDocError as e:
+        raise KubeconfigError(f"invalid YAML: {e}") from e
     if not isinstance(doc, dict):
         raise KubeconfigError("not a kubeconfig (expected a YAML mapping)")
     return doc
@@ -52,14 +51,27 @@ def credentials(doc: dict[str, Any], path: str) -> hoststate.Credentials:
     return hoststate.Credentials(name, cert_data, key_data, cert_file, key_file)
 
 
-def with_embedded(doc: dict[str, Any], user: str, cert_pem: bytes, key_pem: bytes) -> bytes:
-    """The kubeconfig with ``user``'s certificate and key embedded as new data."""
+def with_embedded(
+    doc: dict[str, Any], user: str, cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None = None
+) -> bytes:
+    """The kubeconfig with ``user``'s certificate and key embedded as new data.
+
+    With ``ca_pem``, the current context's cluster gets it as ``certificate-authority-data``,
+    as ``kubeadm certs renew`` refreshes it from the CA on disk (a kubeconfig made before a CA
+    change would otherwise keep trusting the old one). A cluster that names a
+    ``certificate-authority`` file is left alone: setting both is invalid for client-go.
+    """
 
     def edit(entry: dict[str, Any]) -> None:
         entry["client-certificate-data"] = base64.b64encode(cert_pem).decode()
         entry["client-key-data"] = base64.b64encode(key_pem).decode()
 
-    return _edit_user(doc, user, edit)
+    out = _edited_user(doc, user, edit)
+    if ca_pem is not None:
+        cluster = _cluster_in_use(out)
+        if cluster is not None and not cluster.get("certificate-authority"):
+            cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+    return dump(out)
 
 
 def with_file_references(doc: dict[str, Any], user: str, cert_file: str, key_file: str) -> bytes:
@@ -71,22 +83,37 @@ def with_file_references(doc: dict[str, Any], user: str, cert_file: str, key_fil
         entry["client-certificate"] = cert_file
         entry["client-key"] = key_file
 
-    return _edit_user(doc, user, edit)
+    return dump(_edited_user(doc, user, edit))
 
 
 def dump(doc: dict[str, Any]) -> bytes:
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).encode()
+    return yamldoc.dump(doc).encode()
 
 
-def _edit_user(doc: dict[str, Any], user: str, edit: Any) -> bytes:
+def _edited_user(doc: dict[str, Any], user: str, edit: Any) -> dict[str, Any]:
     out = copy.deepcopy(doc)
-    for entry in out.get("users") or []:
+    for entry in _list(out, "users"):
         if isinstance(entry, dict) and entry.get("name") == user:
             if not isinstance(entry.get("user"), dict):
                 entry["user"] = {}
             edit(entry["user"])
-            return dump(out)
+            return out
     raise KubeconfigError(f"user {user!r} not found")
+
+
+def _cluster_in_use(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``cluster`` mapping of the current context (kubeadm's rule), or the only cluster
+    when there is no current context; None when there is none to update."""
+    clusters = [c for c in _list_or_none(doc, "clusters") if isinstance(c, dict)]
+    current = doc.get("current-context")
+    if current:
+        contexts = [c for c in _list_or_none(doc, "contexts") if isinstance(c, dict)]
+        context = next((c.get("context") for c in contexts if c.get("name") == current), None)
+        wanted = context.get("cluster") if isinstance(context, dict) else None
+        clusters = [c for c in clusters if c.get("name") == wanted]
+    if len(clusters) != 1 or not isinstance(clusters[0].get("cluster"), dict):
+        return None
+    return clusters[0]["cluster"]  # type: ignore[no-any-return]
 
 
 def _user_in_use(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -97,10 +124,13 @@ def _user_in_use(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if current:
         if not isinstance(current, str):
             raise KubeconfigError("current-context is not a string")
-        contexts = {c.get("name"): c for c in _list(doc, "contexts") if isinstance(c, dict)}
-        if current not in contexts:
+        # a list, not a dict by name: a name may be anything YAML allows, a list included
+        named = [
+            c for c in _list(doc, "contexts") if isinstance(c, dict) and c.get("name") == current
+        ]
+        if not named:
             raise KubeconfigError(f"current-context {current!r} is not among the contexts")
-        context = contexts[current].get("context")
+        context = named[0].get("context")
         if not isinstance(context, dict):
             raise KubeconfigError(f"context {current!r} is not a mapping")
         wanted = context.get("user")
@@ -123,6 +153,11 @@ def _list(doc: dict[str, Any], key: str) -> list[Any]:
     if not isinstance(value, list):
         raise KubeconfigError(f"{key} is not a list")
     return value
+
+
+def _list_or_none(doc: dict[str, Any], key: str) -> list[Any]:
+    value = doc.get(key)
+    return value if isinstance(value, list) else []
 
 
 def _decode(user: dict[str, Any], field: str, name: str) -> bytes | None:

@@ -14,18 +14,22 @@ Two repairs, both from the original kucero:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import yaml
 from cryptography import x509
 
-from reconciler.decide import pki
+from reconciler.decide import pki, yamldoc
+from reconciler.model import actions, hoststate, nodespec
+from reconciler.model.kubeadm import KUBELET_CLIENT_CURRENT
 
 NODE_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"
+KUBELET_CONFIGURATION = "KubeletConfiguration"
+KUBELET_CONFIG_GROUP = "kubelet.config.k8s.io"
 
 
 def desired_config(rotate_client: bool, rotate_server: bool) -> dict[str, bool]:
@@ -33,9 +37,90 @@ def desired_config(rotate_client: bool, rotate_server: bool) -> dict[str, bool]:
 
 
 def config_changes(config: Mapping[str, Any], desired: Mapping[str, bool]) -> dict[str, bool]:
-    """The fields of ``desired`` that ``config`` does not already have (unset counts as
-    different: the kubelet's defaults are false for both)."""
-    return {k: v for k, v in desired.items() if config.get(k) is not v}
+    """The fields of ``desired`` that ``config`` does not already have. Unset is the
+    kubelet's default, false for both: unset (or null) and wanted false is not a change."""
+    return {k: v for k, v in desired.items() if _or_false(config.get(k)) is not v}
+
+
+def _or_false(value: object) -> object:
+    return False if value is None else value
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigEdit:
+    """What a pass changes in ``config.yaml``, and what it refuses or leaves alone, and why."""
+
+    changes: dict[str, bool]
+    findings: tuple[actions.Finding, ...] = ()
+
+
+def approver_known(spec: nodespec.NodeSpec) -> bool:
+    """Whether something will approve the kubelet's serving CSRs: kucero's signer is active
+    (cluster mode says so in the desired state), or the policy itself sets
+    ``kubelet.rotateServerCertificates`` (the operator vouches for an approver)."""
+    return spec.serving_csr_approver or spec.kubelet.rotate_server_certificates_set
+
+
+def conf_on_rotated_file(state: hoststate.Kubelet, fixing_conf: bool) -> bool:
+    """Whether ``kubelet.conf`` uses ``kubelet-client-current.pem`` after this pass."""
+    creds = state.conf.credentials if state.conf is not None else None
+    on_file = creds is not None and not creds.embedded and creds.cert_file == KUBELET_CLIENT_CURRENT
+    return fixing_conf or on_file
+
+
+def config_edit(
+    spec: nodespec.NodeSpec, config: Mapping[str, Any], conf_on_rotated: bool
+) -> ConfigEdit:
+    """The edit of ``config.yaml`` a pass makes; pure, shared by the plan and the executor.
+
+    * ``serverTLSBootstrap: true`` without an approver breaks ``kubectl logs/exec`` and
+      metrics on the node: it is switched on only when ``approver_known``; otherwise it is
+      left as it is, with an info finding saying why.
+    * ``rotateCertificates: false`` while ``kubelet.conf`` uses the rotated
+      ``kubelet-client-current.pem`` locks the kubelet out when that certificate expires
+      (kubeadm always writes true): refused, with an error finding.
+    """
+    desired = desired_config(
+        spec.kubelet.rotate_client_certificates, spec.kubelet.rotate_server_certificates
+    )
+    findings = []
+    if desired["serverTLSBootstrap"] and not approver_known(spec):
+        del desired["serverTLSBootstrap"]
+        if config.get("serverTLSBootstrap") is not True:
+            findings.append(
+                actions.Finding(
+                    "kubelet",
+                    actions.Reason.SERVING_CSR_APPROVER_UNKNOWN,
+                    actions.Severity.INFO,
+                    "serverTLSBootstrap left as it is: no approver of kubelet serving CSRs is "
+                    "known to run (kucero's signer is not active here) and the policy does not "
+                    "set kubelet.rotateServerCertificates; set it to true if one runs",
+                )
+            )
+    changes = config_changes(config, desired)
+    if changes.get("rotateCertificates") is False and conf_on_rotated:
+        del changes["rotateCertificates"]
+        findings.append(
+            actions.Finding(
+                "kubelet",
+                actions.Reason.CLIENT_ROTATION_REQUIRED,
+                actions.Severity.ERROR,
+                "rotateClientCertificates is false but kubelet.conf uses "
+                f"{KUBELET_CLIENT_CURRENT}, which only the kubelet's rotation renews: writing "
+                "rotateCertificates: false would lock the kubelet out when it expires; refused",
+            )
+        )
+    if changes.get("serverTLSBootstrap") and not spec.serving_csr_approver:
+        findings.append(
+            actions.Finding(
+                "kubelet",
+                actions.Reason.SERVING_CSR_APPROVER_NEEDED,
+                actions.Severity.WARNING,
+                "serverTLSBootstrap: the policy switches it on; the kubelet's serving CSRs "
+                "must be approved by an approver you run (kucero's signer is not active here)",
+            )
+        )
+    return ConfigEdit(changes, tuple(findings))
 
 
 def client_cert_problem(
@@ -90,7 +175,7 @@ def set_fields(text: str, changes: Mapping[str, bool]) -> str:
             return edited
     except ValueError:
         pass
-    return yaml.safe_dump(wanted, sort_keys=False, default_flow_style=False)
+    return yamldoc.dump(wanted)
 
 
 def _keep_comment(line: str) -> Callable[[re.Match[str]], str]:
@@ -101,14 +186,27 @@ def _keep_comment(line: str) -> Callable[[re.Match[str]], str]:
 
 
 def parse_config(text: str | bytes) -> dict[str, Any]:
-    return _load_mapping(text)
+    """A ``KubeletConfiguration``; anything else (a link to ``admin.conf``, an empty file) is
+    a ``ValueError`` so it is reported and never edited."""
+    doc = _load_mapping(text)
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if (
+        kind != KUBELET_CONFIGURATION
+        or not isinstance(api_version, str)
+        or not api_version.startswith(KUBELET_CONFIG_GROUP + "/")
+    ):
+        raise ValueError(
+            f"not a {KUBELET_CONFIGURATION} (apiVersion {api_version!r}, kind {kind!r}); "
+            "left untouched"
+        )
+    return doc
 
 
 def _load_mapping(text: str | bytes) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ValueError(f"invalid YAML: {' '.join(str(e).split())}") from e
+        doc = yamldoc.load(text)
+    except yamldoc.YAMLDocError as e:
+        raise ValueError(f"invalid YAML: {e}") from e
     if doc is None:
         return {}
     if not isinstance(doc, dict):

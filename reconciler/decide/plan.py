@@ -337,16 +337,13 @@ def _kubelet(
             )
         )
     elif state.config is not None:
-        desired = kubelet.desired_config(
-            spec.kubelet.rotate_client_certificates, spec.kubelet.rotate_server_certificates
-        )
-        changes = kubelet.config_changes(state.config, desired)
-        if changes:
+        fixing = any(a.kind == actions.ActionKind.FIX_KUBELET_CONF for a in out)
+        edit = kubelet.config_edit(spec, state.config, kubelet.conf_on_rotated_file(state, fixing))
+        findings += edit.findings
+        if edit.changes:
             detail = ", ".join(
-                f"{k}: {state.config.get(k)!s} -> {v}".replace("True", "true")
-                .replace("False", "false")
-                .replace("None", "unset")
-                for k, v in changes.items()
+                f"{k}: {_yaml_word(state.config.get(k))} -> {_yaml_word(v)}"
+                for k, v in edit.changes.items()
             )
             out.append(
                 actions.Action(
@@ -356,18 +353,6 @@ def _kubelet(
                     detail,
                 )
             )
-            if changes.get("serverTLSBootstrap"):
-                # Nothing in core Kubernetes approves kubelet-serving CSRs: without an
-                # approver the kubelet has no serving certificate (kubectl logs/exec break).
-                findings.append(
-                    actions.Finding(
-                        "kubelet",
-                        actions.Reason.SERVING_CSR_APPROVER_NEEDED,
-                        actions.Severity.WARNING,
-                        "serverTLSBootstrap: the kubelet's serving CSRs must be approved "
-                        "(kucero controller with csrSigner.enabled, or another approver)",
-                    )
-                )
     elif conf is not None:
         findings.append(
             actions.Finding(
@@ -378,6 +363,12 @@ def _kubelet(
             )
         )
     return out
+
+
+def _yaml_word(value: object) -> str:
+    if value is None:
+        return "unset"
+    return ("true" if value else "false") if isinstance(value, bool) else repr(value)
 
 
 def _kubelet_restart(

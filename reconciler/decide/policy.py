@@ -23,13 +23,13 @@ import importlib.resources
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import yaml
-
-from reconciler.decide import duration
+from reconciler.decide import duration, yamldoc
 from reconciler.model import nodespec
+
+if TYPE_CHECKING:
+    import jsonschema
 
 API_VERSION = "kucero.io/v1alpha1"
 KIND = "RotationPolicy"
@@ -60,6 +60,9 @@ class Policy:
 
     document: Mapping[str, Any]  # normalised: defaults applied, durations canonical
     revision: str
+    # The document as written (no defaults): which fields the policy itself sets. Not part of
+    # the revision, which is about meaning.
+    given: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def spec(self) -> Mapping[str, Any]:
@@ -78,9 +81,9 @@ def load(
 ) -> Policy:
     """Parse, validate and default a policy document; raise ``PolicyError`` naming each field."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as e:
-        raise PolicyError(source, [f"invalid YAML: {_one_line(e)}"]) from e
+        data = yamldoc.load(text, unique_keys=True, string_keys=True)
+    except yamldoc.YAMLDocError as e:
+        raise PolicyError(source, [f"invalid YAML: {e}"]) from e
     if not isinstance(data, dict):
         kind = "empty document" if data is None else type(data).__name__
         raise PolicyError(source, [f"the policy must be a YAML mapping, got {kind}"])
@@ -98,7 +101,8 @@ def from_mapping(
     if errors:
         raise PolicyError(source, errors)
     normalised = _normalise(document)
-    return Policy(document=normalised, revision=revision_of(normalised))
+    given = copy.deepcopy({k: v for k, v in data.items() if k != "metadata"})
+    return Policy(document=normalised, revision=revision_of(normalised), given=given)
 
 
 def validate(data: Mapping[str, Any]) -> list[str]:
@@ -109,7 +113,7 @@ def validate(data: Mapping[str, Any]) -> list[str]:
             f"apiVersion: unsupported apiVersion {api_version!r} "
             f"(supported: {', '.join(SUPPORTED_API_VERSIONS)})"
         ]
-    validator = jsonschema.Draft202012Validator(schema(), format_checker=_FORMATS)
+    validator = _validator()
     messages: dict[str, str] = {}
     for error in validator.iter_errors(data):
         path, message = _describe(error)
@@ -118,8 +122,13 @@ def validate(data: Mapping[str, Any]) -> list[str]:
     return [f"{path}: {msg}" if path else msg for path, msg in sorted(messages.items())]
 
 
-def resolve(policy: Policy, labels: Mapping[str, str]) -> nodespec.NodeSpec:
-    """The node's spec: the first override whose selector matches ``labels``, over ``spec``."""
+def resolve(
+    policy: Policy, labels: Mapping[str, str], serving_csr_approver: bool = False
+) -> nodespec.NodeSpec:
+    """The node's spec: the first override whose selector matches ``labels``, over ``spec``.
+
+    ``serving_csr_approver``: kucero's CSR signer approves this node's serving CSRs (cluster
+    mode knows; offline it is False)."""
     spec = policy.spec
     merged: Mapping[str, Any] = spec
     matched: int | None = None
@@ -128,7 +137,14 @@ def resolve(policy: Policy, labels: Mapping[str, str]) -> nodespec.NodeSpec:
             merged = _merge(spec, override["spec"])
             matched = i
             break
-    return _node_spec(merged, policy.revision, matched)
+    given = [policy.given.get("spec") or {}]
+    if matched is not None:
+        given.append(policy.given["spec"]["overrides"][matched]["spec"])
+    server_set = any("rotateServerCertificates" in (g.get("kubelet") or {}) for g in given)
+    return dataclasses.replace(
+        _node_spec(merged, policy.revision, matched, server_set),
+        serving_csr_approver=serving_csr_approver,
+    )
 
 
 def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
@@ -162,22 +178,6 @@ def default_document() -> dict[str, Any]:
 # --- internals -------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: with plain YAML the last one silently wins,
-    and a policy edited in Git must not mean something other than what it shows."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def _check_duration(value: object) -> bool:
     if not isinstance(value, str):
         return True  # the type keyword reports it
@@ -197,9 +197,17 @@ def _check_cidr(value: object) -> bool:
     return "/" in value
 
 
-_FORMATS = jsonschema.FormatChecker(formats=())
-_FORMATS.checks("go-duration")(_check_duration)
-_FORMATS.checks("cidr")(_check_cidr)
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    """Built on first use: importing jsonschema costs about 45 ms (PITFALLS.md), which only
+    the commands that validate a policy pay. The format checker knows only the two formats
+    the schema uses, none of jsonschema's own."""
+    import jsonschema
+
+    formats = jsonschema.FormatChecker(formats=())
+    formats.checks("go-duration")(_check_duration)
+    formats.checks("cidr")(_check_cidr)
+    return jsonschema.Draft202012Validator(schema(), format_checker=formats)
 
 
 def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
@@ -208,7 +216,8 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
     schema_ = error.schema if isinstance(error.schema, dict) else {}
     is_duration = schema_.get("format") == "go-duration"
     if error.validator == "additionalProperties":
-        extra = sorted(set(value) - set(schema_.get("properties", {})))
+        # keys are strings in a loaded policy; from_mapping may be given anything
+        extra = sorted(set(value) - set(schema_.get("properties", {})), key=repr)
         return path, f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}"
     if error.validator in ("pattern", "format") and is_duration:
         if isinstance(value, str) and value.startswith("-"):
@@ -285,23 +294,51 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 def _cross_field_errors(document: Mapping[str, Any]) -> list[str]:
     spec = document["spec"]
-    errors = _validity_errors(spec, "spec")
+    errors = _spec_errors(spec, "spec")
     for i, override in enumerate(spec["overrides"]):
         merged = _merge(spec, override["spec"])
         where = f"spec.overrides[{i}].spec"
-        errors += [e for e in _validity_errors(merged, where) if e not in errors]
+        errors += [e for e in _spec_errors(merged, where) if e not in errors]
     return errors
+
+
+def _spec_errors(spec: Mapping[str, Any], where: str) -> list[str]:
+    return _validity_errors(spec, where) + _kubelet_errors(spec, where)
 
 
 def _validity_errors(spec: Mapping[str, Any], where: str) -> list[str]:
     kubeadm = spec["kubeadm"]
     before = duration.parse(kubeadm["renewBefore"])
     validity = duration.parse(kubeadm["certificateValidity"])
+    interval = duration.parse(spec["checkInterval"])
     if before >= validity:
         return [
             f"{where}.kubeadm.renewBefore: {kubeadm['renewBefore']} must be shorter than "
             f"kubeadm.certificateValidity ({kubeadm['certificateValidity']}), or every "
             "renewed certificate would be renewed again at once"
+        ]
+    if validity - before < interval:
+        # A renewed certificate would be due again before the next check: the node would
+        # renew (and restart its control plane) on every pass, forever.
+        return [
+            f"{where}.kubeadm.certificateValidity: {kubeadm['certificateValidity']} leaves "
+            f"{duration.format(validity - before)} before a renewed certificate is due again "
+            f"(renewBefore {kubeadm['renewBefore']}), less than checkInterval "
+            f"({spec['checkInterval']}): it would be renewed again on every pass"
+        ]
+    return []
+
+
+def _kubelet_errors(spec: Mapping[str, Any], where: str) -> list[str]:
+    kubelet = spec["kubelet"]
+    if kubelet["fixKubeletConf"] and not kubelet["rotateClientCertificates"]:
+        # fixKubeletConf points kubelet.conf at kubelet-client-current.pem, which only the
+        # kubelet's own rotation renews: with rotation off the kubelet is locked out a year on.
+        return [
+            f"{where}.kubelet.rotateClientCertificates: false with kubelet.fixKubeletConf: "
+            "true would point kubelet.conf at kubelet-client-current.pem and stop the kubelet "
+            "renewing it (locked out when it expires); set fixKubeletConf: false or keep "
+            "rotation on"
         ]
     return []
 
@@ -319,7 +356,9 @@ def _normalise(document: Mapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _node_spec(spec: Mapping[str, Any], revision: str, override: int | None) -> nodespec.NodeSpec:
+def _node_spec(
+    spec: Mapping[str, Any], revision: str, override: int | None, server_set: bool = False
+) -> nodespec.NodeSpec:
     k, kl = spec["kubeadm"], spec["kubelet"]
     return nodespec.NodeSpec(
         revision=revision,
@@ -332,13 +371,14 @@ def _node_spec(spec: Mapping[str, Any], revision: str, override: int | None) -> 
             certificates=tuple(k["certificates"]),
             restart=k["restart"],
             health_timeout=duration.parse_timedelta(k["healthTimeout"]),
-            backup_retain=k["backup"]["retain"],
+            backup_retain=int(k["backup"]["retain"]),  # JSON Schema takes 2.0 as an integer
         ),
         kubelet=nodespec.KubeletSpec(
             fix_kubelet_conf=kl["fixKubeletConf"],
             rotate_client_certificates=kl["rotateClientCertificates"],
             rotate_server_certificates=kl["rotateServerCertificates"],
             restart=kl["restart"],
+            rotate_server_certificates_set=server_set,
         ),
         override=override,
         rollout=nodespec.RolloutSpec(
@@ -353,9 +393,20 @@ def spec_document(node_spec: nodespec.NodeSpec) -> dict[str, Any]:
     """The resolved spec as a policy-shaped mapping (for the ``kucero.io/desired``
     annotation and ``--policy`` round trips)."""
     k, kl = node_spec.kubeadm, node_spec.kubelet
+    kubelet: dict[str, Any] = {
+        "fixKubeletConf": kl.fix_kubelet_conf,
+        "rotateClientCertificates": kl.rotate_client_certificates,
+        "rotateServerCertificates": kl.rotate_server_certificates,
+        "restart": kl.restart,
+    }
+    if kl.rotate_server_certificates and not kl.rotate_server_certificates_set:
+        # true by default only: written out it would read as the policy vouching for an
+        # approver on the round trip
+        del kubelet["rotateServerCertificates"]
     return {
         "revision": node_spec.revision,
         "override": node_spec.override,
+        "servingCSRApprover": node_spec.serving_csr_approver,
         "spec": {
             "paused": node_spec.paused,
             "checkInterval": _fmt(node_spec.check_interval),
@@ -368,12 +419,7 @@ def spec_document(node_spec: nodespec.NodeSpec) -> dict[str, Any]:
                 "healthTimeout": _fmt(k.health_timeout),
                 "backup": {"retain": k.backup_retain},
             },
-            "kubelet": {
-                "fixKubeletConf": kl.fix_kubelet_conf,
-                "rotateClientCertificates": kl.rotate_client_certificates,
-                "rotateServerCertificates": kl.rotate_server_certificates,
-                "restart": kl.restart,
-            },
+            "kubelet": kubelet,
             "rollout": {
                 "maxConcurrentNodes": node_spec.rollout.max_concurrent_nodes,
                 "cordon": node_spec.rollout.cordon,

@@ -8,6 +8,7 @@ operator used to kubeadm finds the same columns.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,7 +89,7 @@ def expiration_table(rows: Sequence[dict[str, Any]]) -> str:
         ["CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED"],
         [[r["name"], *_expires(r), _yes(r["externallyManaged"])] for r in cas],
     )
-    errors = [f"{r['name']}: {r['error']}" for r in rows if r.get("error")]
+    errors = [printable(f"{r['name']}: {r['error']}") for r in rows if r.get("error")]
     if errors:
         out += "\nERRORS\n" + "\n".join(errors) + "\n"
     return out
@@ -137,8 +138,26 @@ def results_table(results: Sequence[actions.Result]) -> str:
     )
 
 
+# Characters a terminal acts on instead of showing: C0 and C1 controls (ESC starts colour,
+# cursor and title sequences), DEL, line separators, and the format characters that reorder
+# or hide text (bidi overrides, zero-width). A certificate subject, a file name or a YAML
+# key can carry any of them.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print on a terminal: every control or invisible formatting character
+    is shown as an escape (``\\x1b``, ``\\u202e``); everything else is unchanged."""
+    return _UNPRINTABLE.sub(_escape, str(text))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    cells = [list(map(printable, header))] + [[printable(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = [
         "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells

@@ -40,6 +40,8 @@ class Reason(enum.StrEnum):
     KUBELET_CONFIG_MISSING = "KubeletConfigMissing"
     RESTART_REQUIRED = "RestartRequired"
     SERVING_CSR_APPROVER_NEEDED = "ServingCSRApproverNeeded"
+    SERVING_CSR_APPROVER_UNKNOWN = "ServingCSRApproverUnknown"
+    CLIENT_ROTATION_REQUIRED = "ClientRotationRequired"
     JOURNAL_PENDING = "InterruptedPassPending"
     # a renewal or edit that would write through shared or foreign files (issue 6)
     SHARED_FILE = "SharedFile"  # a file another certificate, kubeconfig or CA also uses

@@ -7,11 +7,12 @@ needs the same PEM container, and never appear in a repr.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Any
 
 from reconciler.model import kubeadm
+
+if TYPE_CHECKING:  # annotations only: commands that print no certificate never load x509
+    from cryptography import x509
 
 
 @dataclasses.dataclass(frozen=True)

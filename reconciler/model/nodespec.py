@@ -26,6 +26,9 @@ class KubeletSpec:
     rotate_client_certificates: bool
     rotate_server_certificates: bool
     restart: str
+    # The policy itself (spec or the matching override) sets rotateServerCertificates. A
+    # schema default or a seed flag does not count: it says nothing about an approver.
+    rotate_server_certificates_set: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,3 +51,6 @@ class NodeSpec:
     kubelet: KubeletSpec
     override: int | None  # index of the override that matched, if any
     rollout: RolloutSpec = RolloutSpec()
+    # kucero's CSR signer approves this node's serving CSRs (cluster mode sets it in the
+    # desired state); offline it is False.
+    serving_csr_approver: bool = False

@@ -65,14 +65,15 @@ def execute(
     writes: list[transaction.Write] = []
     written: list[actions.Action] = []
     ca_keys: dict[str, pki.PrivateKey] = {}
+    new_keys = _new_keys(observed, the_plan)
     for action in the_plan.actions:
         try:
             if action.kind == actions.ActionKind.RENEW:
-                writes += _renewal(host, spec, observed, action.target, now, ca_keys)
+                writes += _renewal(host, spec, observed, action.target, now, ca_keys, new_keys)
             elif action.kind == actions.ActionKind.FIX_KUBELET_CONF:
                 writes.append(_fix_kubelet_conf(observed))
             elif action.kind == actions.ActionKind.SET_KUBELET_CONFIG:
-                writes.append(_set_kubelet_config(spec, observed))
+                writes.append(_set_kubelet_config(spec, observed, the_plan))
             else:
                 continue
         except (host_.HostError, pki.PKIError, kubeconfig.KubeconfigError, ValueError) as e:
@@ -174,6 +175,16 @@ def _prune(host: host_.Host, retain: int, backup: str | None) -> str:
     return ""
 
 
+def _new_keys(observed: hoststate.Observed, the_plan: actions.Plan) -> dict[str, pki.PrivateKey]:
+    """The new keys of every renewal of the plan, made together so RSA ones use every core."""
+    public_keys = {}
+    for action in the_plan.of(actions.ActionKind.RENEW):
+        leaf = observed.leaves.get(action.target)
+        if leaf is not None and leaf.cert is not None:
+            public_keys[action.target] = leaf.cert.public_key()
+    return keys.new_keys_like(public_keys)  # type: ignore[arg-type]
+
+
 def _renewal(
     host: host_.Host,
     spec: nodespec.NodeSpec,
@@ -181,6 +192,7 @@ def _renewal(
     name: str,
     now: dt.datetime,
     ca_keys: dict[str, pki.PrivateKey],
+    new_keys: dict[str, pki.PrivateKey],
 ) -> list[transaction.Write]:
     leaf = observed.leaves[name]
     ca = kubeadm.CA_BY_NAME[leaf.ca]
@@ -194,7 +206,8 @@ def _renewal(
             ca_keys[leaf.ca] = pki.load_key(data)
         except pki.PKIError as e:
             raise pki.PKIError(f"{ca.key}: {e}") from e  # the message names the file, never the key
-    new_key = keys.new_key_like(leaf.cert.public_key())  # type: ignore[arg-type]
+    # absent only for an unsupported key type: new_key_like raises the error for this action
+    new_key = new_keys.get(name) or keys.new_key_like(leaf.cert.public_key())  # type: ignore[arg-type]
     cert = pki.renew(
         leaf.cert,
         ca_cert,
@@ -221,7 +234,10 @@ def _renewal(
             f"{leaf.path}: client credentials not embedded; not kubeadm's to renew"
         )
     # the file now holds a private key: 0600, whatever it was before
-    data = kubeconfig.with_embedded(leaf.document, creds.user, cert_pem, key_pem)
+    # kubeadm refreshes the embedded CA too (certs renew: kubeConfigReadWriter.Write)
+    data = kubeconfig.with_embedded(
+        leaf.document, creds.user, cert_pem, key_pem, ca_pem=pki.cert_pem(ca_cert)
+    )
     return [transaction.Write(leaf.path, data, mode=0o600)]
 
 
@@ -244,13 +260,14 @@ def _fix_kubelet_conf(observed: hoststate.Observed) -> transaction.Write:
     return transaction.Write(kubeadm.KUBELET_CONF, data)
 
 
-def _set_kubelet_config(spec: nodespec.NodeSpec, observed: hoststate.Observed) -> transaction.Write:
+def _set_kubelet_config(
+    spec: nodespec.NodeSpec, observed: hoststate.Observed, the_plan: actions.Plan
+) -> transaction.Write:
     state = observed.kubelet
     assert state.config_text is not None and state.config is not None
-    desired = kubelet.desired_config(
-        spec.kubelet.rotate_client_certificates, spec.kubelet.rotate_server_certificates
-    )
-    text = kubelet.set_fields(state.config_text, kubelet.config_changes(state.config, desired))
+    fixing = bool(the_plan.of(actions.ActionKind.FIX_KUBELET_CONF))
+    edit = kubelet.config_edit(spec, state.config, kubelet.conf_on_rotated_file(state, fixing))
+    text = kubelet.set_fields(state.config_text, edit.changes)
     return transaction.Write(kubeadm.KUBELET_CONFIG, text.encode())
 
 

@@ -30,7 +30,7 @@ import shlex
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from reconciler.model import hoststate, paths
@@ -151,19 +151,35 @@ class Host:
         data: bytes,
         mode: int | None = None,
         owner: tuple[int, int] | None = None,
+        sync_dir: bool = True,
     ) -> None:
         """Replace the file at ``host_path`` with ``data``, atomically and durably.
 
         ``mode``/``owner`` default to the existing file's (0600 and the caller's for a new
-        file). Writing the content it already has is a no-op.
+        file). Writing the content it already has is a no-op. ``sync_dir=False`` leaves the
+        directory's fsync (which makes the rename durable) to a later ``sync_dirs`` by a
+        caller that writes many files in one directory before its next barrier.
         """
         if mode is None and owner is None and self.read(host_path) == data:
             return
         try:
             with self._at(host_path, create_parents=True) as where:
-                _write_at(where, data, mode, owner)
+                _write_at(where, data, mode, owner, sync_dir)
         except OSError as e:
             raise HostError(f"{host_path}: cannot write: {e.strerror or e}") from e
+
+    def sync_dirs(self, host_dirs: Iterable[str]) -> None:
+        """fsync each directory once: the renames made in it are durable when this returns."""
+        for host_dir in sorted(set(host_dirs)):
+            try:
+                with self._at(host_dir) as where:
+                    fd = os.open(where.name, _DIR_FLAGS, dir_fd=where.dir_fd)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            except OSError as e:
+                raise HostError(f"{host_dir}: cannot sync: {e.strerror or e}") from e
 
     def remove(self, host_path: str) -> None:
         """Remove a file (a link itself, never what it points to); absent is a no-op."""
@@ -302,9 +318,14 @@ def _require_regular(host_path: str, st: os.stat_result, limit: int) -> None:
 
 
 def _write_at(
-    where: confined.Located, data: bytes, mode: int | None, owner: tuple[int, int] | None
+    where: confined.Located,
+    data: bytes,
+    mode: int | None,
+    owner: tuple[int, int] | None,
+    sync_dir: bool = True,
 ) -> None:
-    """Temporary file beside ``where.name``, fsynced, renamed over it, directory fsynced."""
+    """Temporary file beside ``where.name``, fsynced, renamed over it, directory fsynced
+    (unless ``sync_dir`` is False: the caller syncs it later)."""
     try:
         st: os.stat_result | None = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -332,7 +353,8 @@ def _write_at(
         finally:
             os.close(fd)
         os.rename(tmp, where.name, src_dir_fd=where.dir_fd, dst_dir_fd=where.dir_fd)
-        os.fsync(where.dir_fd)
+        if sync_dir:
+            os.fsync(where.dir_fd)
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=where.dir_fd)

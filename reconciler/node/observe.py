@@ -14,13 +14,12 @@ from typing import Any
 from cryptography import x509
 
 from reconciler.decide import kubeconfig, kubelet, ownfiles, pki
-from reconciler.model import hoststate, kubeadm, paths
+from reconciler.model import actions, hoststate, kubeadm, paths
 from reconciler.node import host as host_
 
 
 def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observed:
     """Read everything a pass needs from ``host``; never raises for a bad file."""
-    errors: list[str] = []
     cas = {ca.name: _read_ca(host, ca) for ca in kubeadm.CAS}
     leaves: dict[str, hoststate.LeafFile] = {}
     for leaf in kubeadm.LEAVES:
@@ -32,25 +31,29 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
         node_name = kubelet.node_name_from(kubelet_state.conf.cert)
     if node_name is None:
         node_name = kubelet.node_name_from(kubelet_state.client_current)
-    manifests = frozenset(
-        c for c in kubeadm.COMPONENTS if _safe_exists(host, kubeadm.manifest(c), errors)
-    )
-    watched = [p for ca in kubeadm.CAS for p in (ca.cert, ca.key)]
-    watched += [p for leaf in leaves.values() for p in leaf.files]
-    if kubelet_state.conf is not None:
-        watched += kubelet_state.conf.files
-    watched += [kubeadm.KUBELET_CONFIG, kubeadm.KUBELET_CLIENT_CURRENT, paths.STATE]
     return hoststate.Observed(
         node_name=node_name,
         cas=cas,
         leaves=leaves,
         kubelet=kubelet_state,
-        manifests=manifests,
-        pending_restarts=_read_pending_restarts(host, errors),
-        journal_pending=_safe_exists(host, paths.JOURNAL, errors),
-        errors=tuple(errors),
-        identities=_identities(host, watched),
+        **_read_afresh(host, leaves, kubelet_state),
     )
+
+
+def _read_afresh(
+    host: host_.Host, leaves: dict[str, hoststate.LeafFile], kubelet_state: hoststate.Kubelet
+) -> dict[str, Any]:
+    """The fields every observation reads again, ``refresh`` included: the static pod
+    manifests, kucero's state file and journal, and every watched file's identity (a replaced
+    file is a new inode). Stats and one small JSON document; ``errors`` is theirs alone."""
+    errors: list[str] = []
+    return {
+        "manifests": _manifests(host, errors),
+        "pending_restarts": _read_pending_restarts(host, errors),
+        "journal_pending": _safe_exists(host, paths.JOURNAL, errors),
+        "errors": tuple(errors),
+        "identities": _identities(host, _watched(leaves, kubelet_state)),
+    }
 
 
 def _identities(host: host_.Host, host_paths: list[str]) -> dict[str, hoststate.FileIdentity]:
@@ -65,6 +68,50 @@ def _identities(host: host_.Host, host_paths: list[str]) -> dict[str, hoststate.
         if found is not None:
             out[path] = found
     return out
+
+
+def refresh(host: host_.Host, before: hoststate.Observed, done: actions.Plan) -> hoststate.Observed:
+    """``before`` with what the actions of ``done`` may have changed read again from ``host``.
+
+    Confirms a pass: every certificate it renewed is parsed again from disk, its key checked
+    against it and its signature against the CA, as the first observation did; the kubelet's
+    files when it repaired them; what ``_read_afresh`` reads, always.
+    The rest (the CAs, which a pass never writes, and the leaves it did not touch) is reused,
+    so a pass parses each file it does not write once. A change someone else makes meanwhile
+    to a file the pass did not touch is seen by the next pass, as it would be a moment later.
+    """
+    leaves = dict(before.leaves)
+    renewed = {a.target for a in done.of(actions.ActionKind.RENEW)}
+    for leaf in kubeadm.LEAVES:
+        if leaf.name in renewed:
+            found = _read_leaf(host, leaf, before.cas[leaf.ca])
+            if found is None:
+                leaves.pop(leaf.name, None)
+            else:
+                leaves[leaf.name] = found
+    kubelet_state = before.kubelet
+    if done.of(actions.ActionKind.FIX_KUBELET_CONF) or done.of(
+        actions.ActionKind.SET_KUBELET_CONFIG
+    ):
+        kubelet_state = _read_kubelet(host, before.cas["ca"])
+    return dataclasses.replace(
+        before, leaves=leaves, kubelet=kubelet_state, **_read_afresh(host, leaves, kubelet_state)
+    )
+
+
+def _watched(leaves: dict[str, hoststate.LeafFile], kubelet_state: hoststate.Kubelet) -> list[str]:
+    watched = [p for ca in kubeadm.CAS for p in (ca.cert, ca.key)]
+    watched += [p for leaf in leaves.values() for p in leaf.files]
+    if kubelet_state.conf is not None:
+        watched += kubelet_state.conf.files
+    watched += [kubeadm.KUBELET_CONFIG, kubeadm.KUBELET_CLIENT_CURRENT, paths.STATE]
+    return watched
+
+
+def _manifests(host: host_.Host, errors: list[str]) -> frozenset[str]:
+    return frozenset(
+        c for c in kubeadm.COMPONENTS if _safe_exists(host, kubeadm.manifest(c), errors)
+    )
 
 
 def read_state(host: host_.Host, errors: list[str] | None = None) -> dict[str, Any]:
@@ -94,9 +141,15 @@ def _safe_exists(host: host_.Host, path: str, errors: list[str]) -> bool:
 def _read_ca(host: host_.Host, ca: kubeadm.CA) -> hoststate.CAFile:
     try:
         data = host.read(ca.cert)
-        key_present = host.exists(ca.key)
     except host_.HostError as e:
         return hoststate.CAFile(ca.name, ca.cert, None, False, str(e))
+    try:
+        key_present = host.exists(ca.key)
+    except OSError:
+        # A key we may not even look at (a link into a directory this user cannot search)
+        # is there: reading it below says why it cannot be used. Externally managed means
+        # absent, and must not be concluded from a permission error.
+        key_present = True
     if data is None:
         return hoststate.CAFile(ca.name, ca.cert, None, key_present)
     try:
@@ -222,13 +275,24 @@ def _read_kubelet(host: host_.Host, ca: hoststate.CAFile) -> hoststate.Kubelet:
     current: x509.Certificate | None = None
     current_matches = False
     current_error: str | None = None
-    try:
-        data = host.read(kubeadm.KUBELET_CLIENT_CURRENT)
-        if data is not None:
-            current = pki.load_cert(data)
-            current_matches = pki.key_matches(current, pki.load_key(data))
-    except (host_.HostError, pki.PKIError) as e:
-        current_error = f"{kubeadm.KUBELET_CLIENT_CURRENT}: {e}"
+    creds = conf.credentials if conf is not None else None
+    if (
+        conf is not None
+        and conf.error is None
+        and conf.key_matches is not None
+        and creds is not None
+        and creds.cert_file == creds.key_file == kubeadm.KUBELET_CLIENT_CURRENT
+    ):
+        # kubelet.conf points at the file (as kucero repairs it): parsed once, just above
+        current, current_matches = conf.cert, conf.key_matches
+    else:
+        try:
+            data = host.read(kubeadm.KUBELET_CLIENT_CURRENT)
+            if data is not None:
+                current = pki.load_cert(data)
+                current_matches = pki.key_matches(current, pki.load_key(data))
+        except (host_.HostError, pki.PKIError) as e:
+            current_error = f"{kubeadm.KUBELET_CLIENT_CURRENT}: {e}"
     config_text: str | None = None
     config: dict[str, Any] | None = None
     config_error: str | None = None

@@ -96,8 +96,8 @@ def apply(
             for side in ("old", "new"):
                 host.makedirs(posixpath.dirname(f"{backup}/{side}/{rel}"), mode=0o700)
             if old is not None:
-                host.write_atomic(f"{backup}/old/{rel}", old, mode=0o600)
-            host.write_atomic(f"{backup}/new/{rel}", write.data, mode=0o600)
+                host.write_atomic(f"{backup}/old/{rel}", old, mode=0o600, sync_dir=False)
+            host.write_atomic(f"{backup}/new/{rel}", write.data, mode=0o600, sync_dir=False)
             old_mode = st.st_mode & 0o7777 if st else None
             entries.append(
                 {
@@ -110,6 +110,11 @@ def apply(
                 }
             )
             failpoints.step()
+        # Barrier: every backup and staged copy is durable before the journal points at them
+        # (one fsync per directory, not one per file: fsync is most of a pass's time).
+        host.sync_dirs(
+            posixpath.dirname(f"{backup}/{side}{w.path}") for w in writes for side in ("old", "new")
+        )
         journal = {"backup": backup, "files": entries}
         host.write_atomic(paths.JOURNAL, json.dumps(journal, indent=1).encode(), mode=0o600)
     except host_.HostError as e:
@@ -118,8 +123,10 @@ def apply(
     failpoints.step()
     try:
         for entry in entries:
-            _install(host, backup, entry)
+            _install(host, backup, entry, sync_dir=False)
             failpoints.step()
+        # Barrier: every replacement is durable before the journal that could redo it goes.
+        host.sync_dirs(posixpath.dirname(w.path) for w in writes)
     except host_.HostError as e:
         try:
             _rollback(host, journal)
@@ -278,11 +285,13 @@ def _owner(entry: dict[str, Any]) -> tuple[int, int] | None:
     return (entry["owner"][0], entry["owner"][1]) if entry.get("owner") else None
 
 
-def _install(host: host_.Host, backup: str, entry: dict[str, Any]) -> None:
+def _install(host: host_.Host, backup: str, entry: dict[str, Any], sync_dir: bool = True) -> None:
     staged = host.read(f"{backup}/new/{entry['path'].lstrip('/')}")
     if staged is None or _sha(staged) != entry["sha256"]:
         raise host_.HostError(f"{backup}/new{entry['path']}: staged copy missing or damaged")
-    host.write_atomic(entry["path"], staged, mode=entry["mode"], owner=_owner(entry))
+    host.write_atomic(
+        entry["path"], staged, mode=entry["mode"], owner=_owner(entry), sync_dir=sync_dir
+    )
 
 
 def _staged_ok(host: host_.Host, backup: str, entry: dict[str, Any]) -> bool:

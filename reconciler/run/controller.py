@@ -102,7 +102,7 @@ class Controller:
         s = self.settings
         threads = [
             threading.Thread(
-                target=self.kube.watch_forever,
+                target=_ending_term_on_error(self.kube.watch_forever, stop),
                 args=(
                     configmaps.collection(s.policy_namespace),
                     configmaps.watch_params(s.policy_name),
@@ -114,7 +114,7 @@ class Controller:
                 name="watch-policy",
             ),
             threading.Thread(
-                target=self.kube.watch_forever,
+                target=_ending_term_on_error(self.kube.watch_forever, stop),
                 args=(
                     nodes.PATH,
                     None,
@@ -127,7 +127,11 @@ class Controller:
             ),
         ]
         threads += [
-            threading.Thread(target=c.run, args=(self.kube, stop, self.current_policy), name=c.name)
+            threading.Thread(
+                target=_ending_term_on_error(c.run, stop),
+                args=(self.kube, stop, self.current_policy),
+                name=c.name,
+            )
             for c in self.components
         ]
         for thread in threads:
@@ -287,6 +291,24 @@ class Controller:
         node.desired = value
         log.info("node %s: desired revision %s", name, loaded.revision)
         return True
+
+
+def _ending_term_on_error(
+    target: Callable[..., None], stop: threading.Event
+) -> Callable[..., None]:
+    """A leader thread that dies (a bug) ends the term instead of leaving a leader that no longer
+    watches: the elector releases the Lease and the next term starts afresh."""
+
+    def run(*args: Any) -> None:
+        try:
+            target(*args)
+        except Exception:
+            log.exception(
+                "leader work %s failed; ending this term", getattr(target, "__name__", target)
+            )
+            stop.set()
+
+    return run
 
 
 def _as_configmap(obj: dict[str, Any]) -> dict[str, Any]:

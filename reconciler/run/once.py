@@ -2,8 +2,8 @@
 
 This wires the pure modules (``policy``, ``plan``) to the ones that act (``observe``,
 ``execute``); it holds no decisions of its own. A pass always finishes an interrupted earlier
-pass first, and ends by observing and planning again, so "converged" means what the next pass
-would see, not what this one hoped to have done.
+pass first, and ends by reading back what it wrote and planning again, so "converged" means
+what the next pass would see, not what this one hoped to have done.
 """
 
 from __future__ import annotations
@@ -141,7 +141,9 @@ def _locked_pass(
             observed=observed,
         )
     results = execute.execute(host, spec, observed, first, clock(), settings)
-    final = observe.observe(host, node_name)
+    # Converged means what the next pass would see: what this one wrote is read back and
+    # verified (key against certificate, certificate against CA); the rest was just read.
+    final = observe.refresh(host, observed, first)
     after = plan.plan(spec, final, clock())
     return PassResult(
         spec,

@@ -116,3 +116,27 @@ def test_kubeadm_reads_the_tree_kucero_renewed(
     sans = apiserver.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "kubernetes.default.svc.cluster.local" in sans.get_values_for_type(x509.DNSName)
     assert all(leaf.key_matches for leaf in seen.leaves.values())
+
+
+def test_fabricated_ecdsa_leaves_have_kubeadms_key_usages(
+    kubeadm_node: Any, tmp_path: Path
+) -> None:
+    """fabricate builds what kubeadm builds: kubeadm sets keyEncipherment on ECDSA leaves too
+    (NewSignedCert), so a renewal that copies usages must meet it in the unit tests as well."""
+    from reconciler import fabricate
+    from reconciler.model import kubeadm
+
+    real = kubeadm_node(algorithm="ECDSA-P256")
+    made = fabricate.build(
+        tmp_path / "made", dt.datetime.now(dt.UTC), fabricate.Options(key_type="ecdsa")
+    )
+
+    def usages(root: Path, leaf: kubeadm.Leaf) -> x509.KeyUsage:
+        cert = x509.load_pem_x509_certificate((root / leaf.path.lstrip("/")).read_bytes())
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
+
+    certificates = [leaf for leaf in kubeadm.LEAVES if leaf.kind == "certificate"]
+    assert certificates
+    for leaf in certificates:
+        assert usages(made, leaf) == usages(real, leaf), leaf.name
+        assert usages(made, leaf).key_encipherment, leaf.name

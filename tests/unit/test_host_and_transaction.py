@@ -91,10 +91,11 @@ def test_a_failed_write_rolls_every_file_back(
         data: bytes,
         mode: int | None = None,
         owner: tuple[int, int] | None = None,
+        sync_dir: bool = True,
     ) -> None:
         if path == "/etc/kubernetes/pki/a.key" and data == b"key-v2":
             raise host.HostError(f"{path}: cannot write: No space left on device")
-        real(self, path, data, mode, owner)
+        real(self, path, data, mode, owner, sync_dir)
 
     monkeypatch.setattr(host.Host, "write_atomic", failing)
     with pytest.raises(transaction.TransactionError, match=r"every file restored.*No space left"):

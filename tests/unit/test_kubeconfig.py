@@ -153,3 +153,31 @@ def test_with_file_references_replaces_embedded_data() -> None:
 def test_editing_an_absent_user_fails() -> None:
     with pytest.raises(kubeconfig.KubeconfigError, match="user 'nobody' not found"):
         kubeconfig.with_embedded(DOC, "nobody", b"", b"")
+
+
+def test_renewal_refreshes_the_ca_data_of_the_cluster_in_use() -> None:
+    doc = {
+        "clusters": [
+            {"name": "other", "cluster": {"certificate-authority-data": "T0xE"}},
+            {"name": "kubernetes", "cluster": {"certificate-authority-data": "T0xE"}},
+        ],
+        "contexts": [{"name": "c", "context": {"cluster": "kubernetes", "user": "admin"}}],
+        "current-context": "c",
+        "users": [
+            {"name": "admin", "user": {"client-certificate-data": "", "client-key-data": ""}}
+        ],
+    }
+    out = yaml.safe_load(kubeconfig.with_embedded(doc, "admin", b"C", b"K", ca_pem=b"NEWCA"))
+    assert out["clusters"][1]["cluster"]["certificate-authority-data"] == "TkVXQ0E="
+    assert out["clusters"][0]["cluster"]["certificate-authority-data"] == "T0xE"
+
+
+def test_renewal_leaves_a_cluster_that_names_a_ca_file_alone() -> None:
+    doc = {
+        "clusters": [{"name": "k", "cluster": {"certificate-authority": "/ca.crt"}}],
+        "users": [
+            {"name": "admin", "user": {"client-certificate-data": "", "client-key-data": ""}}
+        ],
+    }
+    out = yaml.safe_load(kubeconfig.with_embedded(doc, "admin", b"C", b"K", ca_pem=b"NEWCA"))
+    assert out["clusters"][0]["cluster"] == {"certificate-authority": "/ca.crt"}

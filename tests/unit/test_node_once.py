@@ -95,7 +95,8 @@ def test_full_pass_converges_and_second_pass_changes_nothing(
     conf = (root / "etc/kubernetes/kubelet.conf").read_text()
     assert "client-certificate-data" not in conf and kubeadm.KUBELET_CLIENT_CURRENT in conf
     config = (root / "var/lib/kubelet/config.yaml").read_text()
-    assert config.endswith("rotateCertificates: true\nserverTLSBootstrap: true\n")
+    # the policy is silent about rotateServerCertificates and no approver is known offline
+    assert config.endswith("staticPodPath: /etc/kubernetes/manifests\nrotateCertificates: true\n")
     assert "# written by kubeadm; kucero must keep this comment" in config
     assert (root.parent / f"{root.name}-kubelet-restarts").read_text() == "restarted\n"
 

@@ -331,3 +331,33 @@ def test_rollout_fields_reach_the_node_spec(text: str, expected: tuple[int, bool
 def test_rollout_cordon_must_be_a_boolean() -> None:
     with pytest.raises(policy.PolicyError, match=r"spec\.rollout\.cordon"):
         load("spec: {rollout: {cordon: 'yes'}}\n")
+
+
+def test_only_the_policy_itself_vouches_for_a_serving_csr_approver() -> None:
+    silent = policy.resolve(load(), {})
+    assert silent.kubelet.rotate_server_certificates
+    assert not silent.kubelet.rotate_server_certificates_set and not silent.serving_csr_approver
+    flags = {"kubelet": {"rotateServerCertificates": True}}
+    assert not policy.resolve(load(defaults=flags), {}).kubelet.rotate_server_certificates_set
+    said = policy.resolve(load("spec: {kubelet: {rotateServerCertificates: true}}\n"), {})
+    assert said.kubelet.rotate_server_certificates_set
+    assert policy.resolve(load(), {}, serving_csr_approver=True).serving_csr_approver
+
+
+def test_spec_document_round_trip_keeps_whether_server_rotation_was_said() -> None:
+    for body in ("", "spec: {kubelet: {rotateServerCertificates: true}}\n", EDGE):
+        spec = policy.resolve(load(body), {"pool": "edge"})
+        doc = {"apiVersion": policy.API_VERSION, "kind": policy.KIND}
+        doc["spec"] = policy.spec_document(spec)["spec"]
+        again = policy.resolve(policy.load(yaml.safe_dump(doc), "desired"), {})
+        assert again.kubelet == spec.kubelet
+
+
+def test_integer_valued_float_retain_is_an_integer() -> None:
+    spec = policy.resolve(load("spec: {kubeadm: {backup: {retain: 2.0}}}\n"), {})
+    assert spec.kubeadm.backup_retain == 2 and isinstance(spec.kubeadm.backup_retain, int)
+
+
+def test_unknown_fields_of_mixed_key_types_are_reported_not_sorted_into_a_crash() -> None:
+    errors = policy.validate({"apiVersion": policy.API_VERSION, "kind": policy.KIND, 1: 2, "x": 3})
+    assert errors == ["unknown fields 'x', 1"]

@@ -1,0 +1,1 @@
+# Example policies, shipped inside the package as reconciler.policies (see pyproject.toml).

@@ -1,0 +1,1 @@
+"""Property-based tests: generated documents never end in an unhandled exception."""

@@ -1,0 +1,1 @@
+"""Tests of the built and installed package, outside the checkout."""

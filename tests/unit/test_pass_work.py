@@ -1,0 +1,182 @@
+"""A pass does each piece of work once: a guard on speed that counts work, never time.
+
+Timings flake on a shared machine; counts do not. A pass observes the host once, parses every
+certificate, key, kubeconfig and kubelet config it finds once, and afterwards reads back only
+what it wrote (each new file is parsed once more, which is the check that it landed). The only
+file parsed twice is a CA key: once to check it matches its certificate, once to sign.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.decide import kubeconfig, kubelet, pki
+from reconciler.model import kubeadm, nodespec
+from reconciler.node import execute, keys, observe
+from reconciler.node import host as host_
+from reconciler.run import once
+
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+ALL_DUE = tuple((name, dt.timedelta(days=5)) for name in kubeadm.NAMES)
+SETTINGS = execute.Settings(kubelet_restart_command=("true",))
+
+
+class Counter:
+    """Counts calls of the parsers, by the content they were given."""
+
+    def __init__(self) -> None:
+        self.parsed: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.observes = 0
+
+
+@pytest.fixture
+def counter(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter]:
+    counts = Counter()
+
+    def counting(module: Any, name: str) -> None:
+        real: Callable[..., Any] = getattr(module, name)
+
+        def wrapper(data: Any, *args: Any, **kwargs: Any) -> Any:
+            raw = data.encode() if isinstance(data, str) else bytes(data)
+            counts.parsed[(name, hashlib.sha256(raw).hexdigest()[:12])] += 1
+            return real(data, *args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    for module, name in (
+        (pki, "load_cert"),
+        (pki, "load_key"),
+        (kubeconfig, "parse"),
+        (kubelet, "parse_config"),
+    ):
+        counting(module, name)
+    real_observe = observe.observe
+
+    def observing(*args: Any, **kwargs: Any) -> Any:
+        counts.observes += 1
+        return real_observe(*args, **kwargs)
+
+    monkeypatch.setattr(observe, "observe", observing)
+    yield counts
+
+
+def spec() -> nodespec.NodeSpec:
+    from reconciler.decide import policy
+
+    loaded = policy.from_mapping(
+        {
+            "apiVersion": policy.API_VERSION,
+            "kind": policy.KIND,
+            "spec": {"kubeadm": {"restart": "none"}, "kubelet": {"restart": "none"}},
+        }
+    )
+    return policy.resolve(loaded, {})
+
+
+def digest_of(root: Path, host_path: str) -> str:
+    return hashlib.sha256(host_.Host(root).read(host_path) or b"").hexdigest()[:12]
+
+
+def ca_key_contents(root: Path) -> set[str]:
+    return {digest_of(root, ca.key) for ca in kubeadm.CAS}
+
+
+def run(root: Path) -> once.PassResult:
+    result = once.run_once(host_.Host(root), spec(), None, lambda: NOW, SETTINGS)
+    assert result.converged, result.failures
+    return result
+
+
+def test_a_renewing_pass_observes_once_and_parses_each_content_once(
+    make_tree: Callable[..., Path], counter: Counter
+) -> None:
+    root = make_tree(expiries=ALL_DUE)
+    result = run(root)
+    assert len([r for r in result.results if r.ok]) >= len(kubeadm.NAMES)
+    assert counter.observes == 1
+    ca_keys = ca_key_contents(root)
+    # kubelet.conf, repaired, now names kubelet-client-current.pem: reading kubelet.conf back
+    # parses that file again, as part of checking what the pass wrote
+    referenced = digest_of(root, kubeadm.KUBELET_CLIENT_CURRENT)
+    twice = {
+        (name, digest): n
+        for (name, digest), n in counter.parsed.items()
+        if n > 1
+        and not (name == "load_key" and digest in ca_keys and n == 2)
+        and not (digest == referenced and n == 2)
+    }
+    assert twice == {}
+    # read back: each renewed kubeconfig parsed once before and once after (new content)
+    kubeconfigs = sum(n for (name, _), n in counter.parsed.items() if name == "parse")
+    renewed_kubeconfigs = sum(1 for leaf in kubeadm.LEAVES if leaf.kind == "kubeconfig")
+    assert kubeconfigs == 2 * (renewed_kubeconfigs + 1)  # + kubelet.conf, also rewritten
+
+
+def test_a_pass_with_nothing_to_do_parses_each_file_once(
+    make_tree: Callable[..., Path], counter: Counter
+) -> None:
+    root = make_tree(kubelet_config_rotation=True, embedded_kubelet_conf=False)
+    result = run(root)
+    assert not result.planned.actions, result.planned.actions
+    assert counter.observes == 1
+    assert counter.parsed and max(counter.parsed.values()) == 1, counter.parsed
+
+
+def test_rsa_keys_of_a_pass_are_made_in_parallel_and_ec_keys_inline(
+    make_tree: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    threads: set[str] = set()
+    real = keys.new_key_like
+
+    def recording(public_key: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return real(public_key)
+
+    monkeypatch.setattr(keys, "new_key_like", recording)
+    monkeypatch.setattr(keys, "usable_cores", lambda: 2)
+    run(make_tree(expiries=ALL_DUE))
+    assert all(name.startswith("keygen") for name in threads), threads
+
+    threads.clear()
+    run(make_tree(expiries=ALL_DUE, key_type="ecdsa"))
+    assert threads == {threading.current_thread().name}
+
+
+def test_a_renewing_pass_fsyncs_each_directory_at_its_barriers_not_per_file(
+    make_tree: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    real = os.fsync
+    files = 0
+    per_directory: collections.Counter[int] = collections.Counter()
+
+    def counting(fd: int) -> None:
+        nonlocal files
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            per_directory[st.st_ino] += 1
+        else:
+            files += 1
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    result = run(make_tree(expiries=ALL_DUE, key_type="ecdsa"))
+    renewed = len(result.planned.actions)
+    assert renewed >= len(kubeadm.NAMES)
+    # every file's data is still fsynced: its backup, its staged copy, its replacement
+    assert files >= 3 * renewed
+    # a directory is fsynced when an entry is created in it, at the barrier before the journal
+    # is written and at the one before it is removed: not once per file written in it (the
+    # pki directory alone holds 14 of a pass's files)
+    assert max(per_directory.values()) <= 5, per_directory.most_common(3)
