@@ -43,6 +43,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.csr
+	$(BIN)/python -m bench.csr --rate 30
 
 ## make bench-nodes: 20 simulated nodes on a real API server: convergence, idle requests, RSS
 bench-nodes: $(STAMP) testbin

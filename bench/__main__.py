@@ -39,7 +39,7 @@ from typing import Any, cast
 
 import cryptography
 
-from bench import report, trees
+from bench import report, restart, trees
 from bench.launcher import Launcher, Measure
 from reconciler import cli
 from reconciler.decide import pki, plan, policy
@@ -290,6 +290,8 @@ def main() -> int:
                 results[key_type] = done["json"]
         finally:
             launcher.close()
+    # real processes serving TLS (the kubelet stand-in): a few runs are enough
+    restart_text, results["restart"] = restart.report(min(runs, 3))
 
     info = machine()
     print(
@@ -301,6 +303,7 @@ def main() -> int:
         f"{info['cryptography']}, kubeadm {info['kubeadm']}; trees under {os.path.dirname(tmp)}\n"
     )
     print(report.table(sections))
+    print(f"\n{restart_text}")
     start = sections[0].rows
     document = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

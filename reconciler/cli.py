@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import logging
 import math
 import os
 import shlex
@@ -181,7 +182,12 @@ def _node_flags(s: argparse.ArgumentParser) -> None:
         "--manifest-grace",
         type=_grace_seconds,
         default=25.0,
-        help="seconds a static pod manifest stays out during a manifest-move restart",
+        help="longest wait (seconds) for a restarted static pod to stop answering; keep it "
+        "above the kubelet's 20 s file-check period on a real node",
+    )
+    s.add_argument(
+        "--crictl-command",
+        help="crictl for restart: crictl (default: crictl, through nsenter into PID 1 like the kubelet restart)",
     )
     # crash tests only: SIGKILL this process at the n-th transaction step
     s.add_argument("--failpoint", type=int, default=0, help=argparse.SUPPRESS)
@@ -500,26 +506,50 @@ def kubelet_restart_command(settings: Settings, spec: nodespec.NodeSpec) -> tupl
     restarts it and needs no command. Decided before the pass, whatever it will find to do, so
     a missing flag fails the same way on every run instead of weeks later, unattended.
     """
-    given = settings.args.kubelet_restart_command
+    if spec.kubelet.restart == "none" and not settings.args.kubelet_restart_command:
+        return ()
+    return host_command(
+        settings,
+        settings.args.kubelet_restart_command,
+        ("systemctl", "restart", "kubelet"),
+        "the default kubelet restart (systemctl through nsenter into PID 1) would restart "
+        "another machine's kubelet; give --kubelet-restart-command, or set kubelet.restart: "
+        "none in the policy",
+    )
+
+
+def crictl_command(settings: Settings, spec: nodespec.NodeSpec) -> tuple[str, ...]:
+    """The host's ``crictl``, found the same way as the kubelet restart (needed only for
+    ``kubeadm.restart: crictl``)."""
+    if spec.kubeadm.restart != "crictl" and not settings.args.crictl_command:
+        return ("crictl",)
+    return host_command(
+        settings,
+        settings.args.crictl_command,
+        ("crictl",),
+        "the default crictl (through nsenter into PID 1) would stop another machine's pods; "
+        "give --crictl-command, or choose another kubeadm.restart in the policy",
+    )
+
+
+def host_command(
+    settings: Settings, given: str | None, default: tuple[str, ...], refusal: str
+) -> tuple[str, ...]:
+    """``given`` (split like a shell), else ``default`` run on the machine PID 1 runs."""
     if given:
         return tuple(shlex.split(given))
-    if spec.kubelet.restart == "none":
-        return ()
-    systemctl = ("systemctl", "restart", "kubelet")
     in_container = (
         os.path.exists("/.dockerenv")
         or os.path.exists("/run/.containerenv")
         or "KUBERNETES_SERVICE_HOST" in os.environ
     )
     if _same_directory(settings.host_root, "/") and not in_container:
-        return systemctl
+        return default
     if _same_directory(settings.host_root, PID1_ROOT):
-        return NSENTER + systemctl
+        return NSENTER + default
     raise UsageError(
         f"kucero: --host-root {settings.host_root} is not the root of PID 1 ({PID1_ROOT}), so "
-        "the default kubelet restart (systemctl through nsenter into PID 1) would restart "
-        "another machine's kubelet; give --kubelet-restart-command, or set kubelet.restart: "
-        "none in the policy"
+        + refusal
     )
 
 
@@ -550,15 +580,21 @@ def _node(settings: Settings) -> int:
         return 1
     try:
         restart_command = kubelet_restart_command(settings, spec)
+        crictl = crictl_command(settings, spec)
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
+    if not logging.getLogger().handlers:  # restarts and rollbacks are logged on stderr
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+        )
     with interrupt.on_signals(interrupt.Stop()) as stop:
         exec_settings = execute.Settings(
             kubelet_restart_command=restart_command,
             manifest_grace_seconds=settings.args.manifest_grace,
             failpoint=settings.args.failpoint,
             stop=stop,
+            crictl_command=crictl,
         )
         result = once.run_once(
             host_.Host(settings.host_root),
@@ -593,11 +629,13 @@ def _daemon_exec_settings(settings: Settings, stop: Any) -> Any:
     defaults = policy.from_mapping(
         {"apiVersion": policy.API_VERSION, "kind": policy.KIND}, "flags", settings.policy_defaults
     )
+    spec = policy.resolve(defaults, {})
     return execute.Settings(
-        kubelet_restart_command=kubelet_restart_command(settings, policy.resolve(defaults, {})),
+        kubelet_restart_command=kubelet_restart_command(settings, spec),
         manifest_grace_seconds=settings.args.manifest_grace,
         failpoint=settings.args.failpoint,
         stop=stop,
+        crictl_command=crictl_command(settings, spec),
     )
 
 

@@ -40,6 +40,8 @@ class Options:
     kubelet_config_rotation: bool = False  # rotateCertificates/serverTLSBootstrap present and true
     external_ca: bool = False  # remove ca.key (kubeadm "external CA" mode)
     expiries: tuple[tuple[str, dt.timedelta], ...] = ()
+    # ports the manifests name, by component (and "etcd-peer"); kubeadm's defaults otherwise
+    ports: tuple[tuple[str, int], ...] = ()
 
 
 def new_key(key_type: str) -> pki.PrivateKey:
@@ -203,7 +205,8 @@ def build(root: str | Path, now: dt.datetime, options: Options = Options()) -> P
         for component in kubeadm.COMPONENTS:
             if component == "etcd" and not options.etcd:
                 continue
-            _write(root, kubeadm.manifest(component), _manifest(component), 0o600)
+            manifest = _manifest(component, options.node_ip, dict(options.ports))
+            _write(root, kubeadm.manifest(component), manifest, 0o600)
         _write(root, f"{kubeadm.PKI}/sa.key", pki.key_pem(new_key("rsa")), 0o600)
     # kubelet files, on every node
     node_cn = f"system:node:{options.node_name}"
@@ -292,7 +295,74 @@ staticPodPath: /etc/kubernetes/manifests
     return text.encode()
 
 
-def _manifest(component: str) -> bytes:
+PORTS = {
+    "kube-apiserver": 6443,
+    "kube-controller-manager": 10257,
+    "kube-scheduler": 10259,
+    "etcd": 2379,
+    "etcd-peer": 2380,
+}
+
+
+def _flags(component: str, ip: str, ports: dict[str, int]) -> list[str]:
+    """The flags kubeadm gives each component that name files or ports."""
+    port = {**PORTS, **ports}
+    p, e = kubeadm.PKI, f"{kubeadm.PKI}/etcd"
+    if component == "kube-apiserver":
+        return [
+            f"--advertise-address={ip}",
+            f"--client-ca-file={p}/ca.crt",
+            f"--etcd-cafile={e}/ca.crt",
+            f"--etcd-certfile={p}/apiserver-etcd-client.crt",
+            f"--etcd-keyfile={p}/apiserver-etcd-client.key",
+            f"--etcd-servers=https://127.0.0.1:{port['etcd']}",
+            f"--kubelet-client-certificate={p}/apiserver-kubelet-client.crt",
+            f"--kubelet-client-key={p}/apiserver-kubelet-client.key",
+            f"--proxy-client-cert-file={p}/front-proxy-client.crt",
+            f"--proxy-client-key-file={p}/front-proxy-client.key",
+            f"--requestheader-client-ca-file={p}/front-proxy-ca.crt",
+            f"--secure-port={port[component]}",
+            f"--service-account-key-file={p}/sa.pub",
+            f"--service-account-signing-key-file={p}/sa.key",
+            f"--tls-cert-file={p}/apiserver.crt",
+            f"--tls-private-key-file={p}/apiserver.key",
+        ]
+    if component == "etcd":
+        return [
+            f"--cert-file={e}/server.crt",
+            f"--key-file={e}/server.key",
+            f"--listen-client-urls=https://127.0.0.1:{port['etcd']},https://{ip}:{port['etcd']}",
+            f"--listen-peer-urls=https://127.0.0.1:{port['etcd-peer']}",
+            f"--peer-cert-file={e}/peer.crt",
+            f"--peer-key-file={e}/peer.key",
+            f"--peer-trusted-ca-file={e}/ca.crt",
+            f"--trusted-ca-file={e}/ca.crt",
+        ]
+    conf = "controller-manager.conf" if component == "kube-controller-manager" else "scheduler.conf"
+    return [
+        f"--authentication-kubeconfig=/etc/kubernetes/{conf}",
+        f"--authorization-kubeconfig=/etc/kubernetes/{conf}",
+        "--bind-address=127.0.0.1",
+        f"--kubeconfig=/etc/kubernetes/{conf}",
+        f"--secure-port={port[component]}",
+    ]
+
+
+def _mounts(component: str) -> list[tuple[str, str]]:
+    """(volume name, host path) mounted at the same path, as kubeadm does."""
+    if component == "etcd":
+        return [("etcd-certs", f"{kubeadm.PKI}/etcd")]
+    out = [("k8s-certs", kubeadm.PKI)]
+    if component != "kube-apiserver":
+        conf = "controller-manager" if component == "kube-controller-manager" else "scheduler"
+        out = [("kubeconfig", f"/etc/kubernetes/{conf}.conf")] + (
+            out if component == "kube-controller-manager" else []
+        )
+    return out
+
+
+def _manifest(component: str, ip: str = "10.0.0.11", ports: dict[str, int] | None = None) -> bytes:
+    mounts = _mounts(component)
     return yamldoc.dump(
         {
             "apiVersion": "v1",
@@ -305,8 +375,14 @@ def _manifest(component: str) -> bytes:
             "spec": {
                 "hostNetwork": True,
                 "containers": [
-                    {"name": component, "image": f"registry.k8s.io/{component}:v1.34.0"}
+                    {
+                        "name": component,
+                        "image": f"registry.k8s.io/{component}:v1.34.0",
+                        "command": [component, *_flags(component, ip, ports or {})],
+                        "volumeMounts": [{"name": n, "mountPath": h} for n, h in mounts],
+                    }
                 ],
+                "volumes": [{"name": n, "hostPath": {"path": h}} for n, h in mounts],
             },
         },
     ).encode()

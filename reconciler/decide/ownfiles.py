@@ -54,7 +54,8 @@ def parse_journal(data: bytes) -> dict[str, Any]:
 
 
 def parse_state(data: bytes) -> dict[str, Any]:
-    """The state file as ``{"pendingRestarts": [component, ...]}``; other keys are dropped."""
+    """The state file as ``{"pendingRestarts": [component, ...], "restartRequired": {component:
+    {"fingerprint": sha256 or None, "serving": bool}}}``; other keys are dropped."""
     doc = _json(data, paths.STATE)
     if not isinstance(doc, dict):
         raise OwnFileError(f"{paths.STATE}: not a state document (an object expected)")
@@ -65,7 +66,75 @@ def parse_state(data: bytes) -> dict[str, Any]:
         raise OwnFileError(
             f"{paths.STATE}: pendingRestarts: a list of {', '.join(sorted(RESTARTABLE))} expected"
         )
-    return {"pendingRestarts": sorted(set(pending))}
+    required = doc.get("restartRequired", {})
+    if not isinstance(required, dict) or not all(
+        c in kubeadm.COMPONENTS
+        and isinstance(v, dict)
+        and (v.get("fingerprint") is None or _is_sha(v.get("fingerprint")))
+        and isinstance(v.get("serving", False), bool)
+        for c, v in required.items()
+    ):
+        raise OwnFileError(
+            f"{paths.STATE}: restartRequired: an object of static pods to "
+            "{fingerprint, serving} expected"
+        )
+    out: dict[str, Any] = {"pendingRestarts": sorted(set(pending))}
+    if required:
+        out["restartRequired"] = {
+            c: {"fingerprint": v.get("fingerprint"), "serving": bool(v.get("serving"))}
+            for c, v in required.items()
+        }
+    return out
+
+
+_PHASES = ("restart", "rollback")
+
+
+def parse_restart_journal(data: bytes) -> dict[str, Any]:
+    """The restart journal (``paths.RESTART_JOURNAL``), every field checked: the component, the
+    manifest it restarts (a normalised absolute path named after it), where it is parked (only
+    ``MOVED_MANIFESTS/<component>.yaml``), and during a rollback the backup and the files it
+    restores (under kubeadm's directories, as in a journal)."""
+    where = paths.RESTART_JOURNAL
+    doc = _json(data, where)
+    allowed = {"component", "manifest", "phase", "parked", "sha256", "backup", "files"}
+    if not isinstance(doc, dict) or not {"component", "manifest", "phase"} <= set(doc) <= allowed:
+        raise OwnFileError(f"{where}: not a restart journal")
+    component = doc["component"]
+    if component not in kubeadm.COMPONENTS:
+        raise OwnFileError(f"{where}: component: one of {', '.join(kubeadm.COMPONENTS)} expected")
+    if not _normal_path(doc["manifest"]) or not doc["manifest"].endswith(f"/{component}.yaml"):
+        raise OwnFileError(f"{where}: manifest: an absolute path to {component}.yaml expected")
+    if doc["phase"] not in _PHASES:
+        raise OwnFileError(f"{where}: phase: one of {', '.join(_PHASES)} expected")
+    if "parked" in doc and doc["parked"] != f"{paths.MOVED_MANIFESTS}/{component}.yaml":
+        raise OwnFileError(f"{where}: parked: {paths.MOVED_MANIFESTS}/{component}.yaml expected")
+    _check(doc, "sha256", where, _is_sha)
+    if "backup" in doc and not (
+        isinstance(doc["backup"], str) and _BACKUP.fullmatch(doc["backup"])
+    ):
+        raise OwnFileError(f"{where}: backup: not a kucero backup directory under {paths.TMP}")
+    files = doc.get("files", [])
+    if (
+        not isinstance(files, list)
+        or len(files) > MAX_JOURNAL_FILES
+        or not all(_normal_path(f) and f.startswith(WRITABLE_PREFIXES) for f in files)
+        or (files and "backup" not in doc)
+    ):
+        raise OwnFileError(
+            f"{where}: files: host paths under {' or '.join(WRITABLE_PREFIXES)} with a backup expected"
+        )
+    return doc
+
+
+def _normal_path(path: object) -> bool:
+    return (
+        isinstance(path, str)
+        and path.startswith("/")
+        and len(path) <= 4096
+        and "\0" not in path
+        and not any(p in ("", ".", "..") for p in path[1:].split("/"))
+    )
 
 
 def _json(data: bytes, where: str) -> object:

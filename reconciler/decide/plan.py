@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from reconciler.decide import duration, kubelet, pki, targets
+from reconciler.decide import components, duration, kubelet, pki, targets
 from reconciler.model import actions, hoststate, kubeadm, nodespec
 
 
@@ -227,25 +227,29 @@ def _static_pod_restarts(
     renewals: list[actions.Action],
     findings: list[actions.Finding],
 ) -> list[actions.Action]:
-    needed: dict[str, list[str]] = {}
-    for action in renewals:
-        for component in kubeadm.LEAF_BY_NAME[action.target].components:
-            if component in observed.manifests:
-                needed.setdefault(component, []).append(action.target)
+    # read from the manifests: which static pods load a renewed file (see decide.components)
+    needed = dict(components.affected([a.target for a in renewals], observed.static_pods))
     pending = [
         c
         for c in observed.pending_restarts
-        if c in kubeadm.COMPONENTS and c in observed.manifests and c not in needed
+        if c in kubeadm.COMPONENTS and c in observed.static_pods and c not in needed
     ]
     if spec.kubeadm.restart == "none":
-        for component in sorted(needed, key=kubeadm.COMPONENTS.index):
+        for component in kubeadm.COMPONENTS:
+            if component in needed:
+                detail = "kubeadm.restart is none: restart it by hand to load " + ", ".join(
+                    needed[component]
+                )
+            elif component in observed.restart_required:
+                detail = "kubeadm.restart is none: still runs the certificate it had before renewal"
+            else:
+                continue
             findings.append(
                 actions.Finding(
                     component,
                     actions.Reason.RESTART_REQUIRED,
                     actions.Severity.INFO,
-                    "kubeadm.restart is none: restart it by hand to load "
-                    + ", ".join(needed[component]),
+                    detail,
                 )
             )
         return []

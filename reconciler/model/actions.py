@@ -114,6 +114,12 @@ class Result:
     action: Action
     ok: bool
     message: str
+    # for a static pod restart: component, result (restarted, rolled-back, rollback-failed),
+    # seconds, waited, message
+    restart: dict[str, object] | None = None
 
-    def to_dict(self) -> dict[str, str | bool]:
-        return {**self.action.to_dict(), "ok": self.ok, "message": self.message}
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {**self.action.to_dict(), "ok": self.ok, "message": self.message}
+        if self.restart is not None:
+            out["restart"] = self.restart
+        return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from reconciler.model import kubeadm
+from reconciler.model import kubeadm, staticpod
 
 if TYPE_CHECKING:  # annotations only: commands that print no certificate never load x509
     from cryptography import x509
@@ -91,3 +91,7 @@ class Observed:
     errors: tuple[str, ...] = ()
     # host path -> the file it resolved to, for every file a pass may read or write
     identities: dict[str, FileIdentity] = dataclasses.field(default_factory=dict)
+    # static pods read from the kubelet's staticPodPath: the files they load, where they listen
+    static_pods: dict[str, staticpod.StaticPod] = dataclasses.field(default_factory=dict)
+    # components that still run an old certificate with kubeadm.restart none (state file)
+    restart_required: frozenset[str] = frozenset()

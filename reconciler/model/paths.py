@@ -25,6 +25,9 @@ BACKUP_MARKER = ".kucero-backup"
 MARKER_CONTENT = b"made by kucero; pruned by kucero (backup.retain)\n"
 # A static pod manifest parked here during a ``manifest-move`` restart.
 MOVED_MANIFESTS = f"{TMP}/kucero-manifests"
+# Present only while a static pod restart (or its rollback) is under way: which manifest is out
+# and where it goes back, which files a rollback restores from which backup.
+RESTART_JOURNAL = f"{TMP}/kucero-restart.json"
 # Temporaries of ``write_atomic``; a SIGKILL can leave one, which recovery removes.
 TEMP_PREFIX = ".kucero-tmp-"
 

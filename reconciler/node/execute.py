@@ -7,8 +7,10 @@ the certificates on disk no longer look due.
 
 Each action is idempotent: renewing re-reads nothing it has not observed, writing content a
 file already has is a no-op, and moving back a manifest that is already in place does nothing.
-Restarts with ``manifest-move`` are unverified in this version (the served certificate is not
-yet checked); ``crictl`` is refused with a clear failure rather than pretended.
+Static pod restarts (``node.restart``) are verified one at a time; the first that fails is
+rolled back and stops the pass: no further component is touched, and what was not restarted
+stays owed. With ``restart: none`` the components that still run an old certificate are kept
+in the state file (``restartRequired``) until a probe shows they restarted.
 """
 
 from __future__ import annotations
@@ -16,41 +18,49 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
+from collections.abc import Callable
 
 from cryptography import x509
 
-from reconciler.decide import kubeconfig, kubelet, pki
-from reconciler.model import actions, hoststate, kubeadm, nodespec, paths
+from reconciler.decide import components, kubeconfig, kubelet, pki
+from reconciler.model import actions, hoststate, kubeadm, nodespec, paths, staticpod
 from reconciler.node import host as host_
-from reconciler.node import interrupt, keys, observe, transaction
+from reconciler.node import interrupt, keys, observe, restart, transaction
+
+log = logging.getLogger("kucero")
+
+
+def _no_metric(node: str | None, component: str, result: str) -> None:
+    """Default restart hook; the node daemon counts kucero_restarts_total through it."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     kubelet_restart_command: tuple[str, ...]
-    # How long a manifest stays out of the manifest directory so the kubelet notices it is gone
-    # (the kubelet re-reads the directory every 20 s by default: fileCheckFrequency).
+    # Longest wait for a restarted component to stop answering (its manifest stays out that
+    # long at most): the kubelet re-reads the directory every 20 s by default
+    # (fileCheckFrequency), so anything below 20 s can miss it on a real node.
     manifest_grace_seconds: float = 25.0
     # crash tests only: SIGKILL at this transaction step (0: never)
     failpoint: int = 0
     # set by SIGTERM/SIGINT: finish the step in flight, start no restart, put manifests back
     stop: interrupt.Stop = dataclasses.field(default_factory=interrupt.Stop)
+    crictl_command: tuple[str, ...] = ("crictl",)
+    # called once per static pod restart with (node, component, result)
+    on_restart: Callable[[str | None, str, str], None] = _no_metric
 
 
 def recover(host: host_.Host) -> list[str]:
-    """Repair what a crashed pass left: an open journal, manifests moved out. Idempotent."""
+    """Repair what a crashed pass left: an open journal, manifests moved out, a rollback cut
+    short. Idempotent."""
     notes = [
         f"removed {p} left by an interrupted write" for p in host.remove_temporaries(kubeadm.TMP)
     ]
     done = transaction.recover(host)
     if done:
         notes.append(done)
-    for name in host.listdir(paths.MOVED_MANIFESTS):
-        target = f"{kubeadm.MANIFESTS}/{name}"
-        if not host.exists(target):
-            host.rename(f"{paths.MOVED_MANIFESTS}/{name}", target)
-            notes.append(f"moved {target} back after an interrupted restart")
-    return notes
+    return notes + restart.recover(host, lambda: dt.datetime.now(dt.UTC))
 
 
 def execute(
@@ -84,7 +94,8 @@ def execute(
     # A restart is owed only for what actually landed (or was owed before): restarting the
     # control plane after a failed renewal would disrupt it for nothing, every pass.
     owed = set(observed.pending_restarts)
-    backup = None
+    before = _served_before(host, spec, observed, written)
+    backup: str | None = None
     if writes:
         new_owed = owed | _restarts_for(the_plan, written)
         writes.append(_state_write(host, new_owed))
@@ -110,6 +121,9 @@ def execute(
         # every pass prunes, so a smaller backup.retain or a failed pass's backup is honoured
         _prune(host, spec.kubeadm.backup_retain, None)
 
+    if spec.kubeadm.restart == "none":
+        _track_required(host, observed, before, backup is not None)
+    stopped: str | None = None
     for action in the_plan.actions:
         if action.kind not in (
             actions.ActionKind.RESTART_STATIC_POD,
@@ -130,15 +144,125 @@ def execute(
                 actions.Result(action, False, "skipped: the change it would load was not written")
             )
             continue
-        try:
-            message = _restart(host, spec, action, settings)
-        except (host_.HostError, interrupt.Interrupted) as e:
-            results.append(actions.Result(action, False, str(e)))
+        if stopped is not None:
+            results.append(actions.Result(action, False, f"skipped: {stopped}; still owed"))
             continue
+        if action.kind == actions.ActionKind.RESTART_STATIC_POD:
+            result = _restart_static_pod(host, spec, observed, action, backup, settings)
+            results.append(result)
+            if not result.ok:
+                stopped = f"the pass stopped after {action.target} failed"
+                continue
+        else:
+            try:
+                host.run(settings.kubelet_restart_command)
+            except host_.HostError as e:
+                results.append(actions.Result(action, False, str(e)))
+                continue
+            results.append(
+                actions.Result(action, True, "ran " + " ".join(settings.kubelet_restart_command))
+            )
         owed.discard(action.target)
         _save_state(host, owed)
-        results.append(actions.Result(action, True, message))
     return results
+
+
+def _restart_static_pod(
+    host: host_.Host,
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
+    action: actions.Action,
+    backup: str | None,
+    settings: Settings,
+) -> actions.Result:
+    """Restart, verify and, on failure, roll back one component; log and count it."""
+    pod = observed.static_pods.get(action.target)
+    if pod is None:
+        return actions.Result(action, False, f"{action.target}: its manifest could not be read")
+    try:
+        outcome = _run_restart(host, spec, pod, backup, settings)
+    except interrupt.Interrupted as e:
+        log.error("%s %s", pod.name, e)
+        settings.on_restart(observed.node_name, pod.name, "interrupted")
+        return actions.Result(action, False, str(e))
+    line = f"{outcome.result} in {outcome.seconds:.1f}s (waited {outcome.waited:.1f}s): {outcome.message}"
+    (log.info if outcome.ok else log.error)("%s %s", pod.name, line)
+    settings.on_restart(observed.node_name, pod.name, outcome.result)
+    return actions.Result(action, outcome.ok, line, outcome.to_dict())
+
+
+def _run_restart(
+    host: host_.Host,
+    spec: nodespec.NodeSpec,
+    pod: staticpod.StaticPod,
+    backup: str | None,
+    settings: Settings,
+) -> restart.Outcome:
+    return restart.restart(
+        host,
+        pod,
+        restart.Settings(
+            strategy=spec.kubeadm.restart,
+            health_timeout=spec.kubeadm.health_timeout.total_seconds(),
+            stop_timeout=settings.manifest_grace_seconds,
+            crictl=settings.crictl_command,
+            stop=settings.stop,
+        ),
+        backup,
+        lambda: dt.datetime.now(dt.UTC),
+    )
+
+
+def _served_before(
+    host: host_.Host,
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
+    written: list[actions.Action],
+) -> dict[str, dict[str, object]]:
+    """With ``restart: none``: for each component a renewal will leave running an old
+    certificate, what it serves now (a restart later shows as a new in-memory certificate)."""
+    if spec.kubeadm.restart != "none":
+        return {}
+    renewed = [a.target for a in written if a.kind == actions.ActionKind.RENEW]
+    out: dict[str, dict[str, object]] = {}
+    for component, names in components.affected(renewed, observed.static_pods):
+        pod = observed.static_pods[component]
+        serving = any(
+            e.cert_file and e.cert_file in components.leaf_files(n)
+            for n in names
+            for e in pod.endpoints
+        )
+        out[component] = {"fingerprint": restart.fingerprint(host, pod), "serving": serving}
+    return out
+
+
+def _track_required(
+    host: host_.Host,
+    observed: hoststate.Observed,
+    before: dict[str, dict[str, object]],
+    landed: bool,
+) -> None:
+    """Keep in the state file the components that still run an old certificate: those this
+    pass just left running one (nothing restarted them: no probe needed), and those of earlier
+    passes that a probe does not show restarted yet."""
+    state = observe.read_state(host)
+    still = {}
+    for component, seen in dict(state.get("restartRequired", {})).items():
+        pod = observed.static_pods.get(component)
+        if pod is None or not isinstance(seen, dict) or (landed and component in before):
+            continue
+        if seen.get("serving"):
+            done = restart.verify(host, pod) is None
+        else:
+            now = restart.fingerprint(host, pod)
+            done = now is not None and now != seen.get("fingerprint")
+        if not done:
+            still[component] = seen
+    if landed:
+        still.update(before)
+    if still != state.get("restartRequired", {}):
+        state["restartRequired"] = still
+        host.write_atomic(paths.STATE, json.dumps(state, indent=1).encode(), mode=0o600)
 
 
 def _restarts_for(the_plan: actions.Plan, written: list[actions.Action]) -> set[str]:
@@ -280,29 +404,3 @@ def _state_write(host: host_.Host, owed: set[str]) -> transaction.Write:
 def _save_state(host: host_.Host, owed: set[str]) -> None:
     write = _state_write(host, owed)
     host.write_atomic(write.path, write.data, mode=write.mode)
-
-
-def _restart(
-    host: host_.Host, spec: nodespec.NodeSpec, action: actions.Action, settings: Settings
-) -> str:
-    if action.kind == actions.ActionKind.RESTART_KUBELET:
-        host.run(settings.kubelet_restart_command)
-        return "ran " + " ".join(settings.kubelet_restart_command)
-    strategy = spec.kubeadm.restart
-    if strategy == "manifest-move":
-        source = kubeadm.manifest(action.target)
-        parked = f"{paths.MOVED_MANIFESTS}/{action.target}.yaml"
-        host.makedirs(paths.MOVED_MANIFESTS)
-        host.rename(source, parked)
-        try:
-            stopped = settings.stop.wait(settings.manifest_grace_seconds)
-        finally:  # an interrupted wait must not leave the control plane without its pod
-            host.rename(parked, source)
-        if stopped:
-            raise interrupt.Interrupted(
-                f"interrupted by {settings.stop.name}: {source} put back; the restart is still owed"
-            )
-        return f"manifest moved out for {settings.manifest_grace_seconds:g}s and back (restart not verified in this version)"
-    raise host_.HostError(
-        f"{action.target}: restart strategy {strategy!r} is not implemented in this version; use manifest-move or none"
-    )

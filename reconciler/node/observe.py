@@ -13,8 +13,8 @@ from typing import Any
 
 from cryptography import x509
 
-from reconciler.decide import kubeconfig, kubelet, ownfiles, pki
-from reconciler.model import actions, hoststate, kubeadm, paths
+from reconciler.decide import components, kubeconfig, kubelet, ownfiles, pki
+from reconciler.model import actions, hoststate, kubeadm, paths, staticpod
 from reconciler.node import host as host_
 
 
@@ -44,13 +44,19 @@ def _read_afresh(
     host: host_.Host, leaves: dict[str, hoststate.LeafFile], kubelet_state: hoststate.Kubelet
 ) -> dict[str, Any]:
     """The fields every observation reads again, ``refresh`` included: the static pod
-    manifests, kucero's state file and journal, and every watched file's identity (a replaced
-    file is a new inode). Stats and one small JSON document; ``errors`` is theirs alone."""
+    manifests in the kubelet's staticPodPath (which files each loads, where it listens),
+    kucero's state file and journal, and every watched file's identity (a replaced file is a
+    new inode). Stats and small documents; ``errors`` is theirs alone."""
     errors: list[str] = []
+    pod_dir = components.static_pod_path(kubelet_state.config)
+    manifests = _manifests(host, pod_dir, errors)
+    state = read_state(host, errors)
     return {
-        "manifests": _manifests(host, errors),
-        "pending_restarts": _read_pending_restarts(host, errors),
+        "manifests": manifests,
+        "pending_restarts": frozenset(str(c) for c in state.get("pendingRestarts", [])),
         "journal_pending": _safe_exists(host, paths.JOURNAL, errors),
+        "static_pods": _read_static_pods(host, pod_dir, manifests, errors),
+        "restart_required": frozenset(str(c) for c in state.get("restartRequired", {})),
         "errors": tuple(errors),
         "identities": _identities(host, _watched(leaves, kubelet_state)),
     }
@@ -108,10 +114,26 @@ def _watched(leaves: dict[str, hoststate.LeafFile], kubelet_state: hoststate.Kub
     return watched
 
 
-def _manifests(host: host_.Host, errors: list[str]) -> frozenset[str]:
+def _manifests(host: host_.Host, pod_dir: str, errors: list[str]) -> frozenset[str]:
     return frozenset(
-        c for c in kubeadm.COMPONENTS if _safe_exists(host, kubeadm.manifest(c), errors)
+        c for c in kubeadm.COMPONENTS if _safe_exists(host, f"{pod_dir}/{c}.yaml", errors)
     )
+
+
+def _read_static_pods(
+    host: host_.Host, pod_dir: str, present: frozenset[str], errors: list[str]
+) -> dict[str, staticpod.StaticPod]:
+    """Each present manifest read as its component; an unreadable one is reported instead."""
+    out = {}
+    for name in present:
+        path = f"{pod_dir}/{name}.yaml"
+        try:
+            data = host.read(path)
+            if data is not None:
+                out[name] = components.parse(name, path, data)
+        except (host_.HostError, components.ComponentError) as e:
+            errors.append(str(e))
+    return out
 
 
 def read_state(host: host_.Host, errors: list[str] | None = None) -> dict[str, Any]:
@@ -124,10 +146,6 @@ def read_state(host: host_.Host, errors: list[str] | None = None) -> dict[str, A
         if errors is not None:
             errors.append(f"{e}; pending restarts forgotten")
         return {}
-
-
-def _read_pending_restarts(host: host_.Host, errors: list[str]) -> frozenset[str]:
-    return frozenset(str(c) for c in read_state(host, errors).get("pendingRestarts", []))
 
 
 def _safe_exists(host: host_.Host, path: str, errors: list[str]) -> bool:

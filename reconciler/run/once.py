@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from reconciler.decide import plan
-from reconciler.model import actions, hoststate, nodespec, paths
+from reconciler.model import actions, hoststate, kubeadm, nodespec, paths
 from reconciler.node import execute, observe, transaction
 from reconciler.node import host as host_
 
@@ -34,7 +34,13 @@ class PassResult:
     @property
     def findings(self) -> list[actions.Finding]:
         """What the next pass sees, plus the restarts this pass left to the operator."""
-        owed = [f for f in self.planned.findings if f.reason == actions.Reason.RESTART_REQUIRED]
+        # static pods owed with restart none are tracked in the state file, so the next pass
+        # reports exactly those still running an old certificate; the kubelet's is not
+        owed = [
+            f
+            for f in self.planned.findings
+            if f.reason == actions.Reason.RESTART_REQUIRED and f.target not in kubeadm.COMPONENTS
+        ]
         return list(self.after.findings) + owed
 
     @property
@@ -64,6 +70,7 @@ class PassResult:
             "converged": self.converged,
             "recovered": list(self.recovered),
             "results": [r.to_dict() for r in self.results],
+            "restarts": [r.restart for r in self.results if r.restart is not None],
             "remaining": [a.to_dict() for a in self.after.actions],
             "findings": [f.to_dict() for f in self.findings],
             "failures": self.failures,

@@ -8,7 +8,14 @@ import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("kube-apiserver", "kube-controller-manager", "kubeadm", "etcd", "kubectl")
+NAMES = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kubeadm",
+    "etcd",
+    "kubectl",
+    "kubeletserving",
+)
 
 
 def _required(go_mod: Path, module: str) -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the real control-plane binaries the test suite runs (kube-apiserver,
-# kube-controller-manager, kubeadm, etcd) from the published Go modules pinned in k8s/ and
-# etcd/, into a cache outside the repository. Does nothing when they are already there.
+# kube-controller-manager, kubeadm, etcd, kubectl, and kubeletserving: the kubelet's
+# serving-certificate manager, k8s/kubeletserving) from the published Go modules pinned in k8s/
+# and etcd/, into a cache outside the repository. Does nothing when they are already there.
 #
 #   tests/controlplane/build.sh          # build or reuse; prints the directory
 #   KUCERO_TESTBIN=/some/dir build.sh    # another cache root
@@ -14,7 +15,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 k8s_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$here/k8s/go.mod")"
 etcd_version="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$here/etcd/go.mod")"
 out="${KUCERO_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/kucero-testbin}/${k8s_version}-etcd-${etcd_version}"
-binaries=(kube-apiserver kube-controller-manager kubeadm etcd kubectl)
+binaries=(kube-apiserver kube-controller-manager kubeadm etcd kubectl kubeletserving)
 
 missing=()
 for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || missing+=("$b"); done
@@ -50,6 +51,9 @@ for b in "${missing[@]}"; do
     if [[ $b == etcd ]]; then
         (cd "$here/etcd" && go build -mod=readonly -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${etcd_commit:-unknown}" \
             -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3)
+    elif [[ $b == kubeletserving ]]; then
+        # the kubelet's serving-certificate manager, for kucero's CSR signer tests (k8s/kubeletserving)
+        (cd "$here/k8s" && go build -mod=readonly -trimpath -ldflags "-s -w" -o "$out/$b.tmp" ./kubeletserving)
     else
         (cd "$here/k8s" && go build -mod=readonly -trimpath -ldflags "-s -w $k8s_ldflags" -o "$out/$b.tmp" "k8s.io/kubernetes/cmd/$b")
     fi

@@ -47,3 +47,5 @@ def test_bench_quick_mode_prints_every_measurement_and_writes_json(tmp_path: Pat
         assert figures[key_type]["in_process"]["ratio_to_kubeadm"] > 0
         assert figures[key_type]["floor"]["median_s"] > 0
     assert figures["machine"]["cores"] >= 1
+    assert "manifest-move restart of the 4 components" in done.stdout
+    assert figures["restart"]["waiting"] > 0 and figures["restart"]["pass"] > 0

@@ -392,12 +392,17 @@ def test_a_leaf_whose_ca_is_not_valid_yet_is_not_renewed(
 
 
 def _restart_tree(make_tree: Any) -> Path:
+    """A tree whose scheduler is due, its components on free ports for the kubelet stand-in
+    (restarts are verified: something must serve what the manifests name)."""
+    from tests.controlplane import kubeadm_node
+
     root: Path = make_tree(
         now=REAL_NOW,
         key_type="ecdsa",
         expiries={"scheduler.conf": 5 * DAY},
         embedded_kubelet_conf=False,
         kubelet_config_rotation=True,
+        ports=tuple(kubeadm_node.free_ports().items()),
     )
     return root
 
@@ -415,17 +420,24 @@ PARKED = f"{TMP}/kucero-manifests/kube-scheduler.yaml"
 
 
 def test_manifest_move_restart_puts_the_manifest_back(make_tree: Any, tmp_path: Path) -> None:
+    from tests.controlplane import kubelet_standin
+
     root = _restart_tree(make_tree)
     content = (root / MANIFEST).read_bytes()
-    process = subprocess.Popen(
-        command(root, policy(tmp_path, "{}"), "--manifest-grace", "1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    _wait_for(root / PARKED, process)
-    assert not (root / MANIFEST).exists()  # really out of the kubelet's directory
-    out, _ = process.communicate(timeout=60)
+    # a kubelet that takes half a second to notice, so the parked manifest can be seen
+    with kubelet_standin.KubeletStandin(root, stop_delay=0.5) as standin:
+        standin.wait_serving(["kube-scheduler"])
+        process = subprocess.Popen(
+            command(
+                root, policy(tmp_path, "{kubeadm: {healthTimeout: 20s}}"), "--manifest-grace", "5"
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        _wait_for(root / PARKED, process)
+        assert not (root / MANIFEST).exists()  # really out of the kubelet's directory
+        out, _ = process.communicate(timeout=60)
     assert process.returncode == 0, out
     assert "restart-static-pod   kube-scheduler" in out
     assert (root / MANIFEST).read_bytes() == content and not (root / PARKED).exists()
@@ -435,27 +447,33 @@ def test_manifest_move_restart_puts_the_manifest_back(make_tree: Any, tmp_path: 
 def test_a_signal_during_manifest_move_puts_the_manifest_back_and_frees_the_lock(
     make_tree: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], signum: signal.Signals
 ) -> None:
+    from tests.controlplane import kubelet_standin
+
     root = _restart_tree(make_tree)
-    the_policy = policy(tmp_path, "{}")
+    the_policy = policy(tmp_path, "{kubeadm: {healthTimeout: 20s}}")
     content = (root / MANIFEST).read_bytes()
-    process = subprocess.Popen(
-        command(root, the_policy, "--manifest-grace", "5"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _wait_for(root / PARKED, process)
-    started = time.monotonic()
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=30)
-    assert time.monotonic() - started < 3  # did not sit out the 5 s grace
-    assert process.returncode == 1, out + err
-    assert f"interrupted by {signum.name}" in err
-    assert (root / MANIFEST).read_bytes() == content and not (root / PARKED).exists()
-    # the lock is free and the restart is still owed: the next pass does it
-    code, out, err = node_once(
-        root, the_policy, capsys, "--kubelet-restart-command", "true", "--manifest-grace", "0"
-    )
+    # a kubelet slow to notice: the manifest stays parked until the signal
+    with kubelet_standin.KubeletStandin(root, stop_delay=30) as standin:
+        standin.wait_serving(["kube-scheduler"])
+        process = subprocess.Popen(
+            command(root, the_policy, "--manifest-grace", "5"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for(root / PARKED, process)
+        started = time.monotonic()
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=30)
+        assert time.monotonic() - started < 3  # did not sit out the 5 s grace
+        assert process.returncode == 1, out + err
+        assert f"interrupted by {signum.name}" in err
+        assert (root / MANIFEST).read_bytes() == content and not (root / PARKED).exists()
+        # the lock is free and the restart is still owed: the next pass does it
+        standin.stop_delay = 0.0
+        code, out, err = node_once(
+            root, the_policy, capsys, "--kubelet-restart-command", "true", "--manifest-grace", "5"
+        )
     assert code == 0, out + err
     assert "restart-static-pod   kube-scheduler" in out and "ok" in out
     assert (root / MANIFEST).read_bytes() == content

@@ -17,7 +17,7 @@ from cryptography import x509
 
 from reconciler import cli
 from reconciler.decide import pki, plan, policy
-from reconciler.model import kubeadm
+from reconciler.model import kubeadm, paths
 from reconciler.node import execute, host, observe, transaction
 
 DAY = dt.timedelta(days=1)
@@ -156,7 +156,41 @@ def test_retention_keeps_the_newest_backups_even_when_the_clock_stepped_back(
     assert kept == sorted(made[1:])
 
 
-def test_unimplemented_restart_strategy_fails_and_stays_owed(
+def test_manifest_move_restart_puts_the_manifest_back_and_verifies_it(
+    make_tree: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.controlplane import kubeadm_node, kubelet_standin
+
+    root = make_tree(
+        now=REAL_NOW,
+        key_type="ecdsa",
+        expiries={"scheduler.conf": 5 * DAY},
+        embedded_kubelet_conf=False,
+        kubelet_config_rotation=True,
+        ports=tuple(kubeadm_node.free_ports().items()),
+    )
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\nspec: {kubeadm: {healthTimeout: 10s}}\n"
+    )
+    manifest = root / "etc/kubernetes/manifests/kube-scheduler.yaml"
+    content = manifest.read_bytes()
+    with kubelet_standin.KubeletStandin(root) as standin:
+        standin.wait_serving(["kube-scheduler"])
+        code, out, _ = node_once(root, policy, capsys, "--manifest-grace", "5")
+        events = [(w, n) for _, w, n in standin.events if n == "kube-scheduler"]
+    assert code == 0, out
+    assert "restart-static-pod   kube-scheduler   ok       restarted in" in out
+    assert manifest.read_bytes() == content
+    assert events == [
+        ("start", "kube-scheduler"),
+        ("stop", "kube-scheduler"),
+        ("start", "kube-scheduler"),
+    ]
+    assert json.loads((root / paths.STATE.lstrip("/")).read_text())["pendingRestarts"] == []
+
+
+def test_failed_crictl_restart_touches_nothing_and_stays_owed(
     make_tree: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = make_tree(
@@ -170,8 +204,8 @@ def test_unimplemented_restart_strategy_fails_and_stays_owed(
     policy.write_text(
         "apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\nspec: {kubeadm: {restart: crictl}}\n"
     )
-    code, out, _ = node_once(root, policy, capsys)
-    assert code == 1 and "restart strategy 'crictl' is not implemented" in out
+    code, out, _ = node_once(root, policy, capsys, "--crictl-command", "false")
+    assert code == 1 and "failed in" in out and "false pods --namespace kube-system" in out
     pairs_match(root)  # the renewal itself landed
     code, out, _ = kucero(
         "plan", "--host-root", root, "--policy", policy, "-o", "json", capsys=capsys

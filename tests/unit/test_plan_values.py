@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 
 from reconciler import fabricate
-from reconciler.decide import pki, plan, policy
+from reconciler.decide import components, pki, plan, policy
 from reconciler.model import hoststate, kubeadm, nodespec
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -85,6 +85,11 @@ def observed(**fields: object) -> hoststate.Observed:
         manifests=frozenset(kubeadm.COMPONENTS),
         pending_restarts=frozenset(),
         journal_pending=False,
+        # which static pod loads which file is read from kubeadm-like manifests
+        static_pods={
+            c: components.parse(c, kubeadm.manifest(c), fabricate._manifest(c))
+            for c in kubeadm.COMPONENTS
+        },
     )
     return dataclasses.replace(base, **fields)  # type: ignore[arg-type]
 

@@ -1,0 +1,122 @@
+"""A CSR signer test environment: a control plane of its own (optionally without
+kube-controller-manager, so kucero is the only signer), a host root holding the CA kucero signs
+with, kucero's signer running on it, and node users that create CSRs. Used by the integration
+tests and by the benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from reconciler import fabricate
+from reconciler.cluster import csr as csr_api
+from reconciler.cluster import kube as kube_
+from reconciler.decide import pki, policy
+from reconciler.run import signer as signer_
+from tests import csrs
+from tests.controlplane import cluster, processes
+
+CA_CERT = "/etc/kubernetes/pki/ca.crt"
+CA_KEY = "/etc/kubernetes/pki/ca.key"
+GUARD_TIMEOUT_SECONDS = 60
+
+
+@contextlib.contextmanager
+def control_plane(directory: Path, with_controller_manager: bool) -> Iterator[cluster.ControlPlane]:
+    """A control plane in ``directory`` for the duration of the block (a guard stops it even if
+    this process dies)."""
+    guard = processes.guard(directory)
+    try:
+        yield cluster.start(directory, with_controller_manager=with_controller_manager)
+    finally:
+        assert guard.stdin is not None
+        guard.stdin.close()
+        guard.wait(GUARD_TIMEOUT_SECONDS)
+        cluster.stop(directory)
+        shutil.rmtree(directory / "etcd", ignore_errors=True)
+
+
+def host_root_with_ca(
+    root: Path, ca: tuple[Any, Any] | None = None, now: dt.datetime | None = None
+) -> tuple[Path, Any, Any]:
+    """``root`` with ``etc/kubernetes/pki/ca.{crt,key}``: ``ca`` (cert, key), or a new ECDSA CA."""
+    cert, key = ca or fabricate.make_ca("kucero-test-ca", now or dt.datetime.now(dt.UTC), "ecdsa")
+    pki_dir = root / "etc/kubernetes/pki"
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    (pki_dir / "ca.crt").write_bytes(pki.cert_pem(cert))
+    (pki_dir / "ca.key").write_bytes(pki.key_pem(key))
+    (pki_dir / "ca.key").chmod(0o600)
+    return root, cert, key
+
+
+def load_policy(**csr_signer: Any) -> policy.Policy:
+    spec = {"caCertPath": CA_CERT, "caKeyPath": CA_KEY, **csr_signer}
+    return policy.from_mapping(
+        {"apiVersion": policy.API_VERSION, "kind": policy.KIND, "spec": {"csrSigner": spec}}
+    )
+
+
+def kube_for(plane: cluster.ControlPlane, user: str, groups: tuple[str, ...] = ()) -> kube_.Kube:
+    """kucero's own API door, authenticated as ``user`` (a client certificate)."""
+    return kube_.connect(str(plane.user_kubeconfig(user, groups)))
+
+
+def node_kube(plane: cluster.ControlPlane, node: str) -> kube_.Kube:
+    return kube_for(plane, f"system:node:{node}", ("system:nodes",))
+
+
+def make_node(admin: kube_.Kube, name: str, addresses: list[tuple[str, str]]) -> dict[str, Any]:
+    """A Node with these status addresses (created as admin, as the kubelet would register)."""
+    with contextlib.suppress(kube_.NotFound):
+        admin.delete(f"/api/v1/nodes/{name}")
+    node = admin.create("/api/v1/nodes", {"metadata": {"name": name, "labels": {}}})
+    node["status"] = {"addresses": [{"type": t, "address": a} for t, a in addresses]}
+    return admin.replace(f"/api/v1/nodes/{name}/status", node)
+
+
+def create_csr(kube: kube_.Kube, name: str, pem: bytes, **spec: Any) -> dict[str, Any]:
+    return kube.create(csr_api.PATH, csrs.body(pem, name, **spec))
+
+
+def wait_for(admin: kube_.Kube, name: str, done: Any, timeout: float = 30.0) -> dict[str, Any]:
+    """The CSR once ``done(csr)`` holds; AssertionError with its last state otherwise."""
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        obj = admin.get(csr_api.path(name))
+        if done(obj):
+            return obj
+        time.sleep(0.05)
+    raise AssertionError(f"CSR {name} not done within {timeout}s: {obj.get('status')}")
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def decided(obj: dict[str, Any]) -> bool:
+    return bool(conditions(obj)) or bool((obj.get("status") or {}).get("certificate"))
+
+
+def signed(obj: dict[str, Any]) -> bool:
+    return bool((obj.get("status") or {}).get("certificate"))
+
+
+@contextlib.contextmanager
+def running_signer(
+    plane: cluster.ControlPlane, root: Path, loaded: policy.Policy, **kwargs: Any
+) -> Iterator[signer_.Signer]:
+    """kucero's signer on ``plane`` (as the admin: RBAC for kucero is the deploy work's)."""
+    kube = kube_.connect(str(plane.admin_kubeconfig))
+    signer = signer_.Signer(root, **kwargs)
+    signer.start(kube, lambda: loaded)
+    try:
+        yield signer
+    finally:
+        signer.stop()
+        kube.close()
