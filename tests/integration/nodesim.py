@@ -35,7 +35,6 @@ CONTROL_PLANE = {"node-role.kubernetes.io/control-plane": ""}
 # Short enough that a test waiting out a crashed holder stays fast, long enough for a loaded CI
 # machine to renew it (every third of it).
 LEASE = "3s"
-MANIFEST = "apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: kube-system}\n"
 
 
 @dataclasses.dataclass
@@ -87,7 +86,8 @@ def tree(
     if manifests:
         (root / "etc/kubernetes/manifests").mkdir(parents=True, exist_ok=True)
         for component in manifests:
-            (root / f"etc/kubernetes/manifests/{component}.yaml").write_text(MANIFEST % component)
+            manifest = fabricate._manifest(component)  # a kubeadm-shaped static pod
+            (root / f"etc/kubernetes/manifests/{component}.yaml").write_bytes(manifest)
     return root
 
 
