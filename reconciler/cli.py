@@ -19,7 +19,7 @@ import math
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler import __version__
@@ -624,7 +624,7 @@ def _node(settings: Settings) -> int:
     return 0 if result.converged else 1
 
 
-def _daemon_exec_settings(settings: Settings, stop: interrupt.Stop) -> execute.Settings:
+def _daemon_exec_settings(settings: Settings, stop: Any) -> Any:
     """For a daemon, whose policy is not known yet: the kubelet restart command is decided for
     the default ``kubelet.restart`` (systemctl), so a missing flag fails at start-up."""
     from reconciler.decide import policy
@@ -652,9 +652,6 @@ def _daemon(settings: Settings) -> int:
     if not settings.node_name:
         print("kucero: --node-name (or $NODE_NAME) is required", file=sys.stderr)
         return 2
-    if args.manifest_grace < 0:
-        print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
-        return 2
     stop = interrupt.Stop()
     try:
         exec_settings = _daemon_exec_settings(settings, stop)
@@ -677,7 +674,7 @@ def _daemon(settings: Settings) -> int:
             failure_retry=duration.parse_timedelta(args.retry_period),
             execute=exec_settings,
             controller=settings.controller if settings.command == "run" else None,
-            components=CONTROLLER_COMPONENTS,
+            components=_leader_components(settings),
         )
     )
 
@@ -705,11 +702,19 @@ def _controller(settings: Settings) -> int:
     from reconciler.run import controller
 
     _log_setup()
-    return controller.main(settings.controller, CONTROLLER_COMPONENTS)
+    return controller.main(settings.controller, _leader_components(settings))
 
 
-# Leader-only components of `kucero controller` (the CSR signer is wired in here).
-CONTROLLER_COMPONENTS: tuple[Any, ...] = ()
+def _leader_components(settings: Settings) -> Callable[[Any], tuple[Any, ...]]:
+    """What only the leader runs besides the policy loop: the kubelet serving CSR signer,
+    reading the CA under ``--host-root``. Made with the process's metrics."""
+
+    def make(metrics: Any) -> tuple[Any, ...]:
+        from reconciler.run import signer
+
+        return (signer.Signer(host_root=settings.host_root, metrics=metrics),)
+
+    return make
 
 
 def _log_setup() -> None:

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from reconciler import metrics as metrics_
 from reconciler.cluster import configmaps, events, nodes, watching
 from reconciler.cluster import kube as kube_
-from reconciler.decide import desired, policy
+from reconciler.decide import csr, desired, policy
 from reconciler.run import election
 
 log = logging.getLogger(__name__)
@@ -245,8 +245,12 @@ class Controller:
             self._lock.notify_all()
 
     def desired_for(self, labels: Mapping[str, str], loaded: policy.Policy) -> str:
-        signer = loaded.spec["csrSigner"]["enabled"] and any(c.serves_csrs for c in self.components)
-        return desired.encode_for_node(policy.resolve(loaded, labels), bool(signer))
+        # Per node: an override may switch the signer off for a pool, and then that pool's
+        # kubelets must not be told that their serving CSRs will be approved.
+        signer = (
+            any(c.serves_csrs for c in self.components) and csr.signer_spec(loaded, labels).enabled
+        )
+        return desired.encode_for_node(policy.resolve(loaded, labels), signer)
 
     def _work(self, stop: threading.Event) -> None:
         backoff = watching.Backoff()
@@ -320,7 +324,10 @@ def _entry(node: Mapping[str, Any]) -> _Node:
     return _Node(labels=nodes.labels(node), desired=nodes.annotation(node, desired.ANNOTATION))
 
 
-def main(settings: Settings, components: Sequence[Component] = ()) -> int:
+def main(
+    settings: Settings,
+    components: Callable[[metrics_.Metrics], Sequence[Component]] = lambda _: (),
+) -> int:
     """The ``kucero controller`` process: serve metrics, elect, lead until SIGTERM/SIGINT,
     then release the Lease and exit 0."""
     metrics = metrics_.Metrics()
@@ -343,7 +350,7 @@ def main(settings: Settings, components: Sequence[Component] = ()) -> int:
             log.error("cannot serve metrics on %s:%d: %s", *settings.metrics_addr, e)
             kube.close()
             return 1
-    controller = Controller(kube, settings, metrics, components)
+    controller = Controller(kube, settings, metrics, components(metrics))
     log.info(
         "kucero controller %s: election on lease %s/%s",
         settings.election.identity,

@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from reconciler import metrics as metrics_
@@ -52,7 +52,8 @@ class Options:
     failure_retry: dt.timedelta
     execute: execute.Settings
     controller: Any = None  # run.controller.Settings when `kucero run` leads too
-    components: Sequence[Any] = ()
+    # leader-only components, made with the process's metrics (the CSR signer)
+    components: Callable[[Any], Sequence[Any]] = lambda _: ()
 
 
 def configure_logging() -> None:
@@ -98,7 +99,7 @@ def main(options: Options) -> int:
         from reconciler.run import controller, election
 
         elector = election.Elector(kube, options.controller.election, metrics)
-        lead = controller.Controller(kube, options.controller, metrics, options.components)
+        lead = controller.Controller(kube, options.controller, metrics, options.components(metrics))
         threads.append(
             threading.Thread(target=elector.run, args=(stop, lead.lead), name="controller")
         )

@@ -1,8 +1,10 @@
 """Simulated nodes for the cluster-mode tests: a Node object in the real API server, a
 kubeadm-like tree on disk (``reconciler.fabricate``) and a real ``kucero node`` process.
 
-No kubelet runs here, so the kubelet restart command is ``true`` and static pod restarts use
-``manifest-move`` with a short grace (or ``none``). Each process logs to ``<root>.log``; a
+No kubelet runs here, so the kubelet restart command is ``true``; a tree with static pod
+manifests gets its own kubelet stand-in (``tests.controlplane.kubelet_standin``: real TLS
+processes on free ports, started and stopped as the manifests come and go), so ``manifest-move``
+restarts are verified for real. Each process logs to ``<root>.log``; a
 test that fails prints the logs of its nodes (``dump``).
 """
 
@@ -26,13 +28,13 @@ from reconciler import fabricate
 from reconciler.cluster import kube, nodes
 from reconciler.decide import desired, policy, status
 from reconciler.model import paths
+from tests.controlplane import cluster, kubelet_standin
 
 HEAD = "apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\n"
 CONTROL_PLANE = {"node-role.kubernetes.io/control-plane": ""}
 # Short enough that a test waiting out a crashed holder stays fast, long enough for a loaded CI
 # machine to renew it (every third of it).
 LEASE = "3s"
-MANIFEST = "apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: kube-system}\n"
 
 
 @dataclasses.dataclass
@@ -81,11 +83,34 @@ def tree(
             + tuple((n, dt.timedelta(days=-1)) for n in expired),
         ),
     )
+    stop_standin(root)
     if manifests:
         (root / "etc/kubernetes/manifests").mkdir(parents=True, exist_ok=True)
+        # free ports: several simulated nodes (and the test API server) share this machine
+        ports = {c: cluster.free_port() for c in (*fabricate.PORTS, "etcd-peer")}
         for component in manifests:
-            (root / f"etc/kubernetes/manifests/{component}.yaml").write_text(MANIFEST % component)
+            manifest = fabricate._manifest(component, ports=ports)  # a kubeadm-shaped static pod
+            (root / f"etc/kubernetes/manifests/{component}.yaml").write_bytes(manifest)
+        standin = kubelet_standin.KubeletStandin(root).__enter__()
+        _STANDINS[root] = standin
+        standin.wait_serving(list(manifests))
     return root
+
+
+# The kubelet stand-in of each tree with manifests, stopped by ``stop_standins``.
+_STANDINS: dict[Path, kubelet_standin.KubeletStandin] = {}
+
+
+def stop_standin(root: Path) -> None:
+    standin = _STANDINS.pop(root, None)
+    if standin is not None:
+        standin.__exit__(None, None, None)
+
+
+def stop_standins() -> None:
+    """Stop every stand-in this module started (at the end of each test)."""
+    for root in list(_STANDINS):
+        stop_standin(root)
 
 
 def spec_text(body: str = "") -> str:

@@ -94,6 +94,7 @@ class Fleet:
             ctl.stop()
             print(f"--- {ctl.identity} ---\n{ctl.output()[-3000:]}")
         print(nodesim.dump(self.sims))
+        nodesim.stop_standins()
         for sim in self.sims:
             with contextlib.suppress(kube.NotFound):
                 self.door.delete(nodes.path(sim.name))

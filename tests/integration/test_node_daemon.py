@@ -82,6 +82,7 @@ def sims(
             if sim.proc is not None:
                 sim.proc.kill()
                 sim.proc.wait()
+    nodesim.stop_standins()
 
 
 def test_nodes_converge_renew_due_certificates_and_report_the_revision(
