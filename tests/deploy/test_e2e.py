@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler import cli
 from reconciler.cluster import configmaps, kube, nodes
 from reconciler.decide import desired, status
 from tests import csrs
@@ -293,12 +292,6 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
         assert peak < memory_limit(pod.daemonset), (pod.daemonset, peak)
 
 
-@pytest.mark.xfail(
-    not cli.CONTROLLER_COMPONENTS,
-    reason="the CSR signer (run/signer.py) is not wired into the controller yet: "
-    "cli.CONTROLLER_COMPONENTS is empty; this test runs for real once it is",
-    strict=True,
-)
 def test_kubelet_serving_csr_is_approved_and_signed_with_the_shipped_rbac_alone(
     admin_kube: kube.Kube,
     namespace: str,
