@@ -27,7 +27,6 @@ from reconciler.decide import duration
 
 if TYPE_CHECKING:
     from reconciler.model import nodespec
-    from reconciler.node import execute, interrupt
 
 # Each command imports what it needs when it runs (see _check_expiration and the others), not
 # here: a process pays for what its command uses. check-expiration never loads jsonschema, and
@@ -579,9 +578,6 @@ def _node(settings: Settings) -> int:
         for note in once.recover_only(host_.Host(settings.host_root)):
             print(report.printable(f"recovered: {note}"), file=sys.stderr)
         return 1
-    if settings.args.manifest_grace < 0:
-        print("kucero: --manifest-grace must be 0 or more seconds", file=sys.stderr)
-        return 2
     try:
         restart_command = kubelet_restart_command(settings, spec)
         crictl = crictl_command(settings, spec)
