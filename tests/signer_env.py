@@ -74,9 +74,11 @@ def make_node(admin: kube_.Kube, name: str, addresses: list[tuple[str, str]]) ->
     """A Node with these status addresses (created as admin, as the kubelet would register)."""
     with contextlib.suppress(kube_.NotFound):
         admin.delete(f"/api/v1/nodes/{name}")
-    node = admin.create("/api/v1/nodes", {"metadata": {"name": name, "labels": {}}})
-    node["status"] = {"addresses": [{"type": t, "address": a} for t, a in addresses]}
-    return admin.replace(f"/api/v1/nodes/{name}/status", node)
+    admin.create("/api/v1/nodes", {"metadata": {"name": name, "labels": {}}})
+    # a merge patch, not a replace of the object just created: a running controller manager
+    # (its node lifecycle controller) may have written the Node in between (409 on a replace)
+    status = {"addresses": [{"type": t, "address": a} for t, a in addresses]}
+    return admin.patch(f"/api/v1/nodes/{name}/status", {"status": status})
 
 
 def create_csr(kube: kube_.Kube, name: str, pem: bytes, **spec: Any) -> dict[str, Any]:
