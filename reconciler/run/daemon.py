@@ -92,6 +92,15 @@ def main(options: Options) -> int:
         log.warning("%s: running alone with --policy (no status, no rotation slots)", e)
         kube = None
     metrics = metrics_.Metrics()
+
+    def count_restart(node_name: str | None, component: str, result: str) -> None:
+        # the restart engine's own outcome (restarted, failed, rolled-back, rollback-failed,
+        # interrupted), not only ok/not ok: a rollback is what an operator is paged for
+        metrics.restarts.labels(node_name or options.node_name, component, result).inc()
+
+    options = dataclasses.replace(
+        options, execute=dataclasses.replace(options.execute, on_restart=count_restart)
+    )
     node = node_daemon.NodeDaemon(_config(options), kube, observer(metrics, options.node_name))
     node.turn.on_slot_wait = metrics.slot_wait.observe
     elector, threads = None, []
@@ -159,9 +168,9 @@ def observer(metrics: metrics_.Metrics, node_name: str) -> Any:
             outcome = "success" if r.ok else "failure"
             if r.action.kind == actions.ActionKind.RENEW:
                 metrics.renewals.labels(node_name, r.action.target, outcome).inc()
-            elif r.action.kind == actions.ActionKind.RESTART_STATIC_POD:
-                metrics.restarts.labels(node_name, r.action.target, outcome).inc()
             elif r.action.kind == actions.ActionKind.RESTART_KUBELET:
-                metrics.restarts.labels(node_name, "kubelet", outcome).inc()
+                # static pod restarts are counted by the restart engine (execute.on_restart)
+                result_label = "restarted" if r.ok else "failed"
+                metrics.restarts.labels(node_name, "kubelet", result_label).inc()
 
     return observe

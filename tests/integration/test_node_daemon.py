@@ -440,7 +440,9 @@ def test_metrics_serve_certificate_expiry_and_counters(
         f'kucero_renewals_total{{name="apiserver",node="{sim.name}",result="success"}}': 1.0
     }, renewals
     restarts = dict(nodesim.metric(port, "kucero_restarts_total{"))
-    assert any('component="kube-apiserver"' in k and v == 1.0 for k, v in restarts.items())
+    assert restarts == {
+        f'kucero_restarts_total{{component="kube-apiserver",node="{sim.name}",result="restarted"}}': 1.0
+    }, restarts
     assert nodesim.metric(port, "kucero_reconcile_duration_seconds_count")[0][1] >= 1
     assert nodesim.metric(port, "kucero_rotation_slot_wait_seconds_count")[0][1] == 1
 
