@@ -13,7 +13,6 @@ these fixtures is marked ``controlplane`` (or ``kubeadm``) even if it forgot to 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.controlplane import binaries, cluster, kubeadm_tree, processes
+from tests.controlplane import binaries, cluster, kubeadm_tree
 
 if TYPE_CHECKING:
     from tests.controlplane import clients as clients_
@@ -45,8 +44,6 @@ settings.register_profile(
 )
 settings.load_profile("quick")
 
-# The guard stops the control plane in about a second; a minute means it is stuck.
-GUARD_TIMEOUT_SECONDS = 60
 MARKS = {"control_plane": "controlplane", "kubeadm_node": "kubeadm"}
 
 
@@ -62,17 +59,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.
     """etcd, kube-apiserver and kube-controller-manager, for the whole session."""
     binaries.require("etcd", "kube-apiserver", "kube-controller-manager")
     directory = tmp_path_factory.mktemp("controlplane")
-    guard = processes.guard(directory)  # stops it even if this process is killed
-    try:
-        yield cluster.start(directory, with_controller_manager=True)
-    finally:
-        assert guard.stdin is not None
-        guard.stdin.close()
-        guard.wait(GUARD_TIMEOUT_SECONDS)
-        cluster.stop(directory)  # a no-op unless the guard failed
-        # etcd preallocates a 62 MB WAL and pytest keeps the last three sessions' directories;
-        # the logs and pki stay for a post-mortem
-        shutil.rmtree(directory / "etcd", ignore_errors=True)
+    with cluster.guarded(directory, with_controller_manager=True) as plane:
+        yield plane
 
 
 @pytest.fixture(scope="session")

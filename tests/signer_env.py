@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,26 +18,15 @@ from reconciler.cluster import kube as kube_
 from reconciler.decide import pki, policy
 from reconciler.run import signer as signer_
 from tests import csrs
-from tests.controlplane import cluster, processes
+from tests.controlplane import cluster
 
 CA_CERT = "/etc/kubernetes/pki/ca.crt"
 CA_KEY = "/etc/kubernetes/pki/ca.key"
-GUARD_TIMEOUT_SECONDS = 60
 
 
-@contextlib.contextmanager
-def control_plane(directory: Path, with_controller_manager: bool) -> Iterator[cluster.ControlPlane]:
-    """A control plane in ``directory`` for the duration of the block (a guard stops it even if
-    this process dies)."""
-    guard = processes.guard(directory)
-    try:
-        yield cluster.start(directory, with_controller_manager=with_controller_manager)
-    finally:
-        assert guard.stdin is not None
-        guard.stdin.close()
-        guard.wait(GUARD_TIMEOUT_SECONDS)
-        cluster.stop(directory)
-        shutil.rmtree(directory / "etcd", ignore_errors=True)
+def control_plane(directory: Path, with_controller_manager: bool) -> Any:
+    """A control plane in ``directory`` for the duration of the block."""
+    return cluster.guarded(directory, with_controller_manager)
 
 
 def host_root_with_ca(

@@ -14,14 +14,16 @@ loopback ports; one taken between choosing and binding it is retried with new po
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import shutil
 import socket
 import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.controlplane import binaries, certs, flags, processes
@@ -248,3 +250,24 @@ def _wait(plane: ControlPlane, ready: Callable[[], bool]) -> None:
             last = str(e)
         time.sleep(0.2)
     raise RuntimeError(f"not ready after {READY_TIMEOUT_SECONDS:.0f}s: {last}")
+
+
+# The guard stops a control plane in about a second; a minute means it is stuck.
+GUARD_TIMEOUT_SECONDS = 60
+
+
+@contextlib.contextmanager
+def guarded(directory: Path, with_controller_manager: bool = False) -> Iterator[ControlPlane]:
+    """A control plane in ``directory`` for as long as the ``with`` lasts: stopped at the end, and
+    by the guard process even if the test process is killed; etcd's preallocated WAL is dropped
+    (pytest keeps the last three sessions' directories), the logs and pki stay for a
+    post-mortem."""
+    guard = processes.guard(directory)
+    try:
+        yield start(directory, with_controller_manager=with_controller_manager)
+    finally:
+        assert guard.stdin is not None
+        guard.stdin.close()
+        guard.wait(GUARD_TIMEOUT_SECONDS)
+        stop(directory)  # a no-op unless the guard failed
+        shutil.rmtree(directory / "etcd", ignore_errors=True)

@@ -3,7 +3,6 @@ the test kubectl (`kubectl apply --server-side`, as the README says), removed at
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -68,16 +67,9 @@ def deploy(kubeconfig: Path, request: pytest.FixtureRequest) -> Iterator[Callabl
 def own_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
     """A second, empty control plane (etcd + kube-apiserver, about 4 s to start) for a test
     whose field manager would otherwise fight the kubectl applies on the session's one."""
-    from tests.controlplane import binaries, processes
+    from tests.controlplane import binaries
 
     binaries.require("etcd", "kube-apiserver")
     directory = tmp_path_factory.mktemp("own-controlplane")
-    guard = processes.guard(directory)
-    try:
-        yield cluster.start(directory)
-    finally:
-        assert guard.stdin is not None
-        guard.stdin.close()
-        guard.wait(60)
-        cluster.stop(directory)
-        shutil.rmtree(directory / "etcd", ignore_errors=True)
+    with cluster.guarded(directory) as plane:
+        yield plane

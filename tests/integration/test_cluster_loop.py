@@ -152,15 +152,8 @@ def test_kucero_run_is_node_reconciler_and_controller_in_one_process(fleet: Flee
 def own_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
     binaries.require("etcd", "kube-apiserver")
     directory = tmp_path_factory.mktemp("restartable")
-    guard = processes.guard(directory)
-    try:
-        yield cluster.start(directory)
-    finally:
-        assert guard.stdin is not None
-        guard.stdin.close()
-        guard.wait(60)
-        cluster.stop(directory)
-        shutil.rmtree(directory / "etcd", ignore_errors=True)
+    with cluster.guarded(directory) as plane:
+        yield plane
 
 
 @pytest.fixture

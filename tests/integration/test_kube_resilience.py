@@ -23,7 +23,7 @@ import yaml
 from kubernetes import client
 
 from reconciler.cluster import configmaps, kube
-from tests.controlplane import binaries, cluster, processes
+from tests.controlplane import binaries, cluster
 from tests.integration import test_kube_door as door_tests
 
 pytestmark = pytest.mark.controlplane
@@ -36,15 +36,8 @@ REVOCATION_SECONDS = 30
 def own_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
     binaries.require("etcd", "kube-apiserver")
     directory = tmp_path_factory.mktemp("restartable")
-    guard = processes.guard(directory)
-    try:
-        yield cluster.start(directory)
-    finally:
-        assert guard.stdin is not None
-        guard.stdin.close()
-        guard.wait(60)
-        cluster.stop(directory)
-        shutil.rmtree(directory / "etcd", ignore_errors=True)
+    with cluster.guarded(directory) as plane:
+        yield plane
 
 
 def _etcd_delete(plane: cluster.ControlPlane, key: str) -> None:
