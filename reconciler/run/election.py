@@ -177,8 +177,17 @@ class Elector:
                     self.kube, c.namespace, c.name, c.identity, self._seconds(), now_wall, current
                 )
         except kube_.Conflict:
+            # Someone else wrote first. Learn who: a standby that lost the race to create the
+            # Lease would otherwise not know the leader (readiness says 503) until the Lease
+            # next changes.
             self._errors = 0
-            return False  # someone else wrote first; look again next time
+            try:
+                winner = leases.get(self.kube, c.namespace, c.name)
+            except kube_.KubeError:
+                winner = None
+            if winner is not None:
+                self.leader = leases.holder(winner)
+            return False
         except kube_.KubeError as e:
             self.metrics.api_errors.labels("leader-election", type(e).__name__).inc()
             log.error("leader election on %s/%s: %s", c.namespace, c.name, e)
