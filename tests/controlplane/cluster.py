@@ -261,7 +261,9 @@ def guarded(directory: Path, with_controller_manager: bool = False) -> Iterator[
     """A control plane in ``directory`` for as long as the ``with`` lasts: stopped at the end, and
     by the guard process even if the test process is killed; etcd's preallocated WAL is dropped
     (pytest keeps the last three sessions' directories), the logs and pki stay for a
-    post-mortem."""
+    post-mortem. Without the binaries the calling test skips, or fails when ``CI`` is set."""
+    needed = ("etcd", "kube-apiserver")
+    binaries.require(*needed, *(("kube-controller-manager",) if with_controller_manager else ()))
     guard = processes.guard(directory)
     try:
         yield start(directory, with_controller_manager=with_controller_manager)

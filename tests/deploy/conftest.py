@@ -67,9 +67,7 @@ def deploy(kubeconfig: Path, request: pytest.FixtureRequest) -> Iterator[Callabl
 def own_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
     """A second, empty control plane (etcd + kube-apiserver, about 4 s to start) for a test
     whose field manager would otherwise fight the kubectl applies on the session's one."""
-    from tests.controlplane import binaries
 
-    binaries.require("etcd", "kube-apiserver")
     directory = tmp_path_factory.mktemp("own-controlplane")
     with cluster.guarded(directory) as plane:
         yield plane

@@ -150,7 +150,6 @@ def test_kucero_run_is_node_reconciler_and_controller_in_one_process(fleet: Flee
 
 @pytest.fixture(scope="module")
 def own_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
-    binaries.require("etcd", "kube-apiserver")
     directory = tmp_path_factory.mktemp("restartable")
     with cluster.guarded(directory) as plane:
         yield plane

@@ -23,7 +23,7 @@ import yaml
 from kubernetes import client
 
 from reconciler.cluster import configmaps, kube
-from tests.controlplane import binaries, cluster
+from tests.controlplane import cluster
 from tests.integration import test_kube_door as door_tests
 
 pytestmark = pytest.mark.controlplane
@@ -34,7 +34,6 @@ REVOCATION_SECONDS = 30
 
 @pytest.fixture(scope="module")
 def own_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
-    binaries.require("etcd", "kube-apiserver")
     directory = tmp_path_factory.mktemp("restartable")
     with cluster.guarded(directory) as plane:
         yield plane
