@@ -26,6 +26,9 @@ WRITABLE_PREFIXES = (f"{kubeadm.KUBECONFIG_DIR}/", "/var/lib/kubelet/")
 RESTARTABLE = frozenset((*kubeadm.COMPONENTS, "kubelet"))
 _BACKUP = re.compile(re.escape(f"{paths.TMP}/{paths.BACKUP_PREFIX}") + r"[0-9A-Za-z-]{1,64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# The staged new content of a journal entry: a temporary of ``Host.stage`` in the directory its
+# target resolves to (older journals staged into the backup's ``new/`` and have no such field).
+_STAGED = re.compile(re.escape(paths.TEMP_PREFIX) + r"[^/\0]{1,240}")
 
 
 class OwnFileError(ValueError):
@@ -168,6 +171,7 @@ def _entry(entry: object, where: str) -> None:
     _check(entry, "mode", where, _is_mode, required=True)
     _check(entry, "oldMode", where, _is_mode)
     _check(entry, "owner", where, _is_owner)
+    _check(entry, "staged", where, _is_staged)
 
 
 def _check(entry: dict[str, Any], key: str, where: str, ok: Any, required: bool = False) -> None:
@@ -186,6 +190,11 @@ def _is_sha(v: object) -> bool:
 
 def _is_mode(v: object) -> bool:
     return _is_int(v) and 0 <= v <= 0o7777  # type: ignore[operator]
+
+
+def _is_staged(v: object) -> bool:
+    """A temporary's name beside its target (never a path: it cannot point anywhere else)."""
+    return isinstance(v, str) and bool(_STAGED.fullmatch(v))
 
 
 def _is_owner(v: object) -> bool:

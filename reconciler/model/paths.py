@@ -28,8 +28,23 @@ MOVED_MANIFESTS = f"{TMP}/kucero-manifests"
 # Present only while a static pod restart (or its rollback) is under way: which manifest is out
 # and where it goes back, which files a rollback restores from which backup.
 RESTART_JOURNAL = f"{TMP}/kucero-restart.json"
-# Temporaries of ``write_atomic``; a SIGKILL can leave one, which recovery removes.
+# Temporaries of ``write_atomic`` and the staged files of a transaction, always beside their
+# target; a SIGKILL can leave one, which recovery removes (in ``WRITTEN_DIRECTORIES``).
 TEMP_PREFIX = ".kucero-tmp-"
+# Every directory a pass writes a file in (kubeadm's leaves and keys, the kubelet's files,
+# kucero's own): where recovery looks for temporaries.
+WRITTEN_DIRECTORIES = tuple(
+    sorted(
+        {
+            TMP,
+            *(leaf.path.rsplit("/", 1)[0] for leaf in kubeadm.LEAVES),
+            *(leaf.key.rsplit("/", 1)[0] for leaf in kubeadm.LEAVES if leaf.key),
+            kubeadm.KUBELET_CONF.rsplit("/", 1)[0],
+            kubeadm.KUBELET_CONFIG.rsplit("/", 1)[0],
+            kubeadm.KUBELET_CLIENT_CURRENT.rsplit("/", 1)[0],
+        }
+    )
+)
 
 
 def backup_dir(name: str) -> str:

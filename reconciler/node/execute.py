@@ -54,12 +54,11 @@ class Settings:
 def recover(host: host_.Host) -> list[str]:
     """Repair what a crashed pass left: an open journal, manifests moved out, a rollback cut
     short. Idempotent."""
-    notes = [
-        f"removed {p} left by an interrupted write" for p in host.remove_temporaries(kubeadm.TMP)
-    ]
     done = transaction.recover(host)
-    if done:
-        notes.append(done)
+    notes = [done] if done else []
+    notes += [
+        f"removed {p} left by an interrupted write" for p in transaction.remove_temporaries(host)
+    ]
     return notes + restart.recover(host, lambda: dt.datetime.now(dt.UTC))
 
 

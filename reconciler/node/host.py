@@ -25,6 +25,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import posixpath
 import secrets
 import shlex
 import shutil
@@ -81,14 +82,7 @@ class Host:
                 )
                 fd = os.open(where.name, _READ_FLAGS, dir_fd=where.dir_fd)
                 try:
-                    _require_regular(host_path, os.fstat(fd), limit)
-                    chunks, size = [], 0
-                    while chunk := os.read(fd, 65536):
-                        size += len(chunk)
-                        if size > limit:
-                            raise HostError(f"{host_path}: larger than {limit} bytes; not read")
-                        chunks.append(chunk)
-                    return b"".join(chunks)
+                    return _read_fd(host_path, fd, limit)[0]
                 finally:
                     os.close(fd)
         except FileNotFoundError:
@@ -167,6 +161,92 @@ class Host:
                 _write_at(where, data, mode, owner, sync_dir)
         except OSError as e:
             raise HostError(f"{host_path}: cannot write: {e.strerror or e}") from e
+
+    def stage(
+        self,
+        host_path: str,
+        data: bytes,
+        mode: int | None = None,
+        owner: tuple[int, int] | None = None,
+    ) -> str:
+        """The first half of ``write_atomic``: ``data`` written and fsynced to a new temporary
+        beside the file ``host_path`` resolves to (its mode and owner as ``write_atomic`` gives
+        them), the file itself untouched. Returns the temporary's name, for ``commit``."""
+        try:
+            with self._at(host_path, create_parents=True) as where:
+                return _stage_at(where, data, mode, owner)
+        except OSError as e:
+            raise HostError(f"{host_path}: cannot write: {e.strerror or e}") from e
+
+    def commit(self, host_path: str, staged: str) -> None:
+        """The second half: rename the temporary ``staged`` over the file ``host_path`` resolves
+        to. Durable once its directory is synced (``sync_dirs``). A temporary that is not in
+        that directory any more (moved, or the path now resolves elsewhere) is an error."""
+        if "/" in staged or not staged.startswith(paths.TEMP_PREFIX):
+            raise HostError(f"{host_path}: {staged!r} is not a temporary kucero stages")
+        try:
+            with self._at(host_path) as where:
+                os.rename(staged, where.name, src_dir_fd=where.dir_fd, dst_dir_fd=where.dir_fd)
+        except OSError as e:
+            raise HostError(f"{host_path}: cannot replace: {e.strerror or e}") from e
+
+    def sibling(self, host_path: str, name: str) -> str:
+        """The host path of ``name`` in the directory the file ``host_path`` resolves to (where
+        ``stage`` put its temporary)."""
+        return posixpath.join(posixpath.dirname(self.path_resolved(host_path)), name)
+
+    def path_resolved(self, host_path: str) -> str:
+        """``host_path`` with every link resolved by this module's rules (itself when a
+        directory on the way is missing)."""
+        try:
+            with self._at(host_path) as where:
+                return where.resolved
+        except OSError:
+            return "/" + "/".join(confined.parts(host_path))
+
+    def preserve(
+        self, host_path: str, backup_path: str, limit: int = MAX_FILE_BYTES
+    ) -> tuple[bytes, os.stat_result] | None:
+        """Keep the current file ``host_path`` under ``backup_path`` (a new name in an existing
+        directory) and return its content and stat, or None when there is no such file.
+
+        A hard link when the filesystem allows it: no copy and nothing to fsync but the
+        directories, because kucero replaces files by rename, so the linked inode is never
+        written again and becomes the backup's alone once the new file is installed. Else
+        (another filesystem, a refused link) a durable copy, mode 0600. The link is checked to
+        be the very file read (by device and inode), so a file swapped meanwhile is copied."""
+        try:
+            with self._at(host_path) as src:
+                try:
+                    before = os.stat(src.name, dir_fd=src.dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    return None
+                _require_regular(host_path, before, limit)  # never open a FIFO or a device
+                fd = os.open(src.name, _READ_FLAGS, dir_fd=src.dir_fd)
+                try:
+                    data, st = _read_fd(host_path, fd, limit)
+                    self._keep(src, st, data, backup_path)
+                    return data, st
+                finally:
+                    os.close(fd)
+        except FileNotFoundError:
+            return None  # a directory on the way is missing (``_keep`` raises HostError only)
+        except HostError:
+            raise
+        except OSError as e:
+            raise HostError(
+                f"{host_path} -> {backup_path}: cannot back up: {e.strerror or e}"
+            ) from e
+
+    def _keep(
+        self, src: confined.Located, st: os.stat_result, data: bytes, backup_path: str
+    ) -> None:
+        try:
+            with self._at(backup_path, follow_last=False) as dst:
+                if not _linked(src, dst, st):
+                    _write_at(dst, data, 0o600, None, sync_dir=False)
+        except OSError as e:
+            raise HostError(f"{backup_path}: cannot back up: {e.strerror or e}") from e
 
     def sync_dirs(self, host_dirs: Iterable[str]) -> None:
         """fsync each directory once: the renames made in it are durable when this returns."""
@@ -297,6 +377,27 @@ class Host:
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# A hard link cannot be made here: fall back to a copy (EXDEV: another filesystem; EPERM:
+# fs.protected_hardlinks or a filesystem without links; EMLINK: too many links already).
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.EACCES)
+
+
+def _linked(src: confined.Located, dst: confined.Located, st: os.stat_result) -> bool:
+    """Hard-link ``src`` at ``dst`` if it still is the file ``st`` describes; False when no
+    link could be made (the caller copies)."""
+    try:
+        os.link(
+            src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd, follow_symlinks=False
+        )
+    except OSError as e:
+        if e.errno in _NO_LINK:
+            return False
+        raise
+    made = os.stat(dst.name, dir_fd=dst.dir_fd, follow_symlinks=False)
+    if (made.st_dev, made.st_ino) != (st.st_dev, st.st_ino):
+        os.unlink(dst.name, dir_fd=dst.dir_fd)  # swapped since we read it: copy what we read
+        return False
+    return True
 
 
 def _require_regular(host_path: str, st: os.stat_result, limit: int) -> None:
@@ -326,6 +427,22 @@ def _write_at(
 ) -> None:
     """Temporary file beside ``where.name``, fsynced, renamed over it, directory fsynced
     (unless ``sync_dir`` is False: the caller syncs it later)."""
+    tmp = _stage_at(where, data, mode, owner)
+    try:
+        os.rename(tmp, where.name, src_dir_fd=where.dir_fd, dst_dir_fd=where.dir_fd)
+        if sync_dir:
+            os.fsync(where.dir_fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=where.dir_fd)
+        raise
+
+
+def _stage_at(
+    where: confined.Located, data: bytes, mode: int | None, owner: tuple[int, int] | None
+) -> str:
+    """A new temporary beside ``where.name`` holding ``data``, with the mode and owner the file
+    there has (0600 and ours when there is none) unless given, fsynced; returns its name."""
     try:
         st: os.stat_result | None = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -352,10 +469,20 @@ def _write_at(
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, where.name, src_dir_fd=where.dir_fd, dst_dir_fd=where.dir_fd)
-        if sync_dir:
-            os.fsync(where.dir_fd)
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=where.dir_fd)
         raise
+    return tmp
+
+
+def _read_fd(host_path: str, fd: int, limit: int) -> tuple[bytes, os.stat_result]:
+    st = os.fstat(fd)
+    _require_regular(host_path, st, limit)
+    chunks, size = [], 0
+    while chunk := os.read(fd, 65536):
+        size += len(chunk)
+        if size > limit:
+            raise HostError(f"{host_path}: larger than {limit} bytes; not read")
+        chunks.append(chunk)
+    return b"".join(chunks), st

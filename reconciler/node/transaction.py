@@ -3,18 +3,31 @@
 A certificate and its key live in two files, and no filesystem renames two files at once, so a
 crash can always fall between them. This module makes that harmless:
 
-1. back up every file it will touch into ``/etc/kubernetes/tmp/kucero-backup-<UTC>/old/``
-   (mode 0600, keys included) and stage every new content into ``.../new/``, all fsynced;
+1. keep every file it will touch in ``/etc/kubernetes/tmp/kucero-backup-<UTC>/old/`` (a hard
+   link to the very inode, or a copy where no link can be made: ``Host.preserve``) and stage
+   every new content in a temporary beside its target (``Host.stage``), each fsynced, then one
+   fsync per directory;
 2. write the journal ``/etc/kubernetes/tmp/kucero-journal.json`` atomically: from this point
    the change is decided;
-3. replace each file atomically (``Host.write_atomic``);
+3. rename each staged file over its target (``Host.commit``), then fsync their directories;
 4. remove the journal.
 
-``recover`` runs at the start of every pass: a journal left by a crash is rolled forward from
-the staged files (each already verified by its hash), or, if a staged file is damaged, rolled
-back from the backup. A crash before step 2 changed nothing but the backup directory, which
-the retention pruning removes in time. Either way, once ``recover`` returns, every pair on disk
-is a pair that was written together.
+Each new content is written once (it used to be written twice, into the backup's ``new/`` and
+again beside the target) and the old content not at all: kucero only ever replaces files by
+rename, so a linked old inode is never written again. fsync is most of a pass's time.
+
+``recover`` runs at the start of every pass: a journal left by a crash is rolled forward (every
+file installed already or staged intact, by its hash), or, if a staged file is damaged, rolled
+back from the backup. A crash before step 2 changed nothing but the backup directory, which the
+retention pruning removes in time, and temporaries, which ``remove_temporaries`` removes after
+``recover``. Either way, once ``recover`` returns, every pair on disk is a pair that was
+written together. A journal written by an older kucero (staged copies in the backup's ``new/``)
+is still finished the old way.
+
+Edge: the old content is as durable as its last writer made it. kucero's own files were
+fsynced; a file that another tool wrote moments ago without fsync (``kubeadm certs renew``
+does not sync) could be lost with the power, with or without kucero, and then only a rollback
+(staged files damaged too) would miss it.
 
 A ``Failpoint`` makes the process SIGKILL itself at the n-th step (for the crash tests, which
 also kill from outside at random times).
@@ -87,46 +100,47 @@ def apply(
     failpoints = failpoints or Failpoint()
     refuse_shared(host, [w.path for w in writes], protected)
     backup = _new_backup_dir(host, now)
-    entries = []
+    entries: list[dict[str, Any]] = []
     try:
+        made: set[str] = set()
         for write in writes:
-            old = host.read(write.path)
-            st = host.stat(write.path)
-            rel = write.path.lstrip("/")
-            for side in ("old", "new"):
-                host.makedirs(posixpath.dirname(f"{backup}/{side}/{rel}"), mode=0o700)
-            if old is not None:
-                host.write_atomic(f"{backup}/old/{rel}", old, mode=0o600, sync_dir=False)
-            host.write_atomic(f"{backup}/new/{rel}", write.data, mode=0o600, sync_dir=False)
+            saved = f"{backup}/old/{write.path.lstrip('/')}"
+            if posixpath.dirname(saved) not in made:
+                host.makedirs(posixpath.dirname(saved), mode=0o700)
+                made.add(posixpath.dirname(saved))
+            kept = host.preserve(write.path, saved)
+            old, st = kept if kept is not None else (None, None)
             old_mode = st.st_mode & 0o7777 if st else None
+            mode = write.mode if write.mode is not None else (old_mode or 0o600)
+            owner = (st.st_uid, st.st_gid) if st else None
             entries.append(
                 {
                     "path": write.path,
                     "sha256": _sha(write.data),
-                    "mode": write.mode if write.mode is not None else (old_mode or 0o600),
+                    "mode": mode,
                     "oldSha256": _sha(old) if old is not None else None,
                     "oldMode": old_mode,
-                    "owner": [st.st_uid, st.st_gid] if st else None,
+                    "owner": list(owner) if owner else None,
+                    "staged": host.stage(write.path, write.data, mode, owner),
                 }
             )
             failpoints.step()
-        # Barrier: every backup and staged copy is durable before the journal points at them
-        # (one fsync per directory, not one per file: fsync is most of a pass's time).
-        host.sync_dirs(
-            posixpath.dirname(f"{backup}/{side}{w.path}") for w in writes for side in ("old", "new")
-        )
+        # Barrier: the backup's links or copies and every staged file are durable (each staged
+        # file was fsynced; one fsync per directory makes the names durable) before the journal
+        # points at them.
+        host.sync_dirs([backup, *made, *_target_dirs(host, writes)])
         journal = {"backup": backup, "files": entries}
         host.write_atomic(paths.JOURNAL, json.dumps(journal, indent=1).encode(), mode=0o600)
     except host_.HostError as e:
-        _drop_staged(host, backup)
+        _discard_staged(host, entries)
         raise TransactionError(f"backup failed, nothing changed: {e}", backup) from e
     failpoints.step()
     try:
         for entry in entries:
-            _install(host, backup, entry, sync_dir=False)
+            host.commit(entry["path"], entry["staged"])
             failpoints.step()
         # Barrier: every replacement is durable before the journal that could redo it goes.
-        host.sync_dirs(posixpath.dirname(w.path) for w in writes)
+        host.sync_dirs(_target_dirs(host, writes))
     except host_.HostError as e:
         try:
             _rollback(host, journal)
@@ -135,16 +149,17 @@ def apply(
                 f"write failed ({e}) and so did the rollback ({again}); the journal {paths.JOURNAL} is kept for the next pass",
                 backup,
             ) from e
-        _drop_staged(host, backup)
         raise TransactionError(
             f"write failed, every file restored from {backup}: {e}", backup
         ) from e
     host.remove(paths.JOURNAL)
     failpoints.step()
-    # The staged copies were only needed until the journal was gone; don't keep two copies
-    # of every new private key around.
-    host.remove_tree(f"{backup}/new", literal=2)
     return backup
+
+
+def _target_dirs(host: host_.Host, writes: list[Write]) -> set[str]:
+    """The directories the targets resolve to: where their temporaries are renamed."""
+    return {posixpath.dirname(host.path_resolved(w.path)) for w in writes}
 
 
 def refuse_shared(host: host_.Host, targets: list[str], protected: tuple[str, ...]) -> None:
@@ -187,15 +202,17 @@ def is_backup(host: host_.Host, name: str) -> bool:
 def recover(host: host_.Host) -> str | None:
     """Finish or undo a pass interrupted by a crash; say what was done (None: nothing to do).
 
-    Rolls forward when every staged file verifies, else back when every backed-up file
-    verifies; when neither set is complete it touches nothing, keeps the journal and raises,
-    because guessing could pair a certificate with the wrong key.
+    Rolls forward when every file is either installed already or staged intact, else back
+    when every backed-up file verifies; when neither is possible it touches nothing, keeps the
+    journal and raises, because guessing could pair a certificate with the wrong key. Run
+    ``remove_temporaries`` after it, never before: a journal's staged files are temporaries.
     """
     data = host.read(paths.JOURNAL)
     if data is None:
-        # A crash between removing the journal and removing the staged copies leaves copies
-        # of live keys in a backup's new/: nothing needs them any more. Only in backups kucero
-        # made, never through a link (a planted new -> /etc/kubernetes/pki is left alone).
+        # A crash before the journal leaves staged temporaries beside the targets; one between
+        # removing the journal and the old layout's staged copies leaves copies of live keys in
+        # a backup's new/. Nothing needs them. Only in backups kucero made, never through a
+        # link (a planted new -> /etc/kubernetes/pki is left alone).
         for name in host.listdir(kubeadm.TMP):
             staged = host.lstat(f"{paths.backup_dir(name)}/new")
             if is_backup(host, name) and staged is not None and stat.S_ISDIR(staged.st_mode):
@@ -213,17 +230,19 @@ def recover(host: host_.Host) -> str | None:
         raise TransactionError(
             f"{paths.JOURNAL}: {backup} is not a backup kucero made; inspect it by hand"
         )
-    for directory in sorted({posixpath.dirname(e["path"]) for e in entries}):
-        host.remove_temporaries(directory)
-    if all(_staged_ok(host, backup, e) for e in entries):
+    if all(_installed(host, e) or _staged_ok(host, backup, e) for e in entries):
         for entry in entries:
-            _install(host, backup, entry)
+            if not _installed(host, entry):
+                _install(host, backup, entry)
+        host.sync_dirs(posixpath.dirname(host.path_resolved(e["path"])) for e in entries)
         host.remove(paths.JOURNAL)
-        host.remove_tree(f"{backup}/new", literal=2)
-        return f"completed an interrupted pass from {backup}"
-    _rollback(host, journal)
-    host.remove_tree(f"{backup}/new", literal=2)
-    return f"rolled back an interrupted pass from {backup}/old (staged files were damaged)"
+        done = f"completed an interrupted pass from {backup}"
+    else:
+        _rollback(host, journal)
+        done = f"rolled back an interrupted pass from {backup}/old (staged files were damaged)"
+    with contextlib.suppress(host_.HostError):
+        host.remove_tree(f"{backup}/new", literal=2)  # a journal of the old layout
+    return done
 
 
 def prune(host: host_.Host, retain: int, keep: str | None = None) -> list[str]:
@@ -256,10 +275,18 @@ def _journal_backup(host: host_.Host) -> str | None:
         return None
 
 
-def _drop_staged(host: host_.Host, backup: str) -> None:
+def _discard_staged(host: host_.Host, entries: list[dict[str, Any]]) -> None:
     """Staged copies of a change that did not land hold new private keys nobody needs."""
-    with contextlib.suppress(host_.HostError):
-        host.remove_tree(f"{backup}/new", literal=2)
+    for entry in entries:
+        if "staged" in entry:
+            with contextlib.suppress(host_.HostError):
+                host.remove(host.sibling(entry["path"], entry["staged"]))
+
+
+def remove_temporaries(host: host_.Host) -> list[str]:
+    """Remove what interrupted writes left (kucero's ``.kucero-tmp-*`` names only, never
+    followed through a link) in every directory kucero writes to; after ``recover``."""
+    return [p for d in paths.WRITTEN_DIRECTORIES for p in host.remove_temporaries(d)]
 
 
 def _sha(data: bytes) -> str:
@@ -285,18 +312,31 @@ def _owner(entry: dict[str, Any]) -> tuple[int, int] | None:
     return (entry["owner"][0], entry["owner"][1]) if entry.get("owner") else None
 
 
-def _install(host: host_.Host, backup: str, entry: dict[str, Any], sync_dir: bool = True) -> None:
-    staged = host.read(f"{backup}/new/{entry['path'].lstrip('/')}")
-    if staged is None or _sha(staged) != entry["sha256"]:
-        raise host_.HostError(f"{backup}/new{entry['path']}: staged copy missing or damaged")
-    host.write_atomic(
-        entry["path"], staged, mode=entry["mode"], owner=_owner(entry), sync_dir=sync_dir
-    )
+def _installed(host: host_.Host, entry: dict[str, Any]) -> bool:
+    current = host.read(entry["path"])
+    return current is not None and _sha(current) == entry["sha256"]
+
+
+def _staged_path(host: host_.Host, backup: str, entry: dict[str, Any]) -> str:
+    if "staged" in entry:
+        return host.sibling(entry["path"], entry["staged"])
+    return f"{backup}/new/{entry['path'].lstrip('/')}"  # a journal of the old layout
 
 
 def _staged_ok(host: host_.Host, backup: str, entry: dict[str, Any]) -> bool:
-    staged = host.read(f"{backup}/new/{entry['path'].lstrip('/')}")
+    staged = host.read(_staged_path(host, backup, entry))
     return staged is not None and _sha(staged) == entry["sha256"]
+
+
+def _install(host: host_.Host, backup: str, entry: dict[str, Any]) -> None:
+    """Install a verified staged file: rename it over its target, or (old layout) copy it."""
+    if "staged" in entry:
+        host.commit(entry["path"], entry["staged"])
+        return
+    staged = host.read(_staged_path(host, backup, entry))
+    if staged is None or _sha(staged) != entry["sha256"]:
+        raise host_.HostError(f"{backup}/new{entry['path']}: staged copy missing or damaged")
+    host.write_atomic(entry["path"], staged, mode=entry["mode"], owner=_owner(entry))
 
 
 def _rollback(host: host_.Host, journal: dict[str, Any]) -> None:
@@ -321,3 +361,4 @@ def _rollback(host: host_.Host, journal: dict[str, Any]) -> None:
             mode = entry.get("oldMode") or entry["mode"]
             host.write_atomic(entry["path"], old, mode=mode, owner=_owner(entry))
     host.remove(paths.JOURNAL)
+    _discard_staged(host, journal["files"])

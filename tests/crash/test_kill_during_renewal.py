@@ -354,8 +354,13 @@ def assert_converged(root: Path, files: dict[str, str], changes: frozenset[str])
     for conf in (root / "etc/kubernetes").glob("*.conf"):
         assert conf.stat().st_mode & 0o777 == 0o600, conf
     backups = [p for p in (root / WORKDIR).iterdir() if p.name.startswith(BACKUP_PREFIX)]
+    # a backup holds the replaced files themselves (hard links: their modes, 0600 for every
+    # key and kubeconfig) in directories only root can enter
+    for backup in backups:
+        assert backup.stat().st_mode & 0o777 == 0o700, backup
     for file in (f for b in backups for f in b.rglob("*") if f.is_file()):
-        assert file.stat().st_mode & 0o777 == 0o600, file
+        if file.suffix in (".key", ".conf"):
+            assert file.stat().st_mode & 0o777 == 0o600, file
     # kubelet: kubelet.conf points at the rotating file, the config asks for client rotation
     # (serverTLSBootstrap is left alone: the demo policy does not vouch for an approver), and
     # nothing else in the config changed

@@ -3,11 +3,13 @@ a verified state."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,25 +85,19 @@ def test_a_failed_write_rolls_every_file_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = _tree(tmp_path)
-    real = host.Host.write_atomic
+    real = host.Host.commit
 
-    def failing(
-        self: host.Host,
-        path: str,
-        data: bytes,
-        mode: int | None = None,
-        owner: tuple[int, int] | None = None,
-        sync_dir: bool = True,
-    ) -> None:
-        if path == "/etc/kubernetes/pki/a.key" and data == b"key-v2":
-            raise host.HostError(f"{path}: cannot write: No space left on device")
-        real(self, path, data, mode, owner, sync_dir)
+    def failing(self: host.Host, path: str, staged: str) -> None:
+        if path == "/etc/kubernetes/pki/a.key":  # the second install: a.crt is new already
+            raise host.HostError(f"{path}: cannot replace: No space left on device")
+        real(self, path, staged)
 
-    monkeypatch.setattr(host.Host, "write_atomic", failing)
+    monkeypatch.setattr(host.Host, "commit", failing)
     with pytest.raises(transaction.TransactionError, match=r"every file restored.*No space left"):
         transaction.apply(node, WRITES, NOW, retain=5)
     assert _pair(node) == (b"crt-v1", b"key-v1")
     assert node.read(paths.JOURNAL) is None
+    assert not [p for p in node.path("/etc/kubernetes/pki").iterdir() if p.name.startswith(".")]
 
 
 def _interrupted(node: host.Host) -> dict[str, object]:
@@ -169,10 +165,117 @@ def test_unreadable_journal_is_an_error(tmp_path: Path) -> None:
         transaction.recover(node)
 
 
-def test_recover_removes_temporaries_of_an_interrupted_write(tmp_path: Path) -> None:
+def test_recover_finishes_a_journal_of_the_older_layout_and_temporaries_go_after_it(
+    tmp_path: Path,
+) -> None:
     node = _tree(tmp_path)
-    _interrupted(node)
+    _interrupted(node)  # staged copies in the backup's new/, as kucero before 0.2 wrote them
     leftover = node.path("/etc/kubernetes/pki") / f"{paths.TEMP_PREFIX}a.key.0123456789ab"
     leftover.write_bytes(b"half a key")
-    transaction.recover(node)
+    assert "completed" in (transaction.recover(node) or "")
+    assert leftover.exists()  # recover never guesses which temporaries are staged files
+    assert transaction.remove_temporaries(node) == [
+        f"/etc/kubernetes/pki/{paths.TEMP_PREFIX}a.key.0123456789ab"
+    ]
     assert not leftover.exists()
+    assert not node.path("/etc/kubernetes/tmp/kucero-backup-x/new").exists()
+
+
+class Crash(BaseException):
+    """Stands for a SIGKILL: nothing below it runs (apply catches only HostError)."""
+
+
+def _crash_at_commit(monkeypatch: pytest.MonkeyPatch, nth: int) -> None:
+    real = host.Host.commit
+    calls = 0
+
+    def commit(self: host.Host, path: str, staged: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == nth:
+            raise Crash
+        real(self, path, staged)
+
+    monkeypatch.setattr(host.Host, "commit", commit)
+
+
+def _temporaries(node: host.Host) -> list[str]:
+    return [p.name for p in node.path("/etc/kubernetes/pki").iterdir() if p.name.startswith(".")]
+
+
+def test_a_crash_between_two_installs_is_rolled_forward_from_the_staged_temporaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = _tree(tmp_path)
+    _crash_at_commit(monkeypatch, 2)
+    with pytest.raises(Crash):
+        transaction.apply(node, WRITES, NOW, retain=5)
+    monkeypatch.undo()
+    assert _pair(node) == (b"crt-v2", b"key-v1") and len(_temporaries(node)) == 1
+    journal = json.loads(node.read(paths.JOURNAL) or b"")
+    assert [e["staged"].startswith(paths.TEMP_PREFIX) for e in journal["files"]] == [True, True]
+    assert "completed" in (transaction.recover(node) or "")
+    assert _pair(node) == (b"crt-v2", b"key-v2") and not _temporaries(node)
+    assert node.read(paths.JOURNAL) is None
+
+
+def test_a_crash_with_a_damaged_staged_file_is_rolled_back_and_the_staged_files_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = _tree(tmp_path)
+    _crash_at_commit(monkeypatch, 2)
+    with pytest.raises(Crash):
+        transaction.apply(node, WRITES, NOW, retain=5)
+    monkeypatch.undo()
+    (node.path("/etc/kubernetes/pki") / _temporaries(node)[0]).write_bytes(b"torn")
+    assert "rolled back" in (transaction.recover(node) or "")
+    assert _pair(node) == (b"crt-v1", b"key-v1") and not _temporaries(node)
+
+
+def test_a_crash_before_the_journal_changes_nothing_and_its_temporaries_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = _tree(tmp_path)
+
+    real = host.Host.write_atomic
+
+    def no_journal(self: host.Host, path: str, *args: Any, **kwargs: Any) -> None:
+        if path == paths.JOURNAL:
+            raise Crash
+        real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(host.Host, "write_atomic", no_journal)
+    with pytest.raises(Crash):
+        transaction.apply(node, WRITES, NOW, retain=5)
+    monkeypatch.undo()
+    assert _pair(node) == (b"crt-v1", b"key-v1") and len(_temporaries(node)) == 2
+    assert transaction.recover(node) is None
+    assert len(transaction.remove_temporaries(node)) == 2
+    assert _pair(node) == (b"crt-v1", b"key-v1") and not _temporaries(node)
+
+
+def test_the_backup_is_the_replaced_file_itself_or_a_copy_across_filesystems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = _tree(tmp_path)
+    old_inode = node.path("/etc/kubernetes/pki/a.key").stat().st_ino
+    backup = transaction.apply(node, WRITES, NOW, retain=5)
+    saved = node.path(f"{backup}/old/etc/kubernetes/pki/a.key")
+    assert saved.read_bytes() == b"key-v1" and saved.stat().st_ino == old_inode
+
+    def cross_device(*args: object, **kwargs: object) -> None:
+        raise OSError(18, "Invalid cross-device link")  # EXDEV
+
+    monkeypatch.setattr(os, "link", cross_device)
+    later = transaction.apply(node, [dataclasses.replace(WRITES[1], data=b"key-v3")], NOW, retain=5)
+    copied = node.path(f"{later}/old/etc/kubernetes/pki/a.key")
+    assert copied.read_bytes() == b"key-v2" and copied.stat().st_mode & 0o777 == 0o600
+
+
+def test_temporaries_are_removed_by_name_only_and_never_through_a_link(tmp_path: Path) -> None:
+    node = _tree(tmp_path)
+    pki = node.path("/etc/kubernetes/pki")
+    (pki / f"{paths.TEMP_PREFIX}x").symlink_to("a.key")
+    (pki / "kept.tmp").write_bytes(b"not ours")
+    assert transaction.remove_temporaries(node) == [f"/etc/kubernetes/pki/{paths.TEMP_PREFIX}x"]
+    assert _pair(node) == (b"crt-v1", b"key-v1") and (pki / "kept.tmp").exists()

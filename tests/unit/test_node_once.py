@@ -128,8 +128,14 @@ def test_modes_backups_and_retention(
     assert len(backups) == 1 and backups[0].stat().st_mode & 0o777 == 0o700
     for rel, data in original.items():
         saved = backups[0] / "old" / rel
-        assert saved.read_bytes() == data and saved.stat().st_mode & 0o777 == 0o600
+        # the very file that was replaced (a hard link kept it: never copied, never written)
+        assert saved.read_bytes() == data and saved.stat().st_nlink == 1
+        assert saved.stat().st_ino != (root / rel).stat().st_ino
+    assert (backups[0] / "old/etc/kubernetes/pki/apiserver.crt").stat().st_mode & 0o777 == 0o640
+    assert (backups[0] / "old/etc/kubernetes/pki/apiserver.key").stat().st_mode & 0o777 == 0o600
     assert not (backups[0] / "new").exists()  # staged keys are not kept twice
+    staged = [p for p in (root / "etc/kubernetes/pki").iterdir() if p.name.startswith(".kucero")]
+    assert not staged  # every staged file was renamed into place
 
 
 def test_retention_keeps_the_newest_backups_even_when_the_clock_stepped_back(
