@@ -17,7 +17,7 @@ LOCK = f"{TMP}/kucero.lock"
 JOURNAL = f"{TMP}/kucero-journal.json"
 # Restarts owed by an earlier pass, and other per-node memory.
 STATE = f"{TMP}/kucero-state.json"
-# One directory per transaction, the backup in its ``old/`` (kucero before 0.2 also staged
+# One directory per transaction, the backup in its ``old/`` (an older kucero also staged
 # new contents in its ``new/``; they are now staged beside their targets).
 BACKUP_PREFIX = "kucero-backup-"
 # Written first into every backup directory kucero creates: only a real directory holding it

@@ -169,7 +169,7 @@ def test_recover_finishes_a_journal_of_the_older_layout_and_temporaries_go_after
     tmp_path: Path,
 ) -> None:
     node = _tree(tmp_path)
-    _interrupted(node)  # staged copies in the backup's new/, as kucero before 0.2 wrote them
+    _interrupted(node)  # staged copies in the backup's new/, as an older kucero wrote them
     leftover = node.path("/etc/kubernetes/pki") / f"{paths.TEMP_PREFIX}a.key.0123456789ab"
     leftover.write_bytes(b"half a key")
     assert "completed" in (transaction.recover(node) or "")
