@@ -8,7 +8,9 @@ lists the modules it loaded. (test_offline_imports.py checks ``node --once`` and
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -67,3 +69,18 @@ def test_policy_validation_checks_only_the_formats_the_schema_uses() -> None:
     text = json.dumps(policy.schema())
     used = {f for f in ("go-duration", "cidr") if f'"format": "{f}"' in text}
     assert set(policy._validator().format_checker.checkers) == used
+
+
+def test_a_pass_that_restarts_nothing_loads_no_tls_or_http_client(
+    tmp_path: Path, make_tree: Callable[..., Path]
+) -> None:
+    now = dt.datetime.now(dt.UTC)  # one renewal due now
+    root = make_tree(now=now, key_type="ecdsa", expiries={"apiserver": dt.timedelta(days=5)})
+    shutil.rmtree(root / "etc/kubernetes/manifests")  # no static pods: nothing to restart
+    argv = ("node", "--once", "--host-root", str(root), "--policy", POLICY, "-o", "json")
+    out = tmp_path / "out.json"
+    modules = loaded(tmp_path, *argv, "--kubelet-restart-command", "true")
+    assert "reconciler.node.probe" in modules and "reconciler.node.transaction" in modules
+    assert not modules & {"ssl", "http.client", "http"}
+    backups = list((root / "etc/kubernetes/tmp").glob("kucero-backup-*"))
+    assert len(backups) == 1 and not out.exists()  # it did renew (one transaction)
