@@ -54,7 +54,14 @@ def credentials(doc: dict[str, Any], path: str) -> hoststate.Credentials:
 def with_embedded(
     doc: dict[str, Any], user: str, cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None = None
 ) -> bytes:
-    """The kubeconfig with ``user``'s certificate and key embedded as new data.
+    """``embedded``, dumped."""
+    return dump(embedded(doc, user, cert_pem, key_pem, ca_pem))
+
+
+def embedded(
+    doc: dict[str, Any], user: str, cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None = None
+) -> dict[str, Any]:
+    """The kubeconfig with ``user``'s certificate and key embedded as new data (a copy).
 
     With ``ca_pem``, the current context's cluster gets it as ``certificate-authority-data``,
     as ``kubeadm certs renew`` refreshes it from the CA on disk (a kubeconfig made before a CA
@@ -71,7 +78,7 @@ def with_embedded(
         cluster = _cluster_in_use(out)
         if cluster is not None and not cluster.get("certificate-authority"):
             cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
-    return dump(out)
+    return out
 
 
 def with_file_references(doc: dict[str, Any], user: str, cert_file: str, key_file: str) -> bytes:

@@ -69,7 +69,10 @@ def execute(
     the_plan: actions.Plan,
     now: dt.datetime,
     settings: Settings,
+    built: observe.Written | None = None,
 ) -> list[actions.Result]:
+    """Carry out ``the_plan``; ``built`` (when given) is filled with what the renewals built
+    and verified, for ``observe.refresh`` to reuse when it reads those very bytes back."""
     results: list[actions.Result] = []
     writes: list[transaction.Write] = []
     written: list[actions.Action] = []
@@ -78,7 +81,9 @@ def execute(
     for action in the_plan.actions:
         try:
             if action.kind == actions.ActionKind.RENEW:
-                writes += _renewal(host, spec, observed, action.target, now, ca_keys, new_keys)
+                writes += _renewal(
+                    host, spec, observed, action.target, now, ca_keys, new_keys, built
+                )
             elif action.kind == actions.ActionKind.FIX_KUBELET_CONF:
                 writes.append(_fix_kubelet_conf(observed))
             elif action.kind == actions.ActionKind.SET_KUBELET_CONFIG:
@@ -316,6 +321,7 @@ def _renewal(
     now: dt.datetime,
     ca_keys: dict[str, pki.PrivateKey],
     new_keys: dict[str, pki.PrivateKey],
+    built: observe.Written | None = None,
 ) -> list[transaction.Write]:
     leaf = observed.leaves[name]
     ca = kubeadm.CA_BY_NAME[leaf.ca]
@@ -342,6 +348,9 @@ def _renewal(
     )
     _check_renewed(cert, new_key, ca_cert, name)
     cert_pem, key_pem = pki.cert_pem(cert), pki.key_pem(new_key, like=leaf.key_pem)
+    if built is not None:
+        built.certs[cert_pem] = cert
+        built.pairs.add((cert_pem, key_pem, leaf.ca))
     if leaf.kind == "certificate":
         key_path = kubeadm.LEAF_BY_NAME[name].key
         assert key_path is not None
@@ -358,9 +367,12 @@ def _renewal(
         )
     # the file now holds a private key: 0600, whatever it was before
     # kubeadm refreshes the embedded CA too (certs renew: kubeConfigReadWriter.Write)
-    data = kubeconfig.with_embedded(
+    document = kubeconfig.embedded(
         leaf.document, creds.user, cert_pem, key_pem, ca_pem=pki.cert_pem(ca_cert)
     )
+    data = kubeconfig.dump(document)
+    if built is not None:
+        built.documents[data] = document
     return [transaction.Write(leaf.path, data, mode=0o600)]
 
 

@@ -18,6 +18,23 @@ from reconciler.model import actions, hoststate, kubeadm, paths, staticpod
 from reconciler.node import host as host_
 
 
+@dataclasses.dataclass
+class Written:
+    """What a pass wrote, built and verified before it was written, by exact content.
+
+    ``refresh`` reads every file the pass wrote back from disk; when a file holds these very
+    bytes, what was built from them is reused instead of parsed and verified a second time
+    (the same bytes parse to the same values). Bytes that differ are parsed and checked in
+    full, as on a first observation."""
+
+    # certificate PEM -> the certificate signed for it
+    certs: dict[bytes, x509.Certificate] = dataclasses.field(default_factory=dict)
+    # (certificate PEM, key PEM, CA name): the key matches and that CA signed it
+    pairs: set[tuple[bytes, bytes, str]] = dataclasses.field(default_factory=set)
+    # kubeconfig bytes -> the document they were dumped from
+    documents: dict[bytes, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
 def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observed:
     """Read everything a pass needs from ``host``; never raises for a bad file."""
     cas = {ca.name: _read_ca(host, ca) for ca in kubeadm.CAS}
@@ -76,7 +93,12 @@ def _identities(host: host_.Host, host_paths: list[str]) -> dict[str, hoststate.
     return out
 
 
-def refresh(host: host_.Host, before: hoststate.Observed, done: actions.Plan) -> hoststate.Observed:
+def refresh(
+    host: host_.Host,
+    before: hoststate.Observed,
+    done: actions.Plan,
+    written: Written | None = None,
+) -> hoststate.Observed:
     """``before`` with what the actions of ``done`` may have changed read again from ``host``.
 
     Confirms a pass: every certificate it renewed is parsed again from disk, its key checked
@@ -85,12 +107,14 @@ def refresh(host: host_.Host, before: hoststate.Observed, done: actions.Plan) ->
     The rest (the CAs, which a pass never writes, and the leaves it did not touch) is reused,
     so a pass parses each file it does not write once. A change someone else makes meanwhile
     to a file the pass did not touch is seen by the next pass, as it would be a moment later.
+    ``written``: what the pass built and verified before writing, reused for a file read back
+    byte for byte as it was written.
     """
     leaves = dict(before.leaves)
     renewed = {a.target for a in done.of(actions.ActionKind.RENEW)}
     for leaf in kubeadm.LEAVES:
         if leaf.name in renewed:
-            found = _read_leaf(host, leaf, before.cas[leaf.ca])
+            found = _read_leaf(host, leaf, before.cas[leaf.ca], written)
             if found is None:
                 leaves.pop(leaf.name, None)
             else:
@@ -194,7 +218,7 @@ def _ca_key_error(host: host_.Host, ca: kubeadm.CA, cert: x509.Certificate) -> s
 
 
 def _read_leaf(
-    host: host_.Host, leaf: kubeadm.Leaf, ca: hoststate.CAFile
+    host: host_.Host, leaf: kubeadm.Leaf, ca: hoststate.CAFile, written: Written | None = None
 ) -> hoststate.LeafFile | None:
     base = hoststate.LeafFile(
         name=leaf.name,
@@ -208,13 +232,13 @@ def _read_leaf(
     )
     try:
         if leaf.kind == "kubeconfig":
-            return _read_kubeconfig(host, base, ca)
+            return _read_kubeconfig(host, base, ca, written)
         data = host.read(leaf.path)
         if data is None:
             return None
         assert leaf.key is not None
         key_pem = host.read(leaf.key)
-        return _with_pair(base, data, leaf.path, key_pem, leaf.key, ca)
+        return _with_pair(base, data, leaf.path, key_pem, leaf.key, ca, written)
     except host_.HostError as e:
         return dataclasses.replace(base, error=str(e))
     except Exception as e:  # the gatherer never raises for a bad file: report and move on
@@ -222,13 +246,14 @@ def _read_leaf(
 
 
 def _read_kubeconfig(
-    host: host_.Host, base: hoststate.LeafFile, ca: hoststate.CAFile
+    host: host_.Host, base: hoststate.LeafFile, ca: hoststate.CAFile, written: Written | None
 ) -> hoststate.LeafFile | None:
     data = host.read(base.path)
     if data is None:
         return None
     try:
-        doc = kubeconfig.parse(data)
+        known = written.documents.get(data) if written is not None else None
+        doc = known if known is not None else kubeconfig.parse(data)
         creds = kubeconfig.credentials(doc, base.path)
     except kubeconfig.KubeconfigError as e:
         return dataclasses.replace(base, error=f"{base.path}: {e}")
@@ -252,7 +277,7 @@ def _read_kubeconfig(
         assert creds.key_file is not None
         key_data, key_where = host.read(creds.key_file), creds.key_file
     assert cert_data is not None
-    return _with_pair(base, cert_data, cert_where, key_data, key_where, ca)
+    return _with_pair(base, cert_data, cert_where, key_data, key_where, ca, written)
 
 
 def _with_pair(
@@ -262,7 +287,21 @@ def _with_pair(
     key_data: bytes | None,
     key_where: str,
     ca: hoststate.CAFile,
+    written: Written | None = None,
 ) -> hoststate.LeafFile:
+    if (
+        written is not None
+        and key_data is not None
+        and (cert_data, key_data, base.ca) in written.pairs
+        and cert_data in written.certs
+    ):
+        return dataclasses.replace(
+            base,
+            cert=written.certs[cert_data],
+            key_pem=key_data,
+            key_matches=True,
+            issued_by_ca=True,
+        )
     try:
         cert = pki.load_cert(cert_data)
     except pki.PKIError as e:

@@ -147,10 +147,12 @@ def _locked_pass(
             withheld=withheld,
             observed=observed,
         )
-    results = execute.execute(host, spec, observed, first, clock(), settings)
-    # Converged means what the next pass would see: what this one wrote is read back and
-    # verified (key against certificate, certificate against CA); the rest was just read.
-    final = observe.refresh(host, observed, first)
+    written = observe.Written()
+    results = execute.execute(host, spec, observed, first, clock(), settings, written)
+    # Converged means what the next pass would see: what this one wrote is read back; bytes
+    # other than those it built and verified (key against certificate, certificate against
+    # CA) are parsed and verified again; the rest was just read.
+    final = observe.refresh(host, observed, first, written)
     after = plan.plan(spec, final, clock())
     return PassResult(
         spec,

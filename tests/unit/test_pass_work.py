@@ -9,6 +9,7 @@ file parsed twice is a CA key: once to check it matches its certificate, once to
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterator
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 
-from reconciler.decide import kubeconfig, kubelet, pki
+from reconciler.decide import kubeconfig, kubelet, pki, plan
 from reconciler.model import kubeadm, nodespec
 from reconciler.node import execute, keys, observe
 from reconciler.node import host as host_
@@ -113,10 +115,41 @@ def test_a_renewing_pass_observes_once_and_parses_each_content_once(
         and not (digest == referenced and n == 2)
     }
     assert twice == {}
-    # read back: each renewed kubeconfig parsed once before and once after (new content)
+    # read back: a renewed file holding the very bytes the pass built and verified is not
+    # parsed again (kubelet.conf, repaired to name the rotating file, is: nothing built it
+    # from a parse of its own)
     kubeconfigs = sum(n for (name, _), n in counter.parsed.items() if name == "parse")
     renewed_kubeconfigs = sum(1 for leaf in kubeadm.LEAVES if leaf.kind == "kubeconfig")
-    assert kubeconfigs == 2 * (renewed_kubeconfigs + 1)  # + kubelet.conf, also rewritten
+    assert kubeconfigs == renewed_kubeconfigs + 2
+    new_certs = {digest_of(root, leaf.path) for leaf in kubeadm.LEAVES if leaf.key}
+    assert not {d for (name, d) in counter.parsed if name == "load_cert"} & new_certs
+
+
+def test_refresh_reusing_what_the_pass_built_sees_what_reading_afresh_sees(
+    make_tree: Callable[..., Path],
+) -> None:
+    for key_type in ("ecdsa", "rsa"):
+        root = make_tree(expiries=ALL_DUE, key_type=key_type)
+        node = host_.Host(root)
+        before = observe.observe(node)
+        the_plan = plan.plan(spec(), before, NOW)
+        written = observe.Written()
+        execute.execute(node, spec(), before, the_plan, NOW, SETTINGS, written)
+        assert len(written.pairs) == len(kubeadm.NAMES) and written.documents
+        reused = observe.refresh(node, before, the_plan, written)
+        afresh = observe.refresh(node, before, the_plan)
+        assert reused.leaves.keys() == afresh.leaves.keys()
+        for name, leaf in afresh.leaves.items():
+            again = reused.leaves[name]
+            assert dataclasses.replace(again, cert=None) == dataclasses.replace(leaf, cert=None)
+            assert again.cert is not None and leaf.cert is not None
+            assert again.cert.fingerprint(hashes.SHA256()) == leaf.cert.fingerprint(hashes.SHA256())
+            assert leaf.key_matches and leaf.issued_by_ca, name
+        # a file changed after it was written is parsed and checked in full
+        other = root / "etc/kubernetes/pki/apiserver.key"
+        other.write_bytes((root / "etc/kubernetes/pki/front-proxy-client.key").read_bytes())
+        changed = observe.refresh(node, before, the_plan, written)
+        assert changed.leaves["apiserver"].key_matches is False
 
 
 def test_a_pass_with_nothing_to_do_parses_each_file_once(
