@@ -128,7 +128,8 @@ def apply(
         # Barrier: the backup's links or copies and every staged file are durable (each staged
         # file was fsynced; one fsync per directory makes the names durable) before the journal
         # points at them.
-        host.sync_dirs([backup, *made, *_target_dirs(host, writes)])
+        targets = _target_dirs(host, writes)
+        host.sync_dirs([backup, *made, *targets])
         journal = {"backup": backup, "files": entries}
         host.write_atomic(paths.JOURNAL, json.dumps(journal, indent=1).encode(), mode=0o600)
     except host_.HostError as e:
@@ -140,7 +141,7 @@ def apply(
             host.commit(entry["path"], entry["staged"])
             failpoints.step()
         # Barrier: every replacement is durable before the journal that could redo it goes.
-        host.sync_dirs(_target_dirs(host, writes))
+        host.sync_dirs(targets)
     except host_.HostError as e:
         try:
             _rollback(host, journal)
