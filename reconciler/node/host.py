@@ -285,13 +285,17 @@ class Host:
         except OSError as e:
             raise HostError(f"{src} -> {dst}: cannot rename: {e.strerror or e}") from e
 
-    def makedirs(self, host_path: str, mode: int = 0o700) -> None:
-        """Create a directory and its parents, durably (each new entry's parent fsynced)."""
+    def makedirs(self, host_path: str, mode: int = 0o700, sync: bool = True) -> None:
+        """Create a directory and its parents, durably (each new entry's parent fsynced).
+
+        ``sync=False``: the new directory's own entry is left to a later ``sync_dirs`` of its
+        parent (a caller that creates its directories one level at a time before a barrier)."""
         try:
             with confined.locate(self.root, host_path, create_parents=True, mode=mode) as where:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(where.name, mode, dir_fd=where.dir_fd)
-                    os.fsync(where.dir_fd)
+                    if sync:
+                        os.fsync(where.dir_fd)
                 st = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
                 if not stat.S_ISDIR(st.st_mode):
                     raise HostError(f"{host_path}: exists and is not a directory")

@@ -102,12 +102,13 @@ def apply(
     backup = _new_backup_dir(host, now)
     entries: list[dict[str, Any]] = []
     try:
-        made: set[str] = set()
+        made: set[str] = set()  # one level at a time, synced together at the barrier
         for write in writes:
             saved = f"{backup}/old/{write.path.lstrip('/')}"
-            if posixpath.dirname(saved) not in made:
-                host.makedirs(posixpath.dirname(saved), mode=0o700)
-                made.add(posixpath.dirname(saved))
+            for directory in _levels(backup, posixpath.dirname(saved)):
+                if directory not in made:
+                    host.makedirs(directory, mode=0o700, sync=False)
+                    made.add(directory)
             kept = host.preserve(write.path, saved)
             old, st = kept if kept is not None else (None, None)
             old_mode = st.st_mode & 0o7777 if st else None
@@ -129,7 +130,7 @@ def apply(
         # file was fsynced; one fsync per directory makes the names durable) before the journal
         # points at them.
         targets = _target_dirs(host, writes)
-        host.sync_dirs([backup, *made, *targets])
+        host.sync_dirs([kubeadm.TMP, backup, *made, *targets])
         journal = {"backup": backup, "files": entries}
         host.write_atomic(paths.JOURNAL, json.dumps(journal, indent=1).encode(), mode=0o600)
     except host_.HostError as e:
@@ -156,6 +157,12 @@ def apply(
     host.remove(paths.JOURNAL)
     failpoints.step()
     return backup
+
+
+def _levels(top: str, directory: str) -> list[str]:
+    """``top``'s descendants down to ``directory``, outermost first."""
+    parts = directory[len(top) :].strip("/").split("/")
+    return [posixpath.join(top, *parts[: i + 1]) for i in range(len(parts))]
 
 
 def _target_dirs(host: host_.Host, writes: list[Write]) -> set[str]:
@@ -301,9 +308,11 @@ def _new_backup_dir(host: host_.Host, now: dt.datetime) -> str:
     try:
         while host.lstat(candidate) is not None:
             candidate, n = f"{base}-{n}", n + 1
-        host.makedirs(candidate, mode=0o700)
+        # both entries are made durable by apply's barrier, before the journal names them
+        host.makedirs(candidate, mode=0o700, sync=False)
         # written first: only directories holding it are ever pruned or emptied by kucero
-        host.write_atomic(f"{candidate}/{paths.BACKUP_MARKER}", paths.MARKER_CONTENT, mode=0o600)
+        marker = f"{candidate}/{paths.BACKUP_MARKER}"
+        host.write_atomic(marker, paths.MARKER_CONTENT, mode=0o600, sync_dir=False)
     except OSError as e:
         raise TransactionError(f"backup failed, nothing changed: {e}") from e
     return candidate
