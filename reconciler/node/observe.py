@@ -9,6 +9,7 @@ certificates), and for workers (only the kubelet's files).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography import x509
@@ -58,12 +59,16 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
 
 
 def _read_afresh(
-    host: host_.Host, leaves: dict[str, hoststate.LeafFile], kubelet_state: hoststate.Kubelet
+    host: host_.Host,
+    leaves: dict[str, hoststate.LeafFile],
+    kubelet_state: hoststate.Kubelet,
+    unchanged: Mapping[str, hoststate.FileIdentity] | None = None,
 ) -> dict[str, Any]:
     """The fields every observation reads again, ``refresh`` included: the static pod
     manifests in the kubelet's staticPodPath (which files each loads, where it listens),
     kucero's state file and journal, and every watched file's identity (a replaced file is a
-    new inode). Stats and small documents; ``errors`` is theirs alone."""
+    new inode; ``unchanged``: identities known not to have changed since, reused). Stats and
+    small documents; ``errors`` is theirs alone."""
     errors: list[str] = []
     pod_dir = components.static_pod_path(kubelet_state.config)
     manifests = _manifests(host, pod_dir, errors)
@@ -75,15 +80,20 @@ def _read_afresh(
         "static_pods": _read_static_pods(host, pod_dir, manifests, errors),
         "restart_required": frozenset(str(c) for c in state.get("restartRequired", {})),
         "errors": tuple(errors),
-        "identities": _identities(host, _watched(leaves, kubelet_state)),
+        "identities": _identities(host, _watched(leaves, kubelet_state), unchanged or {}),
     }
 
 
-def _identities(host: host_.Host, host_paths: list[str]) -> dict[str, hoststate.FileIdentity]:
+def _identities(
+    host: host_.Host, host_paths: list[str], unchanged: Mapping[str, hoststate.FileIdentity]
+) -> dict[str, hoststate.FileIdentity]:
     """Which file each path resolves to, so the plan can see two paths that are one file.
     A path that cannot be resolved is left out (reading it has already reported why)."""
     out = {}
     for path in dict.fromkeys(host_paths):
+        if path in unchanged:
+            out[path] = unchanged[path]
+            continue
         try:
             found = host.identity(path)
         except host_.HostError:
@@ -120,13 +130,32 @@ def refresh(
             else:
                 leaves[leaf.name] = found
     kubelet_state = before.kubelet
+    touched = {p for name in renewed for p in _files(before.leaves, leaves, name)}
+    touched.add(paths.STATE)
     if done.of(actions.ActionKind.FIX_KUBELET_CONF) or done.of(
         actions.ActionKind.SET_KUBELET_CONFIG
     ):
         kubelet_state = _read_kubelet(host, before.cas["ca"])
+        touched.update(_kubelet_files(before.kubelet) | _kubelet_files(kubelet_state))
+    # a pass replaces only what it writes: every other watched path is the file it was
+    unchanged = {p: i for p, i in before.identities.items() if p not in touched}
     return dataclasses.replace(
-        before, leaves=leaves, kubelet=kubelet_state, **_read_afresh(host, leaves, kubelet_state)
+        before,
+        leaves=leaves,
+        kubelet=kubelet_state,
+        **_read_afresh(host, leaves, kubelet_state, unchanged),
     )
+
+
+def _files(
+    before: dict[str, hoststate.LeafFile], after: dict[str, hoststate.LeafFile], name: str
+) -> set[str]:
+    return {p for leaves in (before, after) if name in leaves for p in leaves[name].files}
+
+
+def _kubelet_files(state: hoststate.Kubelet) -> set[str]:
+    files = {kubeadm.KUBELET_CONF, kubeadm.KUBELET_CONFIG, kubeadm.KUBELET_CLIENT_CURRENT}
+    return files | set(state.conf.files if state.conf is not None else ())
 
 
 def _watched(leaves: dict[str, hoststate.LeafFile], kubelet_state: hoststate.Kubelet) -> list[str]:

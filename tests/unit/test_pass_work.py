@@ -139,6 +139,10 @@ def test_refresh_reusing_what_the_pass_built_sees_what_reading_afresh_sees(
         reused = observe.refresh(node, before, the_plan, written)
         afresh = observe.refresh(node, before, the_plan)
         assert reused.leaves.keys() == afresh.leaves.keys()
+        # identities are looked up again only for what the pass replaced: the same as a
+        # whole new observation finds (every replaced file is a new inode)
+        assert reused.identities == observe.observe(node).identities
+        assert any(reused.identities[p] != before.identities[p] for p in before.identities)
         for name, leaf in afresh.leaves.items():
             again = reused.leaves[name]
             assert dataclasses.replace(again, cert=None) == dataclasses.replace(leaf, cert=None)
