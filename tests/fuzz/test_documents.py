@@ -134,7 +134,7 @@ def schemacheck_agrees(data: object) -> str:
     quick = schemacheck.certainly_valid(policy.schema(), data, policy._FORMATS)
     errors = policy._schema_errors(data)
     if quick:
-        assert errors == [] and policy._validator().is_valid(data), data
+        assert errors == [], data
     api_version = data.get("apiVersion")
     if not isinstance(api_version, str) or api_version in policy.SUPPORTED_API_VERSIONS:
         assert policy.validate(data) == errors
