@@ -4,7 +4,9 @@ exception, and what is accepted can be used (resolved, edited, dumped and read b
 
 Three kinds of input each: YAML text from a YAML-ish alphabet (syntax, anchors, aliases,
 tags, flow and block styles), well-formed documents of the right shape with any JSON-ish value
-at any place, and valid documents with one field replaced. Profiles and counts: tests/conftest.py
+at any place, and valid documents with one field replaced. Every generated policy also checks
+that schemacheck's quick answer is sound (``schemacheck_agrees``; near-valid policies in
+test_schemacheck.py). Profiles and counts: tests/conftest.py
 (``quick`` in ``make test``, ``long`` in ``make fuzz``).
 """
 
@@ -14,10 +16,10 @@ import base64
 from typing import Any
 
 import yaml
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
-from reconciler.decide import kubeconfig, kubelet, policy, yamldoc
+from reconciler.decide import kubeconfig, kubelet, policy, schemacheck, yamldoc
 from reconciler.model import hoststate
 
 # Characters that make YAML interesting: structure, anchors/aliases, tags, quotes, comments.
@@ -48,6 +50,58 @@ def dumped(value: Any) -> str:
 # --- policies ----------------------------------------------------------------------------
 
 HEAD = {"apiVersion": policy.API_VERSION, "kind": policy.KIND}
+# A valid policy that sets every field the schema has, so checking it walks every subschema.
+FULL_POLICY: dict[str, Any] = {
+    **HEAD,
+    "metadata": {"name": "full", "labels": {"a": "b"}},
+    "spec": {
+        "paused": False,
+        "checkInterval": "1h",
+        "kubeadm": {
+            "enabled": True,
+            "renewBefore": "720h",
+            "certificateValidity": "8760h",
+            "certificates": ["apiserver", "etcd-server"],
+            "restart": "crictl",
+            "healthTimeout": "5m",
+            "backup": {"retain": 3},
+        },
+        "kubelet": {
+            "fixKubeletConf": True,
+            "rotateClientCertificates": True,
+            "rotateServerCertificates": False,
+            "restart": "none",
+        },
+        "csrSigner": {
+            "enabled": True,
+            "caCertPath": "/etc/kubernetes/pki/ca.crt",
+            "caKeyPath": "/etc/kubernetes/pki/ca.key",
+            "certificateValidity": "2160h",
+            "extraDNSSuffixes": [".cluster.example"],
+            "extraIPRanges": ["10.0.0.0/8", "fd00::/8"],
+            "onReject": "ignore",
+        },
+        "rollout": {"maxConcurrentNodes": 2, "cordon": True, "drain": False},
+        "overrides": [
+            {
+                "nodeSelector": {
+                    "matchLabels": {"pool": "edge"},
+                    "matchExpressions": [
+                        {"key": "zone", "operator": "In", "values": ["a", "b"]},
+                        {"key": "gpu", "operator": "DoesNotExist"},
+                    ],
+                },
+                "spec": {
+                    "paused": True,
+                    "checkInterval": "30m",
+                    "kubeadm": {"renewBefore": "1000h"},
+                    "kubelet": {"restart": "systemctl"},
+                    "csrSigner": {"onReject": "deny"},
+                },
+            }
+        ],
+    },
+}
 POLICY_FIELDS = [
     ("spec", "paused"),
     ("spec", "checkInterval"),
@@ -71,7 +125,28 @@ POLICY_FIELDS = [
 ]
 
 
+def schemacheck_agrees(data: object) -> str:
+    """schemacheck's answer for ``data``, checked against jsonschema: certainly valid only if
+    jsonschema finds no error, and ``validate`` reports exactly jsonschema's errors. Returns
+    "certain", "valid, unsure" or "invalid" (for ``hypothesis.event``)."""
+    if not isinstance(data, dict):
+        return "not a mapping"
+    quick = schemacheck.certainly_valid(policy.schema(), data, policy._FORMATS)
+    errors = policy._schema_errors(data)
+    if quick:
+        assert errors == [], data
+    api_version = data.get("apiVersion")
+    if not isinstance(api_version, str) or api_version in policy.SUPPORTED_API_VERSIONS:
+        assert policy.validate(data) == errors
+    return "certain" if quick else "valid, unsure" if not errors else "invalid"
+
+
 def use_policy(text: str) -> None:
+    try:
+        data = yamldoc.load(text, unique_keys=True, string_keys=True)
+        event(f"schemacheck: {schemacheck_agrees(data)}")
+    except yamldoc.YAMLDocError:
+        pass
     try:
         loaded = policy.load(text, "fuzz.yaml")
     except policy.PolicyError as e:

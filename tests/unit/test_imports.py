@@ -2,8 +2,10 @@
 
 Importing jsonschema costs about 45 ms, cryptography.x509 about 35 ms and the kubernetes client
 about 190 ms and 44 MiB (PITFALLS.md). Each case runs the command in a fresh interpreter and
-lists the modules it loaded. (test_offline_imports.py checks ``node --once`` and
-``check-expiration`` for the kubernetes client, and that its probe can fail.)
+lists the modules it loaded. A valid policy is vouched for by ``decide.schemacheck`` without
+jsonschema; an invalid one is worded by jsonschema exactly as before. (test_offline_imports.py
+checks ``node --once`` and ``check-expiration`` for the kubernetes client, and that its probe
+can fail.)
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from reconciler.decide import policy
 
@@ -32,18 +36,26 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def loaded(tmp_path: Path, *argv: str) -> set[str]:
-    """The top-level packages a fresh interpreter has loaded after ``kucero argv``."""
+def run(tmp_path: Path, *argv: str) -> tuple[int, bytes, set[str]]:
+    """Exit code, output and the modules (top-level packages too) a fresh interpreter has
+    loaded after ``kucero argv``, run in ``tmp_path``."""
     out = tmp_path / "modules.json"
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-c", _PROBE, str(out), *argv],
         capture_output=True,
         check=True,
         timeout=60,
+        cwd=tmp_path,
     )
     report = json.loads(out.read_text())
-    assert report["code"] in (0, 1), report["code"]
-    return {name.split(".")[0] for name in report["modules"]} | set(report["modules"])
+    modules = {name.split(".")[0] for name in report["modules"]} | set(report["modules"])
+    return report["code"], done.stdout + done.stderr, modules
+
+
+def loaded(tmp_path: Path, *argv: str) -> set[str]:
+    code, _, modules = run(tmp_path, *argv)
+    assert code in (0, 1), code
+    return modules
 
 
 def test_version_loads_neither_cryptography_nor_yaml_nor_jsonschema(tmp_path: Path) -> None:
@@ -59,10 +71,57 @@ def test_check_expiration_loads_no_jsonschema_and_no_kubernetes_client(
     assert not modules & {"jsonschema", "referencing", "kubernetes"}
 
 
-def test_validate_policy_loads_no_cryptography(tmp_path: Path) -> None:
-    modules = loaded(tmp_path, "validate-policy", POLICY)
-    assert "jsonschema" in modules
-    assert not modules & {"cryptography", "kubernetes"}
+def test_valid_policy_loads_neither_jsonschema_nor_cryptography(tmp_path: Path) -> None:
+    code, output, modules = run(tmp_path, "validate-policy", POLICY)
+    assert code == 0 and b": valid (revision " in output
+    assert "reconciler.decide.schemacheck" in modules  # it did check
+    assert not modules & {"jsonschema", "referencing", "cryptography", "kubernetes"}
+
+
+@pytest.mark.parametrize("command", ["node", "plan"])
+def test_a_pass_with_a_valid_policy_loads_no_jsonschema(
+    command: str, tmp_path: Path, make_tree: Callable[..., Path]
+) -> None:
+    once = ["--once", "--kubelet-restart-command", "true"] if command == "node" else []
+    modules = loaded(tmp_path, command, *once, "--host-root", str(make_tree()), "--policy", POLICY)
+    assert "cryptography.x509" in modules  # it did run
+    assert not modules & {"jsonschema", "referencing"}
+
+
+# An invalid policy and what `kucero validate-policy` printed for it before schemacheck
+# (commit 31c0163, jsonschema alone): the same validator words the errors, byte for byte.
+INVALID = """\
+apiVersion: kucero.io/v1alpha1
+kind: RotationPolicy
+spec:
+  checkInterval: 5
+  kubeadm: {renewBefore: -3h, backup: {retain: 2.5}, certificates: [apiserver, apiserver]}
+  rollout: {maxConcurrentNodes: true}
+  csrSigner: {extraIPRanges: [10.0.0.1/8]}
+  bogus: 1
+  overrides:
+  - nodeSelector: {matchExpressions: [{key: "", operator: Maybe}]}
+"""
+INVALID_OUTPUT = b"""\
+bad.yaml: spec: unknown field 'bogus'
+bad.yaml: spec.checkInterval: 5 is not a valid duration (write it as a string with a unit, e.g. 720h)
+bad.yaml: spec.csrSigner.extraIPRanges[0]: '10.0.0.1/8' is not a CIDR (e.g. 10.0.0.0/8)
+bad.yaml: spec.kubeadm.backup.retain: 2.5 is not of type integer
+bad.yaml: spec.kubeadm.certificates: ['apiserver', 'apiserver'] has non-unique elements
+bad.yaml: spec.kubeadm.renewBefore: '-3h' is not a valid duration (must be positive)
+bad.yaml: spec.overrides[0]: 'spec' is a required property
+bad.yaml: spec.overrides[0].nodeSelector.matchExpressions[0].key: '' should be non-empty
+bad.yaml: spec.overrides[0].nodeSelector.matchExpressions[0].operator: 'Maybe' is not one of: In, NotIn, Exists, DoesNotExist
+bad.yaml: spec.rollout.maxConcurrentNodes: True is not of type integer
+"""
+
+
+def test_invalid_policy_is_reported_by_jsonschema_as_before(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(INVALID)
+    code, output, modules = run(tmp_path, "validate-policy", "bad.yaml")
+    assert code == 1
+    assert output == INVALID_OUTPUT
+    assert "jsonschema" in modules  # the probe can see it
 
 
 def test_policy_validation_checks_only_the_formats_the_schema_uses() -> None:
