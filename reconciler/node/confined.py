@@ -24,6 +24,8 @@ import os
 import stat
 from collections.abc import Iterator
 
+from reconciler.node import openat2
+
 # Linux's own limit on symlinks followed while resolving one path (MAXSYMLINKS).
 MAX_SYMLINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -55,9 +57,67 @@ def locate(
     ``follow_last``: a link in the last place is resolved too (to read or write the file it
     names); without it the link itself is the result (to remove or rename the entry).
     """
-    stack = [os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
-    names: list[str] = []
     pending = parts(host_path)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        where = _at_once(root_fd, pending, follow_last, create_parents)
+        if where is None:
+            yield from _walk(root_fd, pending, follow_last, create_parents, mode)
+            return
+        try:
+            yield where
+        finally:
+            if where.dir_fd != root_fd:
+                os.close(where.dir_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _at_once(
+    root_fd: int, pending: list[str], follow_last: bool, create_parents: bool
+) -> Located | None:
+    """The fast path: the final directory in one ``openat2`` that refuses every link, or None
+    when only the walk can answer (a link or ``..`` on the way, a directory to create, a link
+    in the last place to follow, openat2 unusable, any error but a missing directory)."""
+    if not pending or ".." in pending or not openat2.usable():
+        return None
+    *dirs, last = pending
+    fd = root_fd
+    if dirs:
+        try:
+            fd = openat2.open_dir(root_fd, "/".join(dirs))
+        except openat2.Unavailable:
+            return None
+        except FileNotFoundError:
+            # With no link allowed on the way, ENOENT means every directory before the missing
+            # one is real: the walk would stop at the same place. (ENOTDIR is not as clear: a
+            # link in the last place of ``dirs`` gives ENOTDIR, not ELOOP.)
+            if create_parents:
+                return None
+            raise
+        except OSError:
+            return None
+    if follow_last:
+        try:
+            link = stat.S_ISLNK(os.stat(last, dir_fd=fd, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            link = False
+        except OSError:
+            link = True  # whatever it is, the walk says it the same way
+        if link:
+            if fd != root_fd:
+                os.close(fd)
+            return None
+    return Located(fd, last, "/" + "/".join(pending), len(pending))
+
+
+def _walk(
+    root_fd: int, pending: list[str], follow_last: bool, create_parents: bool, mode: int
+) -> Iterator[Located]:
+    """The walk, one component at a time, links resolved by our rules; yields once."""
+    stack = [root_fd]
+    names: list[str] = []
+    pending = list(pending)
     hops = 0
     tail = 0
 
@@ -113,7 +173,7 @@ def locate(
             tail += 1
         yield Located(stack[-1], ".", "/" + "/".join(names), tail)
     finally:
-        for fd in stack:
+        for fd in stack[1:]:
             os.close(fd)
 
 
