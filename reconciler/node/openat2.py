@@ -74,6 +74,10 @@ def open_dir(root_fd: int, path: str) -> int:
 
 
 def _load() -> Callable[[int, bytes], int]:
+    number = SYSCALL_NUMBERS.get(os.uname().machine)
+    if number is None:
+        STATE.usable = False
+        raise Unavailable
     import ctypes  # about 3 ms: only when a host path is first opened
 
     class OpenHow(ctypes.Structure):  # struct open_how
@@ -85,8 +89,11 @@ def _load() -> Callable[[int, bytes], int]:
 
     how = ctypes.byref(OpenHow(_FLAGS, 0, _RESOLVE))  # the reference keeps the struct alive
     how_size = ctypes.sizeof(OpenHow)
-    number = SYSCALL_NUMBERS[os.uname().machine]
-    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    try:
+        syscall = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError) as e:  # no libc to load, or one without syscall(2)
+        STATE.usable = False
+        raise Unavailable from e
     syscall.restype = ctypes.c_long
     syscall.argtypes = (
         ctypes.c_long,
