@@ -3,17 +3,19 @@ refusing every symbolic link on the way.
 
 ``confined.locate`` walks a host path one component at a time (an ``lstat`` and an ``open`` per
 component) so that no link is ever followed by the OS. That was about a third of a renewing
-pass (issue 10: ~640 walks, ~1,950 ``open`` and ~2,080 ``stat`` calls). Most host paths hold no
-link at all; for those, ``openat2`` with ``RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS |
-RESOLVE_NO_MAGICLINKS`` opens the final directory in one call and fails with ``ELOOP`` the
-moment a link is met, which is the caller's cue to walk the slow way. Python's ``os`` has no
-``openat2`` (3.11), so it is called through libc's ``syscall(2)`` with ctypes.
+pass (issue 10: ~330 walks, ~1,950 ``open`` and ~2,190 ``stat`` calls per ECDSA pass). Most host
+paths hold no link at all; for those, ``openat2`` with ``RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS
+| RESOLVE_NO_MAGICLINKS`` opens the final directory in one call and fails with ``ELOOP`` the
+moment a link is met (``ENOTDIR`` for a link in the last place: ``O_NOFOLLOW`` takes the link
+itself, not a directory), which is the caller's cue to walk the slow way. Python's ``os`` has
+no ``openat2`` (3.11), so it is called through libc's ``syscall(2)`` with ctypes.
 
 Edge cases: the syscall number is known only for x86_64 and aarch64 (437, the unified table);
 elsewhere ``usable()`` is False from the start. ``ENOSYS`` (kernel before 5.6), ``EPERM`` (a
 container runtime's seccomp profile that predates the call), ``EINVAL`` and ``E2BIG`` (a
 kernel that does not know a flag or the struct's size) turn it off for the rest of the process
-on the first try: ``Unavailable``, never an error of the path. ctypes (about 3 ms to import) is
+on the first try, as does a libc without ``syscall``: ``Unavailable``, never an error of the
+path. ctypes (about 3 ms to import) is
 loaded on first use, so commands that never touch host files do not pay for it.
 """
 
