@@ -56,13 +56,13 @@ def make_tree(
 
 
 @pytest.fixture(params=["openat2", "refused"])
-def locate_both_ways(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
+def locate_both_ways(request: pytest.FixtureRequest) -> Iterator[None]:
     """Run a test with ``confined.locate``'s openat2 fast path, then as on a kernel or sandbox
     that refuses openat2 (ENOSYS on the first call, the walk alone from then on). In this
-    process only: a ``kucero`` subprocess the test starts always has the fast path."""
-    monkeypatch.setattr(openat2.STATE, "usable", openat2.State().usable)
+    process only: a ``kucero`` subprocess the test starts always has the fast path. Not through
+    ``monkeypatch``: a test may ``monkeypatch.undo()`` its own patches halfway."""
+    saved = vars(openat2.STATE).copy()
+    openat2.STATE.usable = openat2.State().usable
     tries: list[bytes] = []
     if request.param == "refused":
 
@@ -70,6 +70,9 @@ def locate_both_ways(
             tries.append(path)
             raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
 
-        monkeypatch.setattr(openat2.STATE, "call", refused)
-    yield
-    assert len(tries) <= 1 and not (tries and openat2.STATE.usable), tries
+        openat2.STATE.call = refused
+    try:
+        yield
+        assert len(tries) <= 1 and not (tries and openat2.STATE.usable), tries
+    finally:
+        vars(openat2.STATE).update(saved)
