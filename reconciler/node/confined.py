@@ -66,7 +66,8 @@ def locate(
     create_parents: bool = False,
     mode: int = 0o755,
 ) -> Iterator[Located]:
-    """Walk ``host_path`` under ``root``; yield where its last component lives.
+    """Find ``host_path`` under ``root`` (one openat2 when it can answer, else the walk);
+    yield where its last component lives.
 
     ``follow_last``: a link in the last place is resolved too (to read or write the file it
     names); without it the link itself is the result (to remove or rename the entry).
