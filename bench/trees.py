@@ -5,6 +5,8 @@ Each copy is a root directory: ``etc/kubernetes`` as ``kubeadm init phase certs 
 ``kubeadm certs renew`` reads, so it never asks a cluster for it). kucero gets the copy as
 ``--host-root``, kubeadm as ``--rootfs`` (it chroots there, so the bench runs as root).
 
+Every copy is synced to disk before it is measured (``copy``).
+
 The certificates are made valid for 10 days (``certificateValidityPeriod: 240h``): all eleven
 are inside kucero's default renewal window (30 days), so ``kucero node --once`` renews the same
 eleven that ``kubeadm certs renew all`` renews unconditionally. Both renew to one year.
@@ -12,6 +14,7 @@ eleven that ``kubeadm certs renew all`` renews unconditionally. Both renew to on
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -56,7 +59,11 @@ def build(root: Path, key_type: str) -> Path:
 
 
 def copy(template: Path, root: Path) -> Path:
+    """A fresh copy, written back to disk before it is measured: on a node, kubeadm's files
+    have been at rest for months. Unsynced, the copy's dirty pages would be flushed by the
+    first fsync of whichever tool syncs (kucero does; kubeadm never does) and billed to it."""
     shutil.copytree(template, root, symlinks=True)
+    os.sync()
     return root
 
 
