@@ -24,6 +24,11 @@ retention pruning removes in time, and temporaries, which ``remove_temporaries``
 written together. A journal written by an older kucero (staged copies in the backup's ``new/``)
 is still finished the old way.
 
+Edge: a crash before the journal leaves the backup's ``old/`` holding links to files that
+stayed live; a tool that later rewrites one of them in place (``kubeadm certs renew`` does)
+changes that backup too. It is the backup of a pass that changed nothing, and pruning removes
+it in time (a failed attempt that does not crash removes its links itself).
+
 Edge: the old content is as durable as its last writer made it. kucero's own files were
 fsynced; a file that another tool wrote moments ago without fsync (``kubeadm certs renew``
 does not sync) could be lost with the power, with or without kucero, and then only a rollback
@@ -94,8 +99,9 @@ def apply(
     """Apply ``writes`` all together; return the backup directory (host path).
 
     Raises ``TransactionError`` if two writes are one file or one is in ``protected`` (nothing
-    changed), if the backup cannot be made (nothing changed) or a write fails (everything rolled
-    back); the staged copies of a failed attempt are removed, its ``old/`` is kept for pruning. Idempotent: writing content a file already has is a no-op.
+    changed), if the backup cannot be made (nothing changed: the staged files and the backup's
+    links to the live files are removed, the empty backup is left to pruning) or a write fails
+    (everything rolled back; the backup keeps the replaced files).
     """
     failpoints = failpoints or Failpoint()
     refuse_shared(host, [w.path for w in writes], protected)
@@ -135,6 +141,9 @@ def apply(
         host.write_atomic(paths.JOURNAL, json.dumps(journal, indent=1).encode(), mode=0o600)
     except host_.HostError as e:
         _discard_staged(host, entries)
+        # its old/ holds links to files that stay live: not a backup of anything
+        with contextlib.suppress(host_.HostError):
+            host.remove_tree(f"{backup}/old", literal=2)
         raise TransactionError(f"backup failed, nothing changed: {e}", backup) from e
     failpoints.step()
     try:

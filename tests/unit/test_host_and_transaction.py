@@ -282,3 +282,23 @@ def test_temporaries_are_removed_by_name_only_and_never_through_a_link(tmp_path:
     (pki / "kept.tmp").write_bytes(b"not ours")
     assert transaction.remove_temporaries(node) == [f"/etc/kubernetes/pki/{paths.TEMP_PREFIX}x"]
     assert _pair(node) == (b"crt-v1", b"key-v1") and (pki / "kept.tmp").exists()
+
+
+def test_a_backup_that_fails_removes_its_staged_files_and_its_links_to_the_live_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = _tree(tmp_path)
+    real = host.Host.write_atomic
+
+    def full_disk(self: host.Host, path: str, *args: Any, **kwargs: Any) -> None:
+        if path == paths.JOURNAL:
+            raise host.HostError(f"{path}: cannot write: No space left on device")
+        real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(host.Host, "write_atomic", full_disk)
+    with pytest.raises(transaction.TransactionError, match="backup failed, nothing changed"):
+        transaction.apply(node, WRITES, NOW, retain=5)
+    assert _pair(node) == (b"crt-v1", b"key-v1") and not _temporaries(node)
+    assert node.path("/etc/kubernetes/pki/a.key").stat().st_nlink == 1  # no backup link left
+    (backup,) = node.path("/etc/kubernetes/tmp").glob("kucero-backup-*")
+    assert not (backup / "old").exists() and (backup / paths.BACKUP_MARKER).exists()
