@@ -46,7 +46,7 @@ import cryptography
 
 from bench import installed, report, restart, trees
 from bench.launcher import Launcher, Measure
-from reconciler import cli
+from reconciler import config, flags
 from reconciler.decide import pki, plan, policy
 from reconciler.model import actions, kubeadm, nodespec
 from reconciler.node import execute, keys, observe
@@ -74,8 +74,8 @@ def node_once(kucero: list[str], root: Path) -> list[str]:
 
 
 def resolved_spec(root: Path) -> nodespec.NodeSpec:
-    args = cli.parser().parse_args(["node", "--once", "--host-root", str(root)])
-    defaults = cli.settings_from(args).policy_defaults
+    args = flags.parser().parse_args(["node", "--once", "--host-root", str(root)])
+    defaults = config.settings_from(args).policy_defaults
     return policy.resolve(policy.load(POLICY.read_bytes(), str(POLICY), defaults), {})
 
 

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from bench import cluster as controller_bench
-from reconciler import cli
+from reconciler import config, flags
 from reconciler.cluster import configmaps, kube, nodes, watching
 from reconciler.decide import desired, policy, status
 from tests.controlplane import cluster, processes
@@ -48,7 +48,7 @@ CONTROL_PLANES = 3
 # what a node reconciler reads or writes: its Node, the slot Leases, Events
 KUCERO_RESOURCES = frozenset({"nodes", "leases", "events"})
 # what a controller started with default flags fills in (the revision depends on it)
-DEFAULTS = cli.settings_from(cli.parser().parse_args(["plan"])).policy_defaults
+DEFAULTS = config.settings_from(flags.parser().parse_args(["plan"])).policy_defaults
 
 
 def requests_total(plane: cluster.ControlPlane) -> collections.Counter[tuple[str, str]]:

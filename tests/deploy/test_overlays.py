@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from reconciler import cli
+from reconciler import config, flags
 from reconciler.decide import policy
 from tests.deploy import tools
 
@@ -244,14 +244,14 @@ def test_pod_has_probes_resources_and_its_node_name(
     # /host is not PID 1's root: the kubelet restart is spelt out, kucero's own default
     (restart,) = [a for a in c["args"] if a.startswith("--kubelet-restart-command=")]
     assert shlex.split(restart.partition("=")[2]) == [
-        *cli.NSENTER,
+        *config.NSENTER,
         "systemctl",
         "restart",
         "kubelet",
     ]
     crictl = [a for a in c["args"] if a.startswith("--crictl-command=")]
     if name == "kucero-control-plane":  # static pods are only there
-        assert [shlex.split(a.partition("=")[2]) for a in crictl] == [[*cli.NSENTER, "crictl"]]
+        assert [shlex.split(a.partition("=")[2]) for a in crictl] == [[*config.NSENTER, "crictl"]]
     else:
         assert crictl == []
 
@@ -263,7 +263,7 @@ def test_daemonset_args_are_accepted_by_kucero(
     args = [
         a.replace("$(POD_NAMESPACE)", "kube-system") for a in container(daemonsets[name])["args"]
     ]
-    parsed = cli.parser().parse_args(args)
+    parsed = flags.parser().parse_args(args)
     assert parsed.host_root == "/host"
     assert parsed.ds_namespace == "kube-system"
 

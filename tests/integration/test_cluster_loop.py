@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import cli
+from reconciler import config, flags
 from reconciler.cluster import kube, nodes
 from reconciler.decide import desired, policy, status
 from tests.controlplane import binaries, cluster, processes
@@ -36,7 +36,7 @@ EDITED = nodesim.HEAD + "spec: {kubeadm: {restart: manifest-move, renewBefore: 1
 
 def revision(text: str) -> str:
     """The revision a controller with default flags gives ``text``."""
-    defaults = cli.settings_from(cli.parser().parse_args(["plan"])).policy_defaults
+    defaults = config.settings_from(flags.parser().parse_args(["plan"])).policy_defaults
     return policy.load(text, "policy.yaml", defaults).revision
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import cli
+from reconciler import config, flags
 from reconciler.cluster import events, kube, leases, nodes
 from reconciler.decide import desired, policy
 from tests.integration import controllers
@@ -31,9 +31,9 @@ EDGE = HEAD + (
 )
 
 
-def revision(text: str, *flags: str) -> str:
-    """The revision a controller started with ``flags`` gives ``text``."""
-    defaults = cli.settings_from(cli.parser().parse_args(["plan", *flags])).policy_defaults
+def revision(text: str, *given: str) -> str:
+    """The revision a controller started with the flags ``given`` gives ``text``."""
+    defaults = config.settings_from(flags.parser().parse_args(["plan", *given])).policy_defaults
     return policy.load(text, "policy.yaml", defaults).revision
 
 

@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 
-from reconciler import cli
+from reconciler import cli, config, flags
 
 
 def test_defaults_are_the_seed_and_client_go_values() -> None:
-    settings = cli.settings_from(cli.parser().parse_args(["controller"])).controller
+    settings = config.settings_from(flags.parser().parse_args(["controller"])).controller
     assert settings.election.namespace == "kube-system"
     assert settings.election.name == "kucero-leader-election"
     assert (settings.election.lease_duration, settings.election.renew_deadline) == (15.0, 10.0)
@@ -42,6 +42,6 @@ def test_every_bad_value_is_reported_at_once(capsys: pytest.CaptureFixture[str])
 
 def test_bare_configmap_name_is_in_the_ds_namespace() -> None:
     args = ["controller", "--ds-namespace=kucero", "--policy-configmap=pol", "--metrics-addr=0"]
-    settings = cli.settings_from(cli.parser().parse_args(args)).controller
+    settings = config.settings_from(flags.parser().parse_args(args)).controller
     assert (settings.policy_namespace, settings.policy_name) == ("kucero", "pol")
     assert settings.election.namespace == "kucero" and settings.metrics_addr is None

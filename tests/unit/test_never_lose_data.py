@@ -23,7 +23,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from reconciler import cli, fabricate
+from reconciler import cli, config, fabricate, flags
 from reconciler.decide import pki
 from reconciler.model import paths
 from reconciler.node import host, observe
@@ -544,17 +544,17 @@ def test_default_kubelet_restart_enters_pid1_only_when_host_root_is_its_root(
     (tmp_path / "host").mkdir()
     (tmp_path / "disk").mkdir()
     (tmp_path / "pid1-root").symlink_to(tmp_path / "host")  # as /proc/1/root is a link
-    monkeypatch.setattr(cli, "PID1_ROOT", str(tmp_path / "pid1-root"))
+    monkeypatch.setattr(config, "PID1_ROOT", str(tmp_path / "pid1-root"))
     root = tmp_path / ("host" if same else "disk")
-    settings = cli.settings_from(
-        cli.parser().parse_args(["node", "--once", "--host-root", str(root)])
+    settings = config.settings_from(
+        flags.parser().parse_args(["node", "--once", "--host-root", str(root)])
     )
     spec = cli._load_spec(settings)
     if same:
-        assert cli.kubelet_restart_command(settings, spec) == (
-            *cli.NSENTER,
+        assert config.kubelet_restart_command(settings, spec) == (
+            *config.NSENTER,
             *("systemctl", "restart", "kubelet"),
         )
     else:
-        with pytest.raises(cli.UsageError, match="--kubelet-restart-command"):
-            cli.kubelet_restart_command(settings, spec)
+        with pytest.raises(config.UsageError, match="--kubelet-restart-command"):
+            config.kubelet_restart_command(settings, spec)

@@ -1,0 +1,273 @@
+"""The ``kucero`` command line's flags: one ``argparse`` parser, every value checked as it is
+parsed, so a bad one is reported naming its flag before anything runs.
+
+Flag names and defaults of the original kucero DaemonSet are kept (``--renew-before=720h``,
+``--enable-kucero-controller=false`` as Go's pflag spells booleans), so its manifests keep
+working; they are defaults for the policy fields a policy leaves out (``settings``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+
+from reconciler import __version__
+from reconciler.decide import duration
+
+
+def _go_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "t", "true"):
+        return True
+    if lowered in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r} (use true or false)")
+
+
+def _go_duration(text: str) -> str:
+    try:
+        if duration.parse(text) <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be a positive duration")
+    except duration.DurationError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
+
+
+def _rfc3339(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RFC 3339 time (e.g. 2027-01-01T00:00:00Z)"
+        ) from e
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or +00:00)")
+    try:
+        # 9999-12-31T23:59:59-23:59 is a valid time whose UTC value is past year 9999
+        return value.astimezone(dt.UTC)
+    except OverflowError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is outside the times Python can represent in UTC (years 1 to 9999)"
+        ) from e
+
+
+def _grace_seconds(text: str) -> float:
+    """A finite, non-negative number of seconds: ``nan`` would make the restart's sleep
+    raise after the manifest was moved out, ``inf`` would keep it out forever."""
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from e
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds, 0 or more")
+    return value
+
+
+def _labels(text: str) -> dict[str, str]:
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{item!r} is not key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _seed_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "flags of the original kucero (defaults for fields the policy leaves out)"
+    )
+    g.add_argument(
+        "--ca-cert-path",
+        default="/etc/kubernetes/pki/ca.crt",
+        help="sign CSR with this certificate file",
+    )
+    g.add_argument(
+        "--ca-key-path",
+        default="/etc/kubernetes/pki/ca.key",
+        help="sign CSR with this private key file",
+    )
+    g.add_argument("--ds-name", default="kucero", help="name of daemonset on which to place lock")
+    g.add_argument(
+        "--ds-namespace",
+        default="kube-system",
+        help="namespace containing daemonset on which to place lock",
+    )
+    g.add_argument(
+        "--enable-kucero-controller",
+        type=_go_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+    )
+    g.add_argument("--leader-election-id", default="kucero-leader-election")
+    g.add_argument("--lock-annotation", default="caasp.suse.com/kucero-node-lock")
+    g.add_argument("--metrics-addr", default=":8080")
+    g.add_argument(
+        "--polling-period",
+        type=_go_duration,
+        default="1h",
+        help="certificate rotation check period",
+    )
+    g.add_argument(
+        "--renew-before",
+        type=_go_duration,
+        default="720h",
+        help="rotate certificates whose residual time is below this",
+    )
+    g.add_argument(
+        "--enable-kubelet-client-cert-rotation",
+        type=_go_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+    )
+    g.add_argument(
+        "--enable-kubelet-server-cert-rotation",
+        type=_go_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+    )
+
+
+def _host_flags(p: argparse.ArgumentParser, policy_flag: bool = True) -> None:
+    p.add_argument("--host-root", default="/", help="where the node's / is mounted (default /)")
+    p.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        help="this node's name (default $NODE_NAME, else from the kubelet's certificate)",
+    )
+    if policy_flag:
+        p.add_argument(
+            "--policy", help="policy file (default: the built-in defaults and seed flags)"
+        )
+        p.add_argument(
+            "--node-labels", type=_labels, default={}, help="k=v,... to resolve overrides offline"
+        )
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
+
+def _node_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--kubelet-restart-command",
+        help="command that restarts the kubelet (default: systemctl restart kubelet, through nsenter into PID 1 when in a container or --host-root is not /)",
+    )
+    s.add_argument(
+        "--manifest-grace",
+        type=_grace_seconds,
+        default=25.0,
+        help="longest wait (seconds) for a restarted static pod to stop answering; keep it "
+        "above the kubelet's 20 s file-check period on a real node",
+    )
+    s.add_argument(
+        "--crictl-command",
+        help="crictl for restart: crictl (default: crictl, through nsenter into PID 1 like the kubelet restart)",
+    )
+    # crash tests only: SIGKILL this process at the n-th transaction step
+    s.add_argument("--failpoint", type=int, default=0, help=argparse.SUPPRESS)
+    g = s.add_argument_group("node daemon")
+    g.add_argument(
+        "--rotation-lease-duration",
+        type=_go_duration,
+        default="60s",
+        help="a rotation slot whose holder stopped renewing this long can be taken over",
+    )
+    g.add_argument(
+        "--slot-retry-period",
+        type=_go_duration,
+        default="10s",
+        help="time between two attempts to take a rotation slot (jittered)",
+    )
+    g.add_argument(
+        "--retry-period",
+        type=_go_duration,
+        default="1m",
+        help="time before a failed pass is retried (never later than checkInterval)",
+    )
+
+
+def _election_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("leader election (client-go's defaults)")
+    g.add_argument(
+        "--leader-election-lease-duration",
+        type=_go_duration,
+        default="15s",
+        help="a standby takes over after the leader has not renewed for this long",
+    )
+    g.add_argument(
+        "--leader-election-renew-deadline",
+        type=_go_duration,
+        default="10s",
+        help="the leader steps down when it could not renew for this long",
+    )
+    g.add_argument(
+        "--leader-election-retry-period",
+        type=_go_duration,
+        default="2s",
+        help="time between two attempts to acquire or renew",
+    )
+    g.add_argument(
+        "--leader-election-identity",
+        help="this process's name in the Lease (default: node name or host name, plus a random suffix)",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kucero", description="Keeps kubeadm control-plane certificates from expiring."
+    )
+    p.add_argument("--version", action="version", version=f"kucero {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser(
+        "check-expiration", help="every certificate, kubeconfig and CA with its expiry"
+    )
+    _host_flags(s, policy_flag=False)
+    s.add_argument("--now", type=_rfc3339, help="pretend it is this time (RFC 3339)")
+
+    s = sub.add_parser("plan", help="what one pass would do, changing nothing")
+    _host_flags(s)
+    _seed_flags(s)
+    s.add_argument("--now", type=_rfc3339, help="plan as if it were this time (RFC 3339)")
+
+    s = sub.add_parser("node", help="the node reconciler (--once: one offline pass)")
+    _host_flags(s)
+    _seed_flags(s)
+    s.add_argument(
+        "--once", action="store_true", help="run one pass and exit: 0 converged, 1 failed"
+    )
+    _node_flags(s)
+
+    s = sub.add_parser(
+        "validate-policy", help="validate policy files; exit 1 on the first invalid one"
+    )
+    s.add_argument("files", nargs="+")
+
+    s = sub.add_parser("run", help="node reconciler and leader-elected controller in one process")
+    _host_flags(s)
+    _seed_flags(s)
+    _node_flags(s)
+    _election_flags(s)
+    s = sub.add_parser(
+        "controller", help="leader-elected: writes each Node's desired state from the policy"
+    )
+    _host_flags(s)
+    _seed_flags(s)
+    _election_flags(s)
+    for s in (sub.choices["run"], sub.choices["controller"], sub.choices["node"]):
+        s.add_argument(
+            "--policy-configmap",
+            default="kube-system/kucero-policy",
+            help="namespace/name of the policy ConfigMap (cluster mode)",
+        )
+        s.add_argument(
+            "--kubeconfig",
+            help="default: in-cluster, then $KUBECONFIG, then ~/.kube/config (cluster mode)",
+        )
+    return p
