@@ -59,7 +59,7 @@ def parts(host_path: str) -> list[str]:
 
 @contextlib.contextmanager
 def locate(
-    root: str | os.PathLike[str],
+    root: str | os.PathLike[str] | int,
     host_path: str,
     *,
     follow_last: bool = True,
@@ -71,9 +71,14 @@ def locate(
 
     ``follow_last``: a link in the last place is resolved too (to read or write the file it
     names); without it the link itself is the result (to remove or rename the entry).
+    ``root``: a path, opened for this call, or a descriptor of it the caller keeps open.
     """
     pending = parts(host_path)
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    owned = not isinstance(root, int)
+    if isinstance(root, int):
+        root_fd = root
+    else:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         where = _at_once(root_fd, pending, follow_last, create_parents)
         if where is None:
@@ -85,7 +90,8 @@ def locate(
             if where.dir_fd != root_fd:
                 os.close(where.dir_fd)
     finally:
-        os.close(root_fd)
+        if owned:
+            os.close(root_fd)
 
 
 def _at_once(

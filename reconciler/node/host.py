@@ -28,9 +28,7 @@ import os
 import posixpath
 import secrets
 import shlex
-import shutil
 import stat
-import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -53,12 +51,29 @@ class HostError(OSError):
 class Host:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._root_fd: int | None = None  # while ``pinned``
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Open the root once for a pass, not once per path (a pass resolves about 300)."""
+        if self._root_fd is not None:
+            yield
+            return
+        self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield
+        finally:
+            os.close(self._root_fd)
+            self._root_fd = None
+
+    def _root(self) -> str | os.PathLike[str] | int:
+        return self._root_fd if self._root_fd is not None else self.root
 
     def _at(
         self, host_path: str, *, follow_last: bool = True, create_parents: bool = False
     ) -> contextlib.AbstractContextManager[confined.Located]:
         return confined.locate(
-            self.root, host_path, follow_last=follow_last, create_parents=create_parents
+            self._root(), host_path, follow_last=follow_last, create_parents=create_parents
         )
 
     def path(self, host_path: str) -> Path:
@@ -291,7 +306,7 @@ class Host:
         ``sync=False``: the new directory's own entry is left to a later ``sync_dirs`` of its
         parent (a caller that creates its directories one level at a time before a barrier)."""
         try:
-            with confined.locate(self.root, host_path, create_parents=True, mode=mode) as where:
+            with confined.locate(self._root(), host_path, create_parents=True, mode=mode) as where:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(where.name, mode, dir_fd=where.dir_fd)
                     if sync:
@@ -315,6 +330,8 @@ class Host:
                     raise HostError(
                         f"{host_path}: not a directory kucero made (a link or a file); left alone"
                     )
+                import shutil  # with bz2 and lzma: only when a backup is pruned
+
                 shutil.rmtree(where.name, dir_fd=where.dir_fd)
                 os.fsync(where.dir_fd)
         except FileNotFoundError:
@@ -365,6 +382,8 @@ class Host:
 
     def run(self, argv: Sequence[str], timeout: float = COMMAND_TIMEOUT_SECONDS) -> str:
         """Run a host command; return its output, raise ``HostError`` when it fails."""
+        import subprocess  # only when a host command runs (a kubelet restart, crictl)
+
         command = shlex.join(argv)
         try:
             done = subprocess.run(

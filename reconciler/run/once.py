@@ -101,7 +101,7 @@ def run_once(
             f"host root {host.root} does not exist or is not a directory",
         )
     try:
-        with host.lock(paths.LOCK):
+        with host.lock(paths.LOCK), host.pinned():
             return _locked_pass(host, spec, node_name, clock, settings, gate)
     except host_.HostError as e:
         return PassResult(spec, (), empty, (), empty, str(e))

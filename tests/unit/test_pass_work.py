@@ -236,3 +236,27 @@ def test_a_renewing_pass_fsyncs_each_directory_at_its_barriers_not_per_file(
     assert per_directory[(root / "etc/kubernetes/pki").stat().st_ino] == 2, per_directory
     assert max(n for d, n in per_directory.items() if d != tmp) <= 3, per_directory
     assert per_directory[tmp] <= 6, per_directory
+
+
+def test_a_pass_opens_the_host_root_once_and_leaves_no_descriptor_open(
+    make_tree: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    root = make_tree(expiries=ALL_DUE, key_type="ecdsa")
+    real = os.open
+    opened_root = 0
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> int:
+        nonlocal opened_root
+        if kwargs.get("dir_fd") is None and Path(path) == root:
+            opened_root += 1
+        return real(path, *args, **kwargs)
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "open", counting)
+    run(root)
+    monkeypatch.undo()
+    # the lock (taken first) and the pass, not one for each of the ~300 paths a pass resolves
+    assert opened_root == 2
+    assert len(os.listdir("/proc/self/fd")) == before
