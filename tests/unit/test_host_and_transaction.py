@@ -202,6 +202,18 @@ def _crash_at_commit(monkeypatch: pytest.MonkeyPatch, nth: int) -> None:
     monkeypatch.setattr(host.Host, "commit", commit)
 
 
+def _journal_write_fails(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """Writing the journal raises ``error``; every other write happens."""
+    real = host.Host.write_atomic
+
+    def failing(self: host.Host, path: str, *args: Any, **kwargs: Any) -> None:
+        if path == paths.JOURNAL:
+            raise error
+        real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(host.Host, "write_atomic", failing)
+
+
 def _temporaries(node: host.Host) -> list[str]:
     return [p.name for p in node.path("/etc/kubernetes/pki").iterdir() if p.name.startswith(".")]
 
@@ -239,15 +251,7 @@ def test_a_crash_before_the_journal_changes_nothing_and_its_temporaries_are_remo
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = _tree(tmp_path)
-
-    real = host.Host.write_atomic
-
-    def no_journal(self: host.Host, path: str, *args: Any, **kwargs: Any) -> None:
-        if path == paths.JOURNAL:
-            raise Crash
-        real(self, path, *args, **kwargs)
-
-    monkeypatch.setattr(host.Host, "write_atomic", no_journal)
+    _journal_write_fails(monkeypatch, Crash())
     with pytest.raises(Crash):
         transaction.apply(node, WRITES, NOW, retain=5)
     monkeypatch.undo()
@@ -288,14 +292,7 @@ def test_a_backup_that_fails_removes_its_staged_files_and_its_links_to_the_live_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = _tree(tmp_path)
-    real = host.Host.write_atomic
-
-    def full_disk(self: host.Host, path: str, *args: Any, **kwargs: Any) -> None:
-        if path == paths.JOURNAL:
-            raise host.HostError(f"{path}: cannot write: No space left on device")
-        real(self, path, *args, **kwargs)
-
-    monkeypatch.setattr(host.Host, "write_atomic", full_disk)
+    _journal_write_fails(monkeypatch, host.HostError("cannot write: No space left on device"))
     with pytest.raises(transaction.TransactionError, match="backup failed, nothing changed"):
         transaction.apply(node, WRITES, NOW, retain=5)
     assert _pair(node) == (b"crt-v1", b"key-v1") and not _temporaries(node)
