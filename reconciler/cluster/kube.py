@@ -48,6 +48,8 @@ READ_TIMEOUT_SECONDS = 30.0
 WATCH_READ_MARGIN_SECONDS = 30.0
 # Transient failures are retried with exponential back-off and jitter: about 0.2, 0.4, 0.8 ...
 # seconds, capped at 5 s, at most 6 attempts and 30 s in all; then the caller decides.
+# Items per list request: client-go's pager asks for 500 (k8s.io/client-go/tools/pager).
+LIST_PAGE_SIZE = 500
 RETRY_ATTEMPTS = 6
 RETRY_BASE_SECONDS = 0.2
 RETRY_MAX_WAIT_SECONDS = 5.0
@@ -177,8 +179,29 @@ class Kube:
     def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
         return self._call("GET", path, params)
 
-    def list(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        return self._call("GET", path, params)
+    def list(
+        self, path: str, params: Mapping[str, str] | None = None, page_size: int = LIST_PAGE_SIZE
+    ) -> dict[str, Any]:
+        """The whole collection, fetched ``page_size`` items a request (``limit`` and
+        ``continue``), so a 5,000-Node cluster is never one response the API server builds at
+        once. The pages are one snapshot: the result carries the first page's
+        ``resourceVersion``, to watch from. A continue token that expired meanwhile (410: the
+        snapshot was compacted) is answered as client-go's pager does, by one list without
+        ``limit``."""
+        paged = {**(params or {}), "limit": str(page_size)}
+        first = self._call("GET", path, paged)
+        items = list(first.get("items") or [])
+        token = (first.get("metadata") or {}).get("continue")
+        while token:
+            try:
+                page = self._call("GET", path, {**paged, "continue": token})
+            except Gone:
+                log.info("list %s: continue token expired; listing it whole", path)
+                return self._call("GET", path, params)
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+        metadata = {k: v for k, v in (first.get("metadata") or {}).items() if k != "continue"}
+        return {**first, "metadata": metadata, "items": items}
 
     def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST; a retried create whose first attempt landed ends in ``Conflict``."""
