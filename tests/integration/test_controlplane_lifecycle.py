@@ -146,6 +146,7 @@ def test_guard_stops_the_control_plane_when_the_session_is_killed(directory: Pat
         pytest.param("true", pytest.fail.Exception, id="ci-fails"),
         pytest.param("1", pytest.fail.Exception, id="ci-1-fails"),
         pytest.param("false", pytest.fail.Exception, id="ci-set-to-anything-fails"),
+        pytest.param("", pytest.fail.Exception, id="ci-set-empty-fails"),
     ],
 )
 def test_missing_binaries_skip_with_how_to_build_but_fail_in_ci(
