@@ -214,6 +214,16 @@ def _journal_write_fails(monkeypatch: pytest.MonkeyPatch, error: BaseException) 
     monkeypatch.setattr(host.Host, "write_atomic", failing)
 
 
+def _crashed_between_the_installs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> host.Host:
+    """A tree whose transaction died after installing a.crt and before a.key."""
+    node = _tree(tmp_path)
+    _crash_at_commit(monkeypatch, 2)
+    with pytest.raises(Crash):
+        transaction.apply(node, WRITES, NOW, retain=5)
+    monkeypatch.undo()
+    return node
+
+
 def _temporaries(node: host.Host) -> list[str]:
     return [p.name for p in node.path("/etc/kubernetes/pki").iterdir() if p.name.startswith(".")]
 
@@ -221,11 +231,7 @@ def _temporaries(node: host.Host) -> list[str]:
 def test_a_crash_between_two_installs_is_rolled_forward_from_the_staged_temporaries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    node = _tree(tmp_path)
-    _crash_at_commit(monkeypatch, 2)
-    with pytest.raises(Crash):
-        transaction.apply(node, WRITES, NOW, retain=5)
-    monkeypatch.undo()
+    node = _crashed_between_the_installs(tmp_path, monkeypatch)
     assert _pair(node) == (b"crt-v2", b"key-v1") and len(_temporaries(node)) == 1
     journal = json.loads(node.read(paths.JOURNAL) or b"")
     assert [e["staged"].startswith(paths.TEMP_PREFIX) for e in journal["files"]] == [True, True]
@@ -237,11 +243,7 @@ def test_a_crash_between_two_installs_is_rolled_forward_from_the_staged_temporar
 def test_a_crash_with_a_damaged_staged_file_is_rolled_back_and_the_staged_files_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    node = _tree(tmp_path)
-    _crash_at_commit(monkeypatch, 2)
-    with pytest.raises(Crash):
-        transaction.apply(node, WRITES, NOW, retain=5)
-    monkeypatch.undo()
+    node = _crashed_between_the_installs(tmp_path, monkeypatch)
     (node.path("/etc/kubernetes/pki") / _temporaries(node)[0]).write_bytes(b"torn")
     assert "rolled back" in (transaction.recover(node) or "")
     assert _pair(node) == (b"crt-v1", b"key-v1") and not _temporaries(node)
