@@ -90,16 +90,7 @@ class Host:
         a file over ``limit`` bytes is a ``HostError`` (opened non-blocking: never a hang)."""
         try:
             with self._at(host_path) as where:
-                _require_regular(
-                    host_path,
-                    os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False),
-                    limit,
-                )
-                fd = os.open(where.name, _READ_FLAGS, dir_fd=where.dir_fd)
-                try:
-                    return _read_fd(host_path, fd, limit)[0]
-                finally:
-                    os.close(fd)
+                return _read_at(where, host_path, limit)[0]
         except FileNotFoundError:
             return None
         except HostError:
@@ -232,20 +223,11 @@ class Host:
         be the very file read (by device and inode), so a file swapped meanwhile is copied."""
         try:
             with self._at(host_path) as src:
-                try:
-                    before = os.stat(src.name, dir_fd=src.dir_fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    return None
-                _require_regular(host_path, before, limit)  # never open a FIFO or a device
-                fd = os.open(src.name, _READ_FLAGS, dir_fd=src.dir_fd)
-                try:
-                    data, st = _read_fd(host_path, fd, limit)
-                    self._keep(src, st, data, backup_path)
-                    return data, st
-                finally:
-                    os.close(fd)
+                data, st = _read_at(src, host_path, limit)
+                self._keep(src, st, data, backup_path)
+                return data, st
         except FileNotFoundError:
-            return None  # a directory on the way is missing (``_keep`` raises HostError only)
+            return None  # no such file (``_keep`` raises HostError only)
         except HostError:
             raise
         except OSError as e:
@@ -400,8 +382,9 @@ class Host:
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# A hard link cannot be made here: fall back to a copy (EXDEV: another filesystem; EPERM:
-# fs.protected_hardlinks or a filesystem without links; EMLINK: too many links already).
+# A hard link cannot be made here: fall back to a copy (EXDEV: another filesystem; EPERM and
+# EACCES: fs.protected_hardlinks for a caller without CAP_FOWNER; EOPNOTSUPP: a filesystem
+# without links; EMLINK: too many links already).
 _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.EACCES)
 
 
@@ -499,13 +482,23 @@ def _stage_at(
     return tmp
 
 
-def _read_fd(host_path: str, fd: int, limit: int) -> tuple[bytes, os.stat_result]:
-    st = os.fstat(fd)
-    _require_regular(host_path, st, limit)
-    chunks, size = [], 0
-    while chunk := os.read(fd, 65536):
-        size += len(chunk)
-        if size > limit:
-            raise HostError(f"{host_path}: larger than {limit} bytes; not read")
-        chunks.append(chunk)
-    return b"".join(chunks), st
+def _read_at(where: confined.Located, host_path: str, limit: int) -> tuple[bytes, os.stat_result]:
+    """The content and stat of the regular file at ``where`` (checked before it is opened, so
+    a FIFO or a device is never opened, and again on the open descriptor), at most ``limit``
+    bytes. ``FileNotFoundError`` when there is none."""
+    _require_regular(
+        host_path, os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False), limit
+    )
+    fd = os.open(where.name, _READ_FLAGS, dir_fd=where.dir_fd)
+    try:
+        st = os.fstat(fd)
+        _require_regular(host_path, st, limit)
+        chunks, size = [], 0
+        while chunk := os.read(fd, 65536):
+            size += len(chunk)
+            if size > limit:
+                raise HostError(f"{host_path}: larger than {limit} bytes; not read")
+            chunks.append(chunk)
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
