@@ -135,7 +135,7 @@ def apply(
         # Barrier: the backup's links or copies and every staged file are durable (each staged
         # file was fsynced; one fsync per directory makes the names durable) before the journal
         # points at them.
-        targets = _target_dirs(host, writes)
+        targets = _target_dirs(host, [w.path for w in writes])
         host.sync_dirs([kubeadm.TMP, backup, *made, *targets])
         journal = {"backup": backup, "files": entries}
         host.write_atomic(paths.JOURNAL, json.dumps(journal, indent=1).encode(), mode=0o600)
@@ -174,9 +174,9 @@ def _levels(top: str, directory: str) -> list[str]:
     return [posixpath.join(top, *parts[: i + 1]) for i in range(len(parts))]
 
 
-def _target_dirs(host: host_.Host, writes: list[Write]) -> set[str]:
+def _target_dirs(host: host_.Host, targets: list[str]) -> set[str]:
     """The directories the targets resolve to: where their temporaries are renamed."""
-    return {posixpath.dirname(host.path_resolved(w.path)) for w in writes}
+    return {posixpath.dirname(host.path_resolved(path)) for path in targets}
 
 
 def refuse_shared(host: host_.Host, targets: list[str], protected: tuple[str, ...]) -> None:
@@ -247,11 +247,11 @@ def recover(host: host_.Host) -> str | None:
         raise TransactionError(
             f"{paths.JOURNAL}: {backup} is not a backup kucero made; inspect it by hand"
         )
-    if all(_installed(host, e) or _staged_ok(host, backup, e) for e in entries):
-        for entry in entries:
-            if not _installed(host, entry):
-                _install(host, backup, entry)
-        host.sync_dirs(posixpath.dirname(host.path_resolved(e["path"])) for e in entries)
+    pending = [e for e in entries if not _installed(host, e)]
+    if all(_staged_ok(host, backup, e) for e in pending):
+        for entry in pending:
+            _install(host, backup, entry)
+        host.sync_dirs(_target_dirs(host, [e["path"] for e in entries]))
         host.remove(paths.JOURNAL)
         done = f"completed an interrupted pass from {backup}"
     else:
