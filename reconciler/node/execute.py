@@ -349,8 +349,7 @@ def _renewal(
     _check_renewed(cert, new_key, ca_cert, name)
     cert_pem, key_pem = pki.cert_pem(cert), pki.key_pem(new_key, like=leaf.key_pem)
     if built is not None:
-        built.certs[cert_pem] = cert
-        built.pairs.add((cert_pem, key_pem, leaf.ca))
+        built.pairs[(cert_pem, key_pem, leaf.ca)] = cert
     if leaf.kind == "certificate":
         key_path = kubeadm.LEAF_BY_NAME[name].key
         assert key_path is not None

@@ -28,10 +28,11 @@ class Written:
     (the same bytes parse to the same values). Bytes that differ are parsed and checked in
     full, as on a first observation."""
 
-    # certificate PEM -> the certificate signed for it
-    certs: dict[bytes, x509.Certificate] = dataclasses.field(default_factory=dict)
-    # (certificate PEM, key PEM, CA name): the key matches and that CA signed it
-    pairs: set[tuple[bytes, bytes, str]] = dataclasses.field(default_factory=set)
+    # (certificate PEM, key PEM, CA name) -> the certificate: the key matches it, that CA
+    # signed it
+    pairs: dict[tuple[bytes, bytes, str], x509.Certificate] = dataclasses.field(
+        default_factory=dict
+    )
     # kubeconfig bytes -> the document they were dumped from
     documents: dict[bytes, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -318,15 +319,15 @@ def _with_pair(
     ca: hoststate.CAFile,
     written: Written | None = None,
 ) -> hoststate.LeafFile:
-    if (
-        written is not None
-        and key_data is not None
-        and (cert_data, key_data, base.ca) in written.pairs
-        and cert_data in written.certs
-    ):
+    verified = (
+        written.pairs.get((cert_data, key_data, base.ca))
+        if written is not None and key_data is not None
+        else None
+    )
+    if verified is not None:
         return dataclasses.replace(
             base,
-            cert=written.certs[cert_data],
+            cert=verified,
             key_pem=key_data,
             key_matches=True,
             issued_by_ca=True,
