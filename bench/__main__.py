@@ -117,6 +117,15 @@ def floor(template: Path, runs: int) -> Measure:
     return measure
 
 
+def timed_pass(root: Path, spec: nodespec.NodeSpec, settings: execute.Settings) -> float:
+    """Seconds of one in-process pass (``once.run_once``) on ``root``, which must converge."""
+    began = time.perf_counter()
+    result = once.run_once(host_.Host(root), spec, None, lambda: dt.datetime.now(dt.UTC), settings)
+    seconds = time.perf_counter() - began
+    assert result.converged, result.failures
+    return seconds
+
+
 def in_memory(
     template: Path,
     spec: nodespec.NodeSpec,
@@ -135,12 +144,7 @@ def in_memory(
         for i in range(runs):
             beside()
             root = trees.copy(template, Path(tmp) / f"run-{i}")
-            began = time.perf_counter()
-            result = once.run_once(
-                host_.Host(root), spec, None, lambda: dt.datetime.now(dt.UTC), settings
-            )
-            measure.seconds.append(time.perf_counter() - began)
-            assert result.converged, result.failures
+            measure.seconds.append(timed_pass(root, spec, settings))
     return measure
 
 
@@ -159,12 +163,9 @@ def fsync_share(
 
     os.fsync = timed
     try:
-        result = once.run_once(
-            host_.Host(root), spec, None, lambda: dt.datetime.now(dt.UTC), settings
-        )
+        timed_pass(root, spec, settings)
     finally:
         os.fsync = real
-    assert result.converged, result.failures
     total = Measure([sum(spent.seconds)])
     return len(spent.seconds), total
 
@@ -195,13 +196,7 @@ def bench_key_type(
     in_process, beside, beside_tmpfs = Measure(), Measure(), Measure()
     for _ in range(runs):
         launcher.run(trees.renew_all(fresh()), beside)
-        root = fresh()
-        began = time.perf_counter()
-        result = once.run_once(
-            host_.Host(root), spec, None, lambda: dt.datetime.now(dt.UTC), settings
-        )
-        in_process.seconds.append(time.perf_counter() - began)
-        assert result.converged, result.failures
+        in_process.seconds.append(timed_pass(fresh(), spec, settings))
 
     on_tmpfs = in_memory(
         template, spec, settings, runs, lambda: launcher.run(trees.renew_all(fresh()), beside_tmpfs)

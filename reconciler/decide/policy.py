@@ -74,7 +74,7 @@ def schema() -> dict[str, Any]:
     """The JSON Schema of ``kucero.io/v1alpha1`` (shipped from the top-level ``schema/``).
 
     Read through the package's loader (``pkgutil``, not ``importlib.resources``, whose import
-    costs every ``node --once`` about 6 ms for pathlib, tempfile and zipfile)."""
+    costs every ``node --once`` about 6 ms, pathlib and tempfile with it)."""
     data = pkgutil.get_data("reconciler.schema", "kucero.io_v1alpha1.json")
     if data is None:  # a loader that cannot read package data: a broken installation
         raise RuntimeError("reconciler.schema: kucero.io_v1alpha1.json cannot be read")

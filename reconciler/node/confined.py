@@ -74,11 +74,10 @@ def locate(
     ``root``: a path, opened for this call, or a descriptor of it the caller keeps open.
     """
     pending = parts(host_path)
-    owned = not isinstance(root, int)
     if isinstance(root, int):
-        root_fd = root
+        root_fd, owned = root, False
     else:
-        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        root_fd, owned = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), True
     try:
         where = _at_once(root_fd, pending, follow_last, create_parents)
         if where is None:
