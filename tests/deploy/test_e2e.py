@@ -163,6 +163,20 @@ def pods(tmp_path: Path) -> Iterator[list[Pod]]:
         print(f"--- {pod.daemonset} on {pod.node} ---\n{pod.output()[-6000:]}")
 
 
+def control_plane_pod(
+    node: str, root: Path, tokens: dict[str, Path], namespace: str, tmp_path: Path
+) -> Pod:
+    """The shipped control-plane DaemonSet's pod on ``node``, with its ServiceAccount's token."""
+    return Pod(
+        "kucero-control-plane",
+        node,
+        root,
+        tokens[shipped.CONTROL_PLANE],
+        namespace,
+        tmp_path / f"{node}.log",
+    )
+
+
 def shipped_policy() -> str:
     configmap = tools.find(
         tools.objects("kustomize/overlays/default"), "ConfigMap", "kucero-policy"
@@ -224,16 +238,7 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
     )
 
     cp_root = nodesim.tree(tmp_path, cp, True, due=("apiserver",))
-    pods.append(
-        Pod(
-            "kucero-control-plane",
-            cp,
-            cp_root,
-            tokens[shipped.CONTROL_PLANE],
-            namespace,
-            tmp_path / f"{cp}.log",
-        )
-    )
+    pods.append(control_plane_pod(cp, cp_root, tokens, namespace, tmp_path))
     # cp-2 runs the two halves of `kucero run` as separate `kucero controller` and `kucero
     # node` processes, with the same identity: two controllers, one leader.
     cp2_root = nodesim.tree(tmp_path, cp2, True, due=("apiserver",))
@@ -313,16 +318,7 @@ def test_kubelet_serving_csr_is_approved_and_signed_with_the_shipped_rbac_alone(
         admin_kube, namespace, "kucero-policy", {"policy.yaml": simulated_policy()}
     )
     cp_root = nodesim.tree(tmp_path, cp, True)
-    pods.append(
-        Pod(
-            "kucero-control-plane",
-            cp,
-            cp_root,
-            tokens[shipped.CONTROL_PLANE],
-            namespace,
-            tmp_path / f"{cp}.log",
-        )
-    )
+    pods.append(control_plane_pod(cp, cp_root, tokens, namespace, tmp_path))
     nodesim.wait_for(
         "the leader's policy on both nodes",
         lambda: all(
