@@ -68,7 +68,6 @@ class Reporter:
             with self._lock:
                 previous = status.decode(self._status_text)
             self.last_rotation = previous.last_rotation if previous else None
-        self.write(status_of(result, spec_error, self.last_rotation))
         for r in result.results:
             note = f"{r.action.kind} {r.action.target}: {r.message or 'done'}"
             if r.ok:
@@ -80,7 +79,10 @@ class Reporter:
         if spec_error and spec_error != self._reported_error:
             self.owe(actions.Reason.INVALID_DESIRED, spec_error, events.WARNING)
         self._reported_error = spec_error
+        # Events first: whoever sees the new status (an operator, a test, a dashboard) finds
+        # the Events that explain it already recorded.
         self.flush()
+        self.write(status_of(result, spec_error, self.last_rotation))
 
     def write(self, value: status.Status) -> None:
         if self._kube is None:
