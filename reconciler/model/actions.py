@@ -54,6 +54,7 @@ class Reason(enum.StrEnum):
     INVALID_DESIRED = "InvalidDesiredState"
     ROTATED_WITHOUT_SLOT = "RotatedWithoutSlot"
     PASS_FAILED = "PassFailed"
+    HOST_COMMAND_REFUSED = "HostCommandRefused"  # a default host command would act elsewhere
 
 
 class Severity(enum.StrEnum):

@@ -16,7 +16,7 @@ Edge cases:
   so the Nodes keep the desired state the previous leader gave them;
 - no ConfigMap (or it is deleted): built-in defaults and the seed flags;
 - API errors (403 included) while writing: logged, counted in ``kucero_api_errors_total``, and
-  the Node retried with back-off; watches back off on their own (``watching``);
+  the Node retried with back-off (``retrying``); watches back off on their own;
 - leadership lost: the work stops (threads joined) before the election is entered again.
 
 Leader-only components (the CSR signer) run beside it while leading; one that says it
@@ -34,7 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from reconciler import metrics as metrics_
-from reconciler.cluster import configmaps, events, nodes, watching
+from reconciler import retrying
+from reconciler.cluster import configmaps, events, nodes
 from reconciler.cluster import kube as kube_
 from reconciler.decide import csr, desired, policy
 from reconciler.run import election
@@ -45,6 +46,8 @@ POLICY_KEY = "policy.yaml"
 REASON_INVALID = "InvalidPolicy"
 REASON_APPLIED = "PolicyApplied"
 STOP_POLL_SECONDS = 0.5
+# Nodes whose desired state could not be written are tried again after 0.5 s, doubling to 30 s.
+WRITE_BACKOFF = retrying.backoff(first=0.5, cap=30.0)
 
 
 class Component(Protocol):
@@ -253,7 +256,7 @@ class Controller:
         return desired.encode_for_node(policy.resolve(loaded, labels), signer)
 
     def _work(self, stop: threading.Event) -> None:
-        backoff = watching.Backoff()
+        failures = 0  # write rounds in a row with a Node that could not be written
         while not stop.is_set():
             with self._lock:
                 # the timeout only bounds how long a set ``stop`` goes unnoticed
@@ -272,12 +275,11 @@ class Controller:
             failed = [
                 name for name, node in sorted(todo.items()) if not self._write(name, node, loaded)
             ]
+            failures = failures + 1 if failed else 0
             if failed:
                 with self._lock:
                     self._pending.update(failed)
-                stop.wait(backoff.next())
-            else:
-                backoff.reset()
+                stop.wait(retrying.delay(WRITE_BACKOFF, failures))
 
     def _write(self, name: str, node: _Node, loaded: policy.Policy) -> bool:
         """Patch the Node's desired state if it differs; False when it should be retried."""

@@ -26,7 +26,7 @@ from cryptography import x509
 from reconciler import cli, config, fabricate, flags
 from reconciler.decide import pki
 from reconciler.model import paths
-from reconciler.node import host, observe
+from reconciler.node import host, hostcommands, observe
 
 DAY = dt.timedelta(days=1)
 REAL_NOW = dt.datetime.now(dt.UTC)
@@ -541,17 +541,18 @@ def test_default_kubelet_restart_enters_pid1_only_when_host_root_is_its_root(
     (tmp_path / "host").mkdir()
     (tmp_path / "disk").mkdir()
     (tmp_path / "pid1-root").symlink_to(tmp_path / "host")  # as /proc/1/root is a link
-    monkeypatch.setattr(config, "PID1_ROOT", str(tmp_path / "pid1-root"))
+    monkeypatch.setattr(hostcommands, "PID1_ROOT", str(tmp_path / "pid1-root"))
     root = tmp_path / ("host" if same else "disk")
     settings = config.settings_from(
         flags.parser().parse_args(["node", "--once", "--host-root", str(root)])
     )
     spec = cli._load_spec(settings)
+    given = hostcommands.Given(str(root))
     if same:
-        assert config.kubelet_restart_command(settings, spec) == (
-            *config.NSENTER,
+        assert hostcommands.kubelet_restart(given, spec) == (
+            *hostcommands.NSENTER,
             *("systemctl", "restart", "kubelet"),
         )
     else:
-        with pytest.raises(config.UsageError, match="--kubelet-restart-command"):
-            config.kubelet_restart_command(settings, spec)
+        with pytest.raises(hostcommands.Refused, match="--kubelet-restart-command"):
+            hostcommands.kubelet_restart(given, spec)
