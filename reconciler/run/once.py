@@ -191,6 +191,19 @@ def _locked_pass(
     if settings.stop.requested:
         return PassResult(spec, tuple(recovered), empty, (), empty, _interrupted(settings))
     observed = observe.observe(host, node_name)
+    with logs.fields(node=node_name or observed.node_name):  # from the kubelet's certificate
+        return _observed_pass(host, spec, observed, recovered, clock, settings, gate)
+
+
+def _observed_pass(
+    host: host_.Host,
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
+    recovered: list[str],
+    clock: Callable[[], dt.datetime],
+    settings: execute.Settings,
+    gate: Gate | None,
+) -> PassResult:
     first = plan.plan(spec, observed, clock())
     withheld = gate(first, observed) if gate is not None and first.actions else None
     if withheld is not None:
