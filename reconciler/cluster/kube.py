@@ -289,7 +289,7 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        retrying = tenacity.Retrying(
+        attempts = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TRANSIENT),
             wait=RETRY_BACKOFF,
             stop=(
@@ -306,7 +306,7 @@ class Kube:
             ),
         )
         timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)
-        for attempt in retrying:
+        for attempt in attempts:
             with attempt:
                 resp = self._send(method, path, params, body, content_type, timeout)
                 result: dict[str, Any] = json.loads(resp.data) if resp.data else {}

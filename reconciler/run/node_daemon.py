@@ -227,6 +227,7 @@ class NodeDaemon:
             self.passes += 1
             if self._observer is not None:  # metrics before status: a reader sees both agree
                 self._observer(result, time.monotonic() - started)
+            self.turn.uncordon()  # a node reported Converged is schedulable
             # the final status before the slot goes: a watcher never sees two nodes Rotating
             self._report.after_pass(result, self._spec_error, self._clock())
         finally:

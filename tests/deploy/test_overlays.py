@@ -252,7 +252,9 @@ def test_pod_has_probes_resources_and_its_node_name(
     ]
     crictl = [a for a in c["args"] if a.startswith("--crictl-command=")]
     if name == "kucero-control-plane":  # static pods are only there
-        assert [shlex.split(a.partition("=")[2]) for a in crictl] == [[*hostcommands.NSENTER, "crictl"]]
+        assert [shlex.split(a.partition("=")[2]) for a in crictl] == [
+            [*hostcommands.NSENTER, "crictl"]
+        ]
     else:
         assert crictl == []
 
