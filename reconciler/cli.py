@@ -41,7 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _status,
     }
     with logs.setup(args.log_format, args.log_level):
-        return commands[settings.command](settings)
+        try:
+            return commands[settings.command](settings)
+        except BrokenPipeError:  # `kucero status -o json | head`: the reader has had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
 
 
 def _now(settings: config.Settings) -> dt.datetime:

@@ -79,9 +79,11 @@ def carried(target: Callable[P, R]) -> Callable[P, R]:
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, object]:
-    """The record's fields: the block's, then its own ``extra=`` (which win)."""
+    """The record's fields: the block's, then its own ``extra=`` (which win); ``None`` values
+    are left out, as ``fields`` leaves them out."""
     own = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
-    return {k: v for k, v in {**_FIELDS.get(), **own}.items() if k not in _CORE}
+    merged = {**_FIELDS.get(), **own}
+    return {k: v for k, v in merged.items() if k not in _CORE and v is not None}
 
 
 def _time(record: logging.LogRecord) -> str:

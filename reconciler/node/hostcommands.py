@@ -63,9 +63,9 @@ def kubelet_restart(given: Given, spec: nodespec.NodeSpec) -> tuple[str, ...]:
         given.host_root,
         given.kubelet_restart,
         KUBELET_RESTART,
-        "the default kubelet restart (systemctl through nsenter into PID 1) would restart "
-        "another machine's kubelet; give --kubelet-restart-command, or set kubelet.restart: "
-        "none in the policy",
+        "give --kubelet-restart-command, or set kubelet.restart: none in the policy: the default "
+        "kubelet restart (systemctl through nsenter into PID 1) would restart another machine's "
+        "kubelet",
     )
 
 
@@ -77,8 +77,8 @@ def crictl(given: Given, spec: nodespec.NodeSpec) -> tuple[str, ...]:
         given.host_root,
         given.crictl,
         CRICTL,
-        "the default crictl (through nsenter into PID 1) would stop another machine's pods; "
-        "give --crictl-command, or choose another kubeadm.restart in the policy",
+        "give --crictl-command, or choose another kubeadm.restart in the policy: the default "
+        "crictl (through nsenter into PID 1) would stop another machine's pods",
     )
 
 
@@ -97,7 +97,7 @@ def _command(
         return default
     if _same_directory(host_root, PID1_ROOT):
         return NSENTER + default
-    raise Refused(f"--host-root {host_root} is not the root of PID 1 ({PID1_ROOT}), so " + refusal)
+    raise Refused(f"{refusal}, as --host-root {host_root} is not PID 1's root ({PID1_ROOT})")
 
 
 def _same_directory(a: str, b: str) -> bool:

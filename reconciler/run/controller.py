@@ -199,7 +199,12 @@ class Controller:
             version = configmap.get("metadata", {}).get("resourceVersion")
             new = version != self._reported
             self._reported = version
-        log.error("policy refused, revision in force: %s\n%s", in_force, error)
+        log.error(
+            "policy refused, revision in force: %s: %s",
+            in_force,
+            "; ".join(error.errors),
+            extra={"revision": self.policy.revision if self.policy else None},
+        )
         if new:
             events.emit(
                 self.kube, configmap, REASON_INVALID, str(error), events.WARNING, "Validate"
@@ -215,7 +220,9 @@ class Controller:
                 self._pending.update(self._nodes)
                 self._lock.notify_all()
         if changed:
-            log.info("policy revision %s in force", loaded.revision)
+            log.info(
+                "policy revision %s in force", loaded.revision, extra={"revision": loaded.revision}
+            )
             if configmap is not None:
                 note = f"policy revision {loaded.revision} is in force"
                 events.emit(
@@ -292,10 +299,13 @@ class Controller:
             return True  # the Node is gone; its DELETED event follows
         except kube_.KubeError as e:
             self.metrics.api_errors.labels("write-desired", type(e).__name__).inc()
-            log.error("cannot write %s on node %s: %s", desired.ANNOTATION, name, e)
+            log.error(
+                "cannot write %s on node %s: %s", desired.ANNOTATION, name, e, extra={"node": name}
+            )
             return False
         node.desired = value
-        log.info("node %s: desired revision %s", name, loaded.revision)
+        fields = {"node": name, "revision": loaded.revision}
+        log.info("node %s: desired revision %s", name, loaded.revision, extra=fields)
         return True
 
 

@@ -208,7 +208,9 @@ class NodeDaemon:
         spec = self._current_spec()
         if spec is None:
             error = self._spec_error or "no desired state"
-            return self._not_run(None, actions.Reason.INVALID_DESIRED, error)
+            # no Event while the controller has not written one yet (every node, at install)
+            event = self._desired_text is not None or self.config.policy_file is not None
+            return self._not_run(None, actions.Reason.INVALID_DESIRED, error, event)
         try:
             commands = hostcommands.for_spec(self.config.commands, spec)
         except hostcommands.Refused as e:
@@ -247,16 +249,20 @@ class NodeDaemon:
         return wakeup.next_wake((m for _, m in moments), spec.check_interval, self._clock(), retry)
 
     def _not_run(
-        self, spec: nodespec.NodeSpec | None, reason: actions.Reason, message: str
+        self,
+        spec: nodespec.NodeSpec | None,
+        reason: actions.Reason,
+        message: str,
+        event: bool = True,
     ) -> dt.datetime:
         """A pass that cannot run: no usable desired state, or one whose host commands would
-        act on another machine. Finish an interrupted pass only, say why (``Failed``, one
-        Event per new reason), and try again later (sooner when the desired state changes)."""
+        act on another machine. Finish an interrupted pass only, say why (``Failed``, a Warning
+        Event per new message), and try again later (at once when the desired state changes)."""
         for note in once.recover_only(self._host):
             log.warning("recovered: %s", note)
         revision = spec.revision if spec is not None else None
         log.error("pass not run: %s", message, extra={"revision": revision, "reason": reason})
-        self._report.not_run(revision, reason, message)
+        self._report.not_run(revision, reason, message, event)
         self.ready.set()
         return self._clock() + self._failed(spec)
 
@@ -305,8 +311,10 @@ class NodeDaemon:
             self._good = desired.decode(text)
             self._spec_error = None
         except desired.DesiredError as e:
-            kept = f"; keeping revision {self._good.revision}" if self._good else ""
-            self._spec_error = f"{e}{kept}"
+            if self._good is None:  # no pass runs: _not_run says why
+                self._spec_error = str(e)
+                return
+            self._spec_error = f"{e}; keeping revision {self._good.revision}"
             log.error("%s", self._spec_error)
 
     def _load_policy_file(self) -> None:

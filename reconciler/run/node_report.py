@@ -84,11 +84,11 @@ class Reporter:
         self.flush()
         self.write(status_of(result, spec_error, self.last_rotation))
 
-    def not_run(self, revision: str | None, reason: str, message: str) -> None:
-        """A pass that could not run: ``Failed`` with ``message``, and a Warning Event the
-        first time this message is seen. The certificates and last rotation stay as last
-        reported: nothing was changed."""
-        if message != self._reported_error:
+    def not_run(self, revision: str | None, reason: str, message: str, event: bool) -> None:
+        """A pass that could not run: ``Failed`` with ``message``, and (``event``) a Warning
+        Event the first time this message is seen. The certificates and last rotation stay as
+        last reported: nothing was changed."""
+        if event and message != self._reported_error:
             self.owe(reason, message, events.WARNING)
         self._reported_error = message
         self.flush()

@@ -43,8 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from reconciler import logs, retrying
 from reconciler import metrics as metrics_
-from reconciler import retrying
 from reconciler.cluster import csr as csr_api
 from reconciler.cluster import kube as kube_
 from reconciler.cluster import nodes
@@ -209,7 +209,8 @@ class _Work(csrwork.Handler):
         name = csr_api.name(obj)
         requeue = False
         try:
-            requeue = self.process(obj)
+            with logs.fields(csr=name):  # every line about this CSR names it
+                requeue = self.process(obj)
         except kube_.KubeError as e:
             log.warning("CSR %s: %s; trying again later", name, e)
             self._count("error", type(e).__name__)
