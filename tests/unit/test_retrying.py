@@ -1,16 +1,24 @@
-"""The one back-off policy (``reconciler.retrying``): waits double up to their cap, jittered
-to 50-100 %; a loop that lasts as long as the process stops at once when told to."""
+"""The one back-off policy (``reconciler.retrying``), and a failed node pass's use of it: waits
+double up to their cap, jittered to 50-100 %; a loop that lasts as long as the process stops at
+once when told to."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import tenacity
 
 from reconciler import retrying
+from reconciler.decide import policy
+from reconciler.node import execute, hostcommands
+from reconciler.run import node_daemon
+
+HEAD = "apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\n"
 
 
 @pytest.mark.parametrize(
@@ -74,3 +82,29 @@ def test_until_stopped_lets_an_error_it_was_not_told_to_retry_through() -> None:
 
     with pytest.raises(KeyError):
         retrying.until_stopped(threading.Event(), call, Flaky, retrying.backoff(0.01, 0.01))
+
+
+def test_failed_node_passes_back_off_from_retry_period_up_to_check_interval(
+    tmp_path: Path,
+) -> None:
+    daemon = node_daemon.NodeDaemon(
+        node_daemon.Config(
+            node_name="cp-1",
+            host_root=str(tmp_path),
+            namespace="kube-system",
+            policy_file=None,
+            policy_defaults={},
+            node_labels={},
+            lease_seconds=60,
+            slot_retry=dt.timedelta(seconds=10),
+            failure_retry=dt.timedelta(minutes=1),
+            execute=execute.Settings(kubelet_restart_command=()),
+            commands=hostcommands.Given(str(tmp_path)),
+        ),
+        None,
+    )
+    spec = policy.resolve(policy.load(HEAD + "spec: {checkInterval: 10m}\n"), {})
+    waits = [daemon._failed(spec).total_seconds() for _ in range(6)]
+    nominal = [60, 120, 240, 480, 600, 600]  # doubling, capped at checkInterval
+    assert all(n / 2 <= w <= n for w, n in zip(waits, nominal, strict=True)), waits
+    assert daemon._failed(None) <= node_daemon.NO_SPEC_RETRY_CAP  # no desired state at all
