@@ -78,6 +78,19 @@ class Action:
             "detail": self.detail,
         }
 
+    def log_fields(self) -> dict[str, str]:
+        """What a log line about this action carries: a log search asks for a certificate, a
+        component or a file by that name."""
+        target = _TARGET_FIELD.get(self.kind, "file")
+        return {target: self.target, "action": str(self.kind), "reason": str(self.reason)}
+
+
+_TARGET_FIELD = {
+    ActionKind.RENEW: "certificate",
+    ActionKind.RESTART_STATIC_POD: "component",
+    ActionKind.RESTART_KUBELET: "component",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Finding:

@@ -171,26 +171,12 @@ def execute(
     return list(results)
 
 
-# Which field names an action's target: a log search asks for a certificate or a component.
-_TARGET_FIELD = {
-    actions.ActionKind.RENEW: "certificate",
-    actions.ActionKind.RESTART_STATIC_POD: "component",
-    actions.ActionKind.RESTART_KUBELET: "component",
-}
-
-
-def about(action: actions.Action) -> dict[str, str]:
-    """The log fields of one action."""
-    target = _TARGET_FIELD.get(action.kind, "file")
-    return {target: action.target, "action": str(action.kind), "reason": str(action.reason)}
-
-
 class _Logged(list[actions.Result]):
     """The pass's results, each logged as it is known (a restart can take minutes: its line
     comes when it is done, not at the end of the pass)."""
 
     def append(self, result: actions.Result) -> None:
-        fields: dict[str, object] = {**about(result.action)}
+        fields: dict[str, object] = {**result.action.log_fields()}
         if result.restart is not None:
             fields["result"] = result.restart.get("result")
         level = logging.INFO if result.ok else logging.ERROR
