@@ -35,6 +35,18 @@ def _go_duration(text: str) -> str:
     return text
 
 
+# A retry period is how often a waiting node asks the API server again (a slot) or re-runs a
+# failed pass: below a second that is a busy loop against the API server and the host.
+MIN_RETRY_PERIOD = "1s"
+
+
+def _retry_period(text: str) -> str:
+    _go_duration(text)
+    if duration.parse(text) < duration.parse(MIN_RETRY_PERIOD):
+        raise argparse.ArgumentTypeError(f"{text!r} is below the minimum of {MIN_RETRY_PERIOD}")
+    return text
+
+
 def _rfc3339(text: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text)
@@ -180,13 +192,13 @@ def _node_flags(s: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--slot-retry-period",
-        type=_go_duration,
+        type=_retry_period,
         default="10s",
         help="time between two attempts to take a rotation slot (jittered)",
     )
     g.add_argument(
         "--retry-period",
-        type=_go_duration,
+        type=_retry_period,
         default="1m",
         help="time before a failed pass is retried (never later than checkInterval)",
     )

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.controlplane
 # Test-speed settings on top of the DaemonSets' args; nothing else is added.
 FAST = (
     "--rotation-lease-duration=3s",
-    "--slot-retry-period=300ms",
+    "--slot-retry-period=1s",
     "--retry-period=2s",
     "--manifest-grace=0.5",
 )

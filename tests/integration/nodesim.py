@@ -154,7 +154,7 @@ def start(
         "--rotation-lease-duration",
         LEASE,
         "--slot-retry-period",
-        "300ms",
+        "1s",
         "--retry-period",
         "2s",
         "--kubelet-restart-command",
