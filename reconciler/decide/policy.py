@@ -251,7 +251,7 @@ def _validator() -> jsonschema.Draft202012Validator:
         formats.checks(name)(check)
     keywords = {"minDuration": _duration_bound(True), "maxDuration": _duration_bound(False)}
     cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, keywords)
-    return cls(schema(), format_checker=formats)  # type: ignore[no-any-return]
+    return cls(schema(), format_checker=formats)
 
 
 def _schema_errors(data: Mapping[str, Any]) -> list[str]:
