@@ -139,6 +139,9 @@ def _controller_settings(settings: Settings) -> Any:
         policy_name=cm_name,
         policy_defaults=settings.policy_defaults,
         metrics_addr=addr,
+        metrics_secure=args.metrics_secure,
+        metrics_cert_file=args.metrics_cert_file,
+        metrics_key_file=args.metrics_key_file,
     )
 
 

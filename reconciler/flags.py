@@ -119,6 +119,20 @@ def _seed_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lock-annotation", default="caasp.suse.com/kucero-node-lock")
     g.add_argument("--metrics-addr", default=":8080")
     g.add_argument(
+        "--metrics-secure",
+        type=_go_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="HTTPS, and /metrics only for a token the API server allows to get /metrics "
+        "(TokenReview, SubjectAccessReview); false: plain HTTP to anyone, for 127.0.0.1",
+    )
+    g.add_argument(
+        "--metrics-cert-file", help="serving certificate (default: self-signed at start-up)"
+    )
+    g.add_argument("--metrics-key-file", help="its key (with --metrics-cert-file)")
+    g.add_argument(
         "--polling-period",
         type=_go_duration,
         default="1h",

@@ -37,7 +37,7 @@ from reconciler import metrics as metrics_
 from reconciler.cluster import configmaps, events, nodes, watching
 from reconciler.cluster import kube as kube_
 from reconciler.decide import csr, desired, policy
-from reconciler.run import election
+from reconciler.run import election, endpoint, health
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,16 @@ POLICY_KEY = "policy.yaml"
 REASON_INVALID = "InvalidPolicy"
 REASON_APPLIED = "PolicyApplied"
 STOP_POLL_SECONDS = 0.5
+# Liveness (run.health): the work loop beats each time round and before each Node it writes;
+# one write is bounded by the door's timeouts and retries, then comes at most one back-off.
+WRITE_WITHIN_SECONDS = (
+    kube_.CONNECT_TIMEOUT_SECONDS
+    + kube_.READ_TIMEOUT_SECONDS
+    + kube_.RETRY_MAX_TOTAL_SECONDS
+    + watching.BACKOFF_MAX_SECONDS
+    + STOP_POLL_SECONDS
+)
+HEARTBEATS = ("controller-work", "watch-policy", "watch-nodes")
 
 
 class Component(Protocol):
@@ -66,6 +76,9 @@ class Settings:
     policy_name: str
     policy_defaults: Mapping[str, Any]  # the seed flags, shaped like ``spec``
     metrics_addr: tuple[str, int] | None
+    metrics_secure: bool = True  # see run.endpoint
+    metrics_cert_file: str | None = None
+    metrics_key_file: str | None = None
 
 
 @dataclasses.dataclass
@@ -83,8 +96,10 @@ class Controller:
         settings: Settings,
         metrics: metrics_.Metrics,
         components: Sequence[Component] = (),
+        heartbeats: health.Heartbeats | None = None,
     ) -> None:
         self.kube, self.settings, self.metrics = kube, settings, metrics
+        self.heartbeats = heartbeats or health.Heartbeats()
         self.components = tuple(components)
         self._lock = threading.Condition()
         self.policy: policy.Policy | None = None
@@ -110,6 +125,7 @@ class Controller:
                     stop,
                     self._on_configmap_list,
                     self._counter("watch-policy"),
+                    self._alive("watch-policy", watching.ALIVE_WITHIN_SECONDS),
                 ),
                 name="watch-policy",
             ),
@@ -122,6 +138,7 @@ class Controller:
                     stop,
                     self._on_node_list,
                     self._counter("watch-nodes"),
+                    self._alive("watch-nodes", watching.ALIVE_WITHIN_SECONDS),
                 ),
                 name="watch-nodes",
             ),
@@ -144,6 +161,11 @@ class Controller:
                 self._lock.notify_all()
             for thread in threads:
                 thread.join()
+            for name in HEARTBEATS:  # a standby runs none of these loops
+                self.heartbeats.retire(name)
+
+    def _alive(self, name: str, within: float) -> Callable[[], None]:
+        return lambda: self.heartbeats.beat(name, within)
 
     def _counter(self, operation: str) -> Callable[[kube_.KubeError], None]:
         return lambda e: self.metrics.api_errors.labels(operation, type(e).__name__).inc()
@@ -254,7 +276,9 @@ class Controller:
 
     def _work(self, stop: threading.Event) -> None:
         backoff = watching.Backoff()
+        alive = self._alive("controller-work", WRITE_WITHIN_SECONDS)
         while not stop.is_set():
+            alive()
             with self._lock:
                 # the timeout only bounds how long a set ``stop`` goes unnoticed
                 self._lock.wait_for(
@@ -269,9 +293,11 @@ class Controller:
                 todo = {n: self._nodes[n] for n in self._pending if n in self._nodes}
                 self._pending = set()
             assert loaded is not None
-            failed = [
-                name for name, node in sorted(todo.items()) if not self._write(name, node, loaded)
-            ]
+            failed = []
+            for name, node in sorted(todo.items()):
+                alive()  # each write is bounded; a thousand of them are not
+                if not self._write(name, node, loaded):
+                    failed.append(name)
             if failed:
                 with self._lock:
                     self._pending.update(failed)
@@ -340,17 +366,20 @@ def main(
         log.error("%s", e)
         return 1
     elector = election.Elector(kube, settings.election, metrics)
+    controller = Controller(kube, settings, metrics, components(metrics))
     server = None
     if settings.metrics_addr is not None:
+        s = settings
+        served = endpoint.Options(
+            settings.metrics_addr, s.metrics_secure, s.metrics_cert_file, s.metrics_key_file
+        )
+        ready = lambda: elector.leader is not None  # noqa: E731
         try:
-            server = metrics_.Server(
-                metrics, settings.metrics_addr, lambda: elector.leader is not None
-            )
-        except OSError as e:
+            server = endpoint.serve(served, metrics, ready, controller.heartbeats, kube)
+        except (OSError, ValueError) as e:
             log.error("cannot serve metrics on %s:%d: %s", *settings.metrics_addr, e)
             kube.close()
             return 1
-    controller = Controller(kube, settings, metrics, components(metrics))
     log.info(
         "kucero controller %s: election on lease %s/%s",
         settings.election.identity,
