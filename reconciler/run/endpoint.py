@@ -104,12 +104,12 @@ class Endpoint:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server((host, port), family=family, backlog=128)
         self.port = int(sock.getsockname()[1])
+        sock.setblocking(False)
+        self._sock = sock
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "endpoint")
-        self._open: dict[asyncio.StreamWriter, bool] = {}  # -> request received (in flight)
+        self._open: dict[asyncio.Task[None], bool] = {}  # -> request received (in flight)
         self._loop = asyncio.new_event_loop()
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._client, sock=sock, limit=MAX_HEADER_BYTES)
-        )
+        self._acceptor = self._loop.create_task(self._accept())
         self._thread = threading.Thread(target=self._loop.run_forever, name="endpoint", daemon=True)
         self._thread.start()
         scheme = "https" if options.secure else "http"
@@ -123,56 +123,77 @@ class Endpoint:
 
     def close(self) -> None:
         async def stop() -> None:
-            self._server.close()
-            for writer in list(self._open):
-                writer.transport.abort()
+            self._acceptor.cancel()
+            for task in list(self._open):
+                task.cancel()
+            await asyncio.gather(self._acceptor, *self._open, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._loop.close()
+        self._sock.close()
 
     # --- one connection ----------------------------------------------------------------
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._admit(writer):
-            writer.transport.abort()
-            return
+    async def _accept(self) -> None:
+        """Accept, count and hand each connection to a task of its own. TLS is set up on the
+        accepted socket (``connect_accepted_socket``), so a connection counts against the cap
+        from its first byte, handshake included."""
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(self._sock)
+            if not self._admit():
+                conn.close()
+                continue
+            task = loop.create_task(self._client(conn))
+            self._open[task] = False
+
+    def _admit(self) -> bool:
+        """Make room for a new connection: push out the oldest one still sending its request;
+        refuse the new one only when every open connection is being answered."""
+        if len(self._open) < MAX_CONNECTIONS:
+            return True
+        idle = next((task for task, busy in self._open.items() if not busy), None)
+        if idle is None:
+            return False
+        self._open.pop(idle)
+        idle.cancel()
+        return True
+
+    async def _client(self, conn: socket.socket) -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        transport: Any = None  # an asyncio.Transport once the connection is set up
         try:
-            request = await asyncio.wait_for(self._read(reader, writer), HEADER_TIMEOUT_SECONDS)
-            if request is None:
-                return
-            self._open[writer] = True
+            reader = asyncio.StreamReader(limit=MAX_HEADER_BYTES, loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            tls = self._tls.context() if self._tls is not None else None
+            async with asyncio.timeout(HEADER_TIMEOUT_SECONDS):
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol, conn, ssl=tls, ssl_handshake_timeout=HEADER_TIMEOUT_SECONDS
+                )
+                writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+                request = await self._read(reader)
+            if task in self._open:
+                self._open[task] = True  # in flight: never pushed out for a newcomer
             response = await asyncio.wait_for(self._answer(*request), REQUEST_TIMEOUT_SECONDS)
             writer.write(_encode(response))
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT_SECONDS)
         except (TimeoutError, OSError, ssl.SSLError, asyncio.IncompleteReadError) as e:
             log.debug("endpoint: connection dropped: %r", e)
         except (asyncio.LimitOverrunError, ValueError):
-            with contextlib.suppress(OSError):
-                writer.write(_encode(_Response(400, b"bad request\n")))
+            if transport is not None:
+                with contextlib.suppress(OSError, RuntimeError):
+                    writer.write(_encode(_Response(400, b"bad request\n")))
         finally:
-            self._open.pop(writer, None)
-            writer.transport.abort()
+            self._open.pop(task, None)  # type: ignore[arg-type]
+            if transport is not None:
+                transport.abort()
+            conn.close()
 
-    def _admit(self, writer: asyncio.StreamWriter) -> bool:
-        """Make room for a new connection: push out the oldest one still sending its request;
-        refuse the new one only when every open connection is being answered."""
-        if len(self._open) >= MAX_CONNECTIONS:
-            idle = next((w for w, busy in self._open.items() if not busy), None)
-            if idle is None:
-                return False
-            self._open.pop(idle)
-            idle.transport.abort()
-        self._open[writer] = False
-        return True
-
-    async def _read(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[str, str, dict[str, str]] | None:
-        if self._tls is not None:
-            await writer.start_tls(self._tls.context())
+    async def _read(self, reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         method, target, _version = lines[0].split(" ")
