@@ -30,6 +30,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import logging
 import socket
@@ -65,6 +66,11 @@ class Options:
     secure: bool = True
     cert_file: str | None = None
     key_file: str | None = None
+
+
+@dataclasses.dataclass
+class _Connection:
+    in_flight: bool = False  # its request was read: it is being answered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +113,7 @@ class Endpoint:
         sock.setblocking(False)
         self._sock = sock
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "endpoint")
-        self._open: dict[asyncio.Task[None], bool] = {}  # -> request received (in flight)
+        self._open: dict[asyncio.Task[None], _Connection] = {}
         self._loop = asyncio.new_event_loop()
         self._acceptor = self._loop.create_task(self._accept())
         self._thread = threading.Thread(target=self._loop.run_forever, name="endpoint", daemon=True)
@@ -147,23 +153,31 @@ class Endpoint:
             if not self._admit():
                 conn.close()
                 continue
-            task = loop.create_task(self._client(conn))
-            self._open[task] = False
+            record = _Connection()
+            task = loop.create_task(self._client(conn, record))
+            self._open[task] = record
+            # also when cancelled before it ever ran (pushed out at once): no finally then
+            task.add_done_callback(functools.partial(self._closed, conn=conn))
+
+    def _closed(self, task: asyncio.Task[None], conn: socket.socket) -> None:
+        self._open.pop(task, None)
+        conn.close()
 
     def _admit(self) -> bool:
         """Make room for a new connection: push out the oldest one still sending its request;
         refuse the new one only when every open connection is being answered."""
         if len(self._open) < MAX_CONNECTIONS:
             return True
-        idle = next((task for task, busy in self._open.items() if not busy), None)
+        idle = next((task for task, c in self._open.items() if not c.in_flight), None)
         if idle is None:
             return False
         self._open.pop(idle)
         idle.cancel()
         return True
 
-    async def _client(self, conn: socket.socket) -> None:
-        task = asyncio.current_task()
+    async def _client(self, conn: socket.socket, record: _Connection) -> None:
+        # No reference to its own task here: a cancelled task's traceback keeps this frame,
+        # and a cycle through it would keep each connection's TLS buffers until a full GC.
         loop = asyncio.get_running_loop()
         transport: Any = None  # an asyncio.Transport once the connection is set up
         try:
@@ -171,26 +185,32 @@ class Endpoint:
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
             tls = self._tls.context() if self._tls is not None else None
             async with asyncio.timeout(HEADER_TIMEOUT_SECONDS):
+                # TLS state (asyncio keeps a 256 KiB buffer per TLS connection) only for a
+                # client that sends something: an idle connection stays a bare socket
+                await _readable(loop, conn)
+                handshake = {"ssl_handshake_timeout": HEADER_TIMEOUT_SECONDS} if tls else {}
                 transport, _ = await loop.connect_accepted_socket(
-                    lambda: protocol, conn, ssl=tls, ssl_handshake_timeout=HEADER_TIMEOUT_SECONDS
+                    lambda: protocol, conn, ssl=tls, **handshake
                 )
                 writer = asyncio.StreamWriter(transport, protocol, reader, loop)
                 request = await self._read(reader)
-            if task in self._open:
-                self._open[task] = True  # in flight: never pushed out for a newcomer
+            record.in_flight = True  # never pushed out for a newcomer
             response = await asyncio.wait_for(self._answer(*request), REQUEST_TIMEOUT_SECONDS)
             writer.write(_encode(response))
-            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT_SECONDS)
+            writer.close()  # after what is buffered is sent (abort would drop it)
+            await asyncio.wait_for(writer.wait_closed(), REQUEST_TIMEOUT_SECONDS)
         except (TimeoutError, OSError, ssl.SSLError, asyncio.IncompleteReadError) as e:
             log.debug("endpoint: connection dropped: %r", e)
-        except (asyncio.LimitOverrunError, ValueError):
+        except (asyncio.LimitOverrunError, ValueError) as e:  # headers too long, or not HTTP
+            log.debug("endpoint: bad request: %r", e)
             if transport is not None:
                 with contextlib.suppress(OSError, RuntimeError):
                     writer.write(_encode(_Response(400, b"bad request\n")))
+        except Exception:  # a bug: say it, drop this connection, keep serving
+            log.exception("endpoint: unexpected error")
         finally:
-            self._open.pop(task, None)  # type: ignore[arg-type]
             if transport is not None:
-                transport.abort()
+                transport.abort()  # closed already, or a close still waiting on the peer
             conn.close()
 
     async def _read(self, reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
@@ -236,6 +256,20 @@ class Endpoint:
             log.info("/metrics: %d %s", verdict.status, verdict.reason)
             return _Response(verdict.status, f"{verdict.reason}\n".encode())
         return None
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(conn.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(conn.fileno())
 
 
 def _encode(response: _Response) -> bytes:
