@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -221,6 +222,7 @@ def rolled_out(
 
 def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
     admin_kube: kube.Kube,
+    clients: Any,
     namespace: str,
     make_node: Callable[..., Any],
     tokens: dict[str, Path],
@@ -273,11 +275,15 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
     )
     assert second != first
 
+    # Prometheus, as the monitoring component sets it up: its own token, over HTTPS
+    scraper = clients.token(namespace, "prometheus")
     for pod in pods:
         assert pod.proc.poll() is None, f"{pod.node} exited\n{pod.output()}"
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{pod.port}/metrics", timeout=5)
-        with metrics:
-            text = metrics.read().decode()
+        assert _get(pod.port, "/metrics")[0] == 401  # no token: nothing
+        assert _get(pod.port, "/metrics", scraper)[0] == 403  # a token without the role
+        with shipped.metrics_reader(admin_kube, namespace, "prometheus"):
+            code, text = _get(pod.port, "/metrics", scraper)
+        assert code == 200, text
         # what KuceroNodeNotConverged watches
         if pod.command != "controller":
             assert f'kucero_node_phase{{node="{pod.node}",phase="Converged"}} 1.0' in text, text
@@ -286,8 +292,11 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
         for probe in ("/healthz", "/readyz"):
             # the kubelet asks every few seconds: a standby controller that has not yet seen
             # the leader Lease answers 503 for a moment after it starts, then 200
-            url = f"http://127.0.0.1:{pod.port}{probe}"
-            nodesim.wait_for(f"{pod.node} {pod.command} {probe} 200", lambda u=url: _ok(u), 15)
+            nodesim.wait_for(
+                f"{pod.node} {pod.command} {probe} 200",
+                lambda p=probe, port=pod.port: _get(port, p)[0] == 200,
+                15,
+            )
         log = pod.output()
         assert "Forbidden" not in log and "forbidden" not in log, f"{pod.node}:\n{log}"
         peak = peak_rss(pod.proc.pid)
@@ -350,9 +359,22 @@ def test_kubelet_serving_csr_is_approved_and_signed_with_the_shipped_rbac_alone(
         assert "Forbidden" not in log and "forbidden" not in log, f"{pod.node}:\n{log}"
 
 
-def _ok(url: str) -> bool:
+# The kubelet's HTTPS probes and Prometheus's tlsConfig (insecureSkipVerify) do not verify the
+# self-signed certificate kucero makes at start-up: neither does this.
+INSECURE = ssl.create_default_context()
+INSECURE.check_hostname = False
+INSECURE.verify_mode = ssl.CERT_NONE
+
+
+def _get(port: int, path: str, token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(f"https://127.0.0.1:{port}{path}")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return bool(answer.status == 200)
-    except urllib.error.HTTPError:
-        return False
+        with urllib.request.urlopen(request, context=INSECURE, timeout=15) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, e.read().decode()
+    except urllib.error.URLError:
+        return 0, ""

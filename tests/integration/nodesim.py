@@ -163,6 +163,8 @@ def start(
         "0.5",
         "--metrics-addr",
         "127.0.0.1:0",
+        # loopback and plain HTTP, scraped by the test (docs/deploy.md: the loopback mode)
+        "--metrics-secure=false",
         *extra,
     ]
     log = node.log.open("ab")

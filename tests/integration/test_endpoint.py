@@ -6,7 +6,6 @@ again when it moves."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ssl
 import threading
@@ -23,9 +22,8 @@ from reconciler import metrics
 from reconciler.cluster import kube
 from reconciler.node import execute
 from reconciler.run import endpoint, health, node_daemon
-from tests.deploy import shipped, tools
+from tests.deploy import shipped
 
-RBAC = "/apis/rbac.authorization.k8s.io/v1"
 # No certificate check: the endpoint's certificate is self-signed, as kube-prometheus scrapes
 # kube-controller-manager; what is under test is the token.
 INSECURE = ssl.create_default_context()
@@ -66,42 +64,6 @@ def served(kucero_kube: kube.Kube) -> Iterator[endpoint.Endpoint]:
     made.close()
 
 
-@pytest.fixture
-def metrics_reader(admin_kube: kube.Kube, namespace: str) -> Iterator[Callable[[str], None]]:
-    """``grant(account)``: bind ``namespace/account`` to the monitoring component's
-    ClusterRole (kucero-metrics-reader, rendered from kustomize/), as an operator binds
-    Prometheus's ServiceAccount."""
-    (role,) = [
-        o
-        for o in tools.objects("kustomize/overlays/custom")
-        if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "kucero-metrics-reader"
-    ]
-    name = f"kucero-metrics-reader-{namespace}"
-    role = {**role, "metadata": {"name": name}}
-    admin_kube.create(f"{RBAC}/clusterroles", role)
-    made = [f"{RBAC}/clusterroles/{name}"]
-
-    def grant(account: str) -> None:
-        binding = {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": f"{name}-{account}"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
-        }
-        admin_kube.create(f"{RBAC}/clusterrolebindings", binding)
-        made.append(f"{RBAC}/clusterrolebindings/{name}-{account}")
-
-    yield grant
-    for path in reversed(made):
-        with contextlib.suppress(kube.NotFound):
-            admin_kube.delete(path)
-
-
 def test_a_scrape_without_a_token_is_refused_with_401(served: endpoint.Endpoint) -> None:
     status, body = get(served.port, "/metrics")
     assert status == 401 and "kucero_" not in body
@@ -124,14 +86,11 @@ def test_a_service_account_without_the_metrics_reader_role_gets_403(
 
 
 def test_a_service_account_bound_to_the_metrics_reader_role_gets_the_metrics(
-    served: endpoint.Endpoint,
-    clients: Any,
-    namespace: str,
-    metrics_reader: Callable[[str], None],
+    served: endpoint.Endpoint, clients: Any, namespace: str, admin_kube: kube.Kube
 ) -> None:
-    metrics_reader("prometheus")
     token = clients.token(namespace, "prometheus")
-    status, body = get(served.port, "/metrics", token)
+    with shipped.metrics_reader(admin_kube, namespace, "prometheus"):
+        status, body = get(served.port, "/metrics", token)
     assert status == 200 and "# TYPE kucero_build_info gauge" in body
 
 
