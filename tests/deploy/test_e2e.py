@@ -276,11 +276,12 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
     assert second != first
 
     # Prometheus, as the monitoring component sets it up: its own token, over HTTPS
-    scraper = clients.token(namespace, "prometheus")
+    # (answers are cached 10 s per token, as the API server's delegated authorization does)
+    scraper, stranger = (clients.token(namespace, sa) for sa in ("prometheus", "stranger"))
     for pod in pods:
         assert pod.proc.poll() is None, f"{pod.node} exited\n{pod.output()}"
         assert _get(pod.port, "/metrics")[0] == 401  # no token: nothing
-        assert _get(pod.port, "/metrics", scraper)[0] == 403  # a token without the role
+        assert _get(pod.port, "/metrics", stranger)[0] == 403  # a token without the role
         with shipped.metrics_reader(admin_kube, namespace, "prometheus"):
             code, text = _get(pod.port, "/metrics", scraper)
         assert code == 200, text
