@@ -48,7 +48,7 @@ from reconciler.cluster import csr as csr_api
 from reconciler.cluster import kube as kube_
 from reconciler.cluster import nodes
 from reconciler.decide import csr
-from reconciler.node import castore
+from reconciler.node import apiserver, castore, resolver
 from reconciler.node import host as host_
 from reconciler.run import csrwork
 
@@ -82,8 +82,15 @@ class Signer:
         metrics: metrics_.Metrics | None = None,
         workers: int = WORKERS,
         now: Now = _utcnow,
+        node_name: str | None = None,
+        resolve: csrwork.Resolve = resolver.resolve,
     ) -> None:
-        self.cas = castore.CAStore(host_.Host(host_root))
+        host = host_.Host(host_root)
+        self.cas = castore.CAStore(host)
+        # the API server's certificate and Service range on this (the leader's) node; its
+        # names are not refused to ``node_name``'s own kubelet, which kubeadm put in it
+        self.apiserver = apiserver.APIServerFacts(host, node_name)
+        self.resolve = resolve
         self.metrics = metrics or metrics_.Metrics()
         self.workers = workers
         self.now = now
