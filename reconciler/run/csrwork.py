@@ -2,7 +2,9 @@
 them and runs this in its thread pool).
 
 For one CSR: read the requesting Node (from the signer's Node cache, else the API), resolve the
-``csrSigner`` policy for that Node's labels, get the pure verdict (``decide.csr``) and act:
+``csrSigner`` policy for that Node's labels and what it refuses (with the leader host's API
+server facts), get the pure verdict (``decide.csr``; a ``RESOLVE`` verdict is asked again with
+the DNS answers) and act:
 approve (certificate built first, then ``Approved``, then ``status.certificate``, so another
 signer's window is a single request long), deny (``Denied`` and a Warning Event), leave, or ask
 to be requeued (the Node is missing, or no valid policy yet). A CA that may not sign fails the

@@ -5,8 +5,11 @@ It watches CSRs of signer ``kubernetes.io/kubelet-serving`` (field selector), an
 pending one to a small thread pool, so one slow request (a Node lookup that retries, a large
 RSA key) never holds back the others. For each (``run.csrwork``): read the requesting Node (from
 a Node watch kept here, labels and addresses only; a miss asks the API), resolve the
-``csrSigner`` policy for that Node's labels, and ask the pure checks (``decide.csr``) for a
-verdict:
+``csrSigner`` policy for that Node's labels, add what this node's host says about its API server
+(``node.apiserver``: the names and addresses of its certificate, its Service range; never
+refused to this node's own kubelet, ``node_name``), and ask the pure checks (``decide.csr``)
+for a verdict; with ``resolveDNSNames`` the names that passed every other check are looked up
+(``node.resolver``, or the ``resolve`` given) and the checks asked again with the answers:
 
 - approve: load the CA (``node.castore``, reloaded when its files change), refuse it if it is
   expired, not yet valid or does not match its key (Failed condition, Warning Event, metric),
