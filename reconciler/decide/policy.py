@@ -273,6 +273,8 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
         # keys are strings in a loaded policy; from_mapping may be given anything
         extra = sorted(set(value) - set(schema_.get("properties", {})), key=repr)
         return path, f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}"
+    if error.validator == "not" and "renamedTo" in schema_:  # a csrSigner field renamed
+        return path, f"renamed {schema_['renamedTo']}: {schema_['description']}"
     if error.validator in ("pattern", "format") and is_duration:
         if isinstance(value, str) and value.startswith("-"):
             return path, f"{value!r} is not a valid duration (must be positive)"
@@ -362,7 +364,8 @@ def _cross_field_errors(document: Mapping[str, Any]) -> list[str]:
 
 
 def _spec_errors(spec: Mapping[str, Any], where: str) -> list[str]:
-    return _validity_errors(spec, where) + _kubelet_errors(spec, where)
+    errors = _validity_errors(spec, where) + _kubelet_errors(spec, where)
+    return errors + _csr_signer_errors(spec["csrSigner"], f"{where}.csrSigner")
 
 
 def _validity_errors(spec: Mapping[str, Any], where: str) -> list[str]:
@@ -407,6 +410,22 @@ def _kubelet_errors(spec: Mapping[str, Any], where: str) -> list[str]:
             "rotation on"
         ]
     return []
+
+
+def _csr_signer_errors(signer: Mapping[str, Any], where: str) -> list[str]:
+    """An allowed DNS suffix inside a zone no serving certificate may name (decide.reserved
+    refuses it anyway): say so now rather than deny every request under it."""
+    zones = {"svc", "localhost", signer["clusterDomain"].strip(".")}
+    errors = []
+    for i, suffix in enumerate(signer["allowedDNSSuffixes"]):
+        name = suffix.lstrip(".")
+        zone = next((z for z in sorted(zones) if name == z or name.endswith("." + z)), None)
+        if zone:
+            errors.append(
+                f"{where}.allowedDNSSuffixes[{i}]: {suffix!r} is inside {zone!r}, a zone no "
+                "serving certificate may name (the cluster's DNS, localhost)"
+            )
+    return errors
 
 
 def _normalise(document: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,9 @@ Edge cases:
 
 Leader-only components (the CSR signer) run beside it while leading; one that says it
 ``serves_csrs`` makes the desired state tell nodes their serving CSRs will be approved, when the
-policy's ``csrSigner.enabled`` is true.
+policy's ``csrSigner.enabled`` is true for the node and its allowlist covers what the node's
+kubelet asks for (its current addresses, ``decide.sans.kubelet_covered``); otherwise a node would
+switch ``serverTLSBootstrap`` on and its kubelet wait for a certificate that is never signed.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class Settings:
 class _Node:
     labels: dict[str, str]
     desired: str | None
+    # status.addresses: what its kubelet puts in its serving CSR (whether to vouch for approval)
+    addresses: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 class Controller:
@@ -266,11 +270,18 @@ class Controller:
             self._pending.add(name)
             self._lock.notify_all()
 
-    def desired_for(self, labels: Mapping[str, str], loaded: policy.Policy) -> str:
-        # Per node: an override may switch the signer off for a pool, and then that pool's
-        # kubelets must not be told that their serving CSRs will be approved.
-        signer = (
-            any(c.serves_csrs for c in self.components) and csr.signer_spec(loaded, labels).enabled
+    def desired_for(
+        self,
+        labels: Mapping[str, str],
+        loaded: policy.Policy,
+        name: str = "",
+        addresses: Sequence[Mapping[str, Any]] = (),
+    ) -> str:
+        # Per node: an override may switch the signer off for a pool, or its allowlist may not
+        # cover what a node's kubelet asks for, and then that node's kubelet must not be told
+        # that its serving CSRs will be approved.
+        signer = any(c.serves_csrs for c in self.components) and csr.approves_kubelet(
+            csr.signer_spec(loaded, labels), name, addresses
         )
         return desired.encode_for_node(policy.resolve(loaded, labels), signer)
 
@@ -307,7 +318,7 @@ class Controller:
 
     def _write(self, name: str, node: _Node, loaded: policy.Policy) -> bool:
         """Patch the Node's desired state if it differs; False when it should be retried."""
-        value = self.desired_for(node.labels, loaded)
+        value = self.desired_for(node.labels, loaded, name, node.addresses)
         if value == node.desired:
             return True
         try:
@@ -347,7 +358,12 @@ def _as_configmap(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _entry(node: Mapping[str, Any]) -> _Node:
-    return _Node(labels=nodes.labels(node), desired=nodes.annotation(node, desired.ANNOTATION))
+    addresses = (node.get("status") or {}).get("addresses") or []
+    return _Node(
+        labels=nodes.labels(node),
+        desired=nodes.annotation(node, desired.ANNOTATION),
+        addresses=[a for a in addresses if isinstance(a, dict)],
+    )
 
 
 def main(

@@ -320,12 +320,15 @@ def test_kubelet_serving_csr_is_approved_and_signed_with_the_shipped_rbac_alone(
 ) -> None:
     """A worker's kubelet asks for its serving certificate (as ``system:node:<name>``, the way
     a kubelet with serverTLSBootstrap does); the leader, running with the control-plane
-    ServiceAccount's token only, approves it and signs it with the CA on its node."""
+    ServiceAccount's token only, approves it and signs it with the CA on its node. The shipped
+    policy allows no IP address: this one allows the simulated nodes' range."""
     cp, worker, ip = "e2e-csr-cp", "e2e-csr-w", "10.0.3.21"
     make_node(cp, labels=nodesim.CONTROL_PLANE, addresses={"InternalIP": "10.0.3.11"})
     make_node(worker, addresses={"InternalIP": ip})
+    document = yaml.safe_load(simulated_policy())
+    document["spec"]["csrSigner"]["allowedIPRanges"] = ["10.0.3.0/24"]
     configmaps.create_or_replace(
-        admin_kube, namespace, "kucero-policy", {"policy.yaml": simulated_policy()}
+        admin_kube, namespace, "kucero-policy", {"policy.yaml": yaml.safe_dump(document)}
     )
     cp_root = nodesim.tree(tmp_path, cp, True)
     pods.append(control_plane_pod(cp, cp_root, tokens, namespace, tmp_path))
