@@ -383,25 +383,15 @@ def connect(
         raise KubeError(f"no usable Kubernetes configuration: {e}") from e
     from kubernetes import client, config  # lazily: ~45 MiB, offline commands never pay it
 
+    # In-cluster is always light's; what reaches here is a kubeconfig light cannot read.
     configuration = client.Configuration()
     token_file: _TokenFile | None = None
-    token_path = os.path.join(service_account_dir, "token")
     try:
-        if (
-            kubeconfig is None
-            and environ.get("KUBERNETES_SERVICE_HOST")
-            and (os.path.isfile(token_path))
-        ):
-            host, port = environ["KUBERNETES_SERVICE_HOST"], environ["KUBERNETES_SERVICE_PORT"]
-            configuration.host = f"https://{f'[{host}]' if ':' in host else host}:{port}"
-            configuration.ssl_ca_cert = os.path.join(service_account_dir, "ca.crt")
-            token_file = _TokenFile(token_path)
-        else:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, client_configuration=configuration
-            )
-            if path := _token_file_of(kubeconfig or environ.get("KUBECONFIG")):
-                token_file = _TokenFile(path)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
+        if path := _token_file_of(kubeconfig or environ.get("KUBECONFIG")):
+            token_file = _TokenFile(path)
     except (config.ConfigException, OSError, KeyError, yaml.YAMLError) as e:
         raise KubeError(f"no usable Kubernetes configuration: {e}") from e
     configuration.retries = False

@@ -22,10 +22,10 @@ import hashlib
 import ipaddress
 import json
 import pkgutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from reconciler.decide import duration, schemacheck, yamldoc
+from reconciler.decide import duration, yamldoc
 from reconciler.model import nodespec
 
 if TYPE_CHECKING:
@@ -118,8 +118,6 @@ def validate(data: Mapping[str, Any]) -> list[str]:
             f"apiVersion: unsupported apiVersion {api_version!r} "
             f"(supported: {', '.join(SUPPORTED_API_VERSIONS)})"
         ]
-    if schemacheck.certainly_valid(schema(), data, _FORMATS):
-        return []  # without importing jsonschema (schemacheck says why)
     return _schema_errors(data)
 
 
@@ -198,16 +196,18 @@ def _check_cidr(value: object) -> bool:
     return "/" in value
 
 
-# The formats the schema uses, checked by these same functions on both paths: schemacheck's
-# quick one and jsonschema's.
-_FORMATS: dict[str, schemacheck.Format] = {"go-duration": _check_duration, "cidr": _check_cidr}
+# The formats the schema uses (jsonschema's own format checks are not used).
+_FORMATS: dict[str, Callable[[object], bool]] = {
+    "go-duration": _check_duration,
+    "cidr": _check_cidr,
+}
 
 
 @functools.cache
 def _validator() -> jsonschema.Draft202012Validator:
-    """Built on first use: importing jsonschema costs about 45 ms (PITFALLS.md), which only
-    the commands that find a policy invalid pay (schemacheck vouches for valid ones). The
-    format checker knows only the formats the schema uses, none of jsonschema's own."""
+    """Built on first use: importing jsonschema costs about 45 ms (PITFALLS.md), paid by the
+    commands that validate a policy (the daemons once). The format checker knows only the
+    formats the schema uses, none of jsonschema's own."""
     import jsonschema
 
     formats = jsonschema.FormatChecker(formats=())
