@@ -121,7 +121,12 @@ def as_client_certificate(kube: kube_.Kube, pem: bytes) -> kube_.Kube:
             shutil.rmtree(directory, ignore_errors=True)
     except (OSError, ssl.SSLError, ValueError) as e:
         raise kube_.KubeError(f"client certificate: {e}") from e
-    return kube_.Kube(kube.host, _pool(tls), lambda: None, None)
+    pool = _pool(tls)
+    # a kubeconfig's tls-server-name, as the client library passed it on
+    pool.connection_pool_kw.update(
+        {k: settings[k] for k in ("server_hostname", "assert_hostname") if k in settings}
+    )
+    return kube_.Kube(kube.host, pool, lambda: None, None)
 
 
 def _named(doc: Mapping[str, Any], section: str, name: object, key: str) -> dict[str, Any]:
