@@ -92,7 +92,7 @@ class NodeDaemon:
             config.lease_seconds,
             self._report,
             clock,
-            self._host,
+            host=self._host,
         )
         self._pass_spec: nodespec.NodeSpec | None = None
         self.passes = 0

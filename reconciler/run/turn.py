@@ -48,7 +48,8 @@ class Turn:
         lease_seconds: int,
         report: node_report.Reporter,
         clock: Callable[[], dt.datetime],
-        host: host_.Host | None = None,  # where the kubelet's client certificate is read
+        *,
+        host: host_.Host | None = None,  # where drain reads the kubelet's client certificate
     ) -> None:
         self._kube = kube
         self._host = host
