@@ -193,3 +193,21 @@ def test_the_identities_in_the_policies_are_the_shipped_service_accounts() -> No
             assert re.fullmatch(pattern.group(1), f"system:serviceaccount:ns:{account}")
         assert not re.fullmatch(pattern.group(1), "system:serviceaccount:ns:kucero-nodes")
         assert not re.fullmatch(pattern.group(1), "system:node:kucero-node")
+
+
+def test_the_api_server_type_checks_both_policies_without_a_warning(world: World) -> None:
+    """The controller manager checks each expression against the schemas of the objects it
+    sees (a misspelt field, a wrong type): no warning for either policy."""
+    path = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+    names = {f"{n}-{world.namespace}" for n in ("kucero-node-writes", "kucero-lease-writes")}
+
+    def checked() -> list[dict[str, Any]]:
+        got = [world.door("admin").get(f"{path}/{name}") for name in sorted(names)]
+        done = all(
+            (p.get("status") or {}).get("observedGeneration") == p["metadata"]["generation"]
+            for p in got
+        )
+        return got if done else []
+
+    for policy in nodesim.wait_for("type checking of both policies", checked, timeout=60):
+        assert not policy["status"].get("typeChecking", {}).get("expressionWarnings"), policy
