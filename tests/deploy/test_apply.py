@@ -72,9 +72,19 @@ def test_overlay_applies_cleanly_and_a_second_apply_changes_nothing(
     for key in before:
         # status moves (a DaemonSet's rollout, a policy's type checking); spec and our fields
         # must not
-        if key.startswith(("DaemonSet/", "ValidatingAdmissionPolicy/")):
+        if key.startswith("DaemonSet/"):
             assert before[key]["generation"] == after[key]["generation"], key
             assert before[key]["applied"] == after[key]["applied"], key
+        elif key.startswith("ValidatingAdmissionPolicy/"):
+            # The API server writes a policy's status with an Apply of its own; when that lands
+            # between our two applies, the second one (same content) only re-sorts the managed
+            # fields and stamps kubectl's entry with a new time, once (measured on v1.37.2; a
+            # third apply changes nothing). Every field we own must be the same.
+            assert before[key]["generation"] == after[key]["generation"], key
+            assert {**before[key]["applied"], "time": None} == {
+                **after[key]["applied"],
+                "time": None,
+            }, key
         else:
             assert before[key] == after[key], key
     diff = tools.kubectl(

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.controlplane
 
 # A schema-valid desired state that renews everything and owes four static pod restarts: what
 # another node's kucero.io/desired was rewritten to in the issue.
-HOSTILE_DESIRED = nodesim.desired_value("spec: {kubeadm: {renewBefore: 8759h}}")
+HOSTILE_DESIRED = nodesim.desired_value("spec: {kubeadm: {renewBefore: 8736h}}")
 FORGED_STATUS = json.dumps({"revision": "evil", "phase": "Converged", "message": "all fine"})
 NOEXECUTE = {"spec": {"taints": [{"key": "example.com/evict-all", "effect": "NoExecute"}]}}
 CORDON = {"metadata": {"annotations": {cordon.MARK: "true"}}, "spec": {"unschedulable": True}}
