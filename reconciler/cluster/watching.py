@@ -23,7 +23,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import tenacity
 
@@ -37,7 +37,18 @@ log = logging.getLogger(__name__)
 WATCH_TIMEOUT_SECONDS = 1800
 WATCH_TIMEOUT_JITTER = 0.1
 # Back-off after failures in a row: 0.5 s doubling to 30 s, each wait jittered to 50-100 %.
-BACKOFF = retrying.backoff(first=0.5, cap=30.0)
+BACKOFF_FIRST_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 30.0
+BACKOFF = retrying.backoff(BACKOFF_FIRST_SECONDS, BACKOFF_MAX_SECONDS)
+# The longest a healthy watch loop goes without a sign of life (``on_alive``): one watch request
+# (its jittered server timeout and the read margin), a back-off, and one list retried to the end.
+ALIVE_WITHIN_SECONDS = (
+    WATCH_TIMEOUT_SECONDS * (1 + WATCH_TIMEOUT_JITTER)
+    + kube_.WATCH_READ_MARGIN_SECONDS
+    + BACKOFF_MAX_SECONDS
+    + kube_.RETRY_MAX_TOTAL_SECONDS
+    + kube_.READ_TIMEOUT_SECONDS
+)
 
 
 def watch_forever(
@@ -49,18 +60,23 @@ def watch_forever(
     on_list: Callable[[list[dict[str, Any]]], None] | None = None,
     timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
     on_error: Callable[[kube_.KubeError], None] | None = None,
+    on_alive: Callable[[], None] | None = None,
 ) -> None:
     """Deliver the state of ``path`` and every change to it until ``stop`` is set.
 
-    ``on_error`` hears of each failure before the back-off (to count it in a metric). Exceptions
-    raised by the callbacks propagate (a bug there must not be retried forever).
+    ``on_error`` hears of each failure before the back-off (to count it in a metric).
+    ``on_alive`` is called at the start of each attempt and after each event (bookmarks
+    included), at least every ``ALIVE_WITHIN_SECONDS`` while the loop runs (a liveness
+    heartbeat; a callback stuck in ``on_event`` stops it). Exceptions raised by the callbacks
+    propagate (a bug there must not be retried forever).
     """
     current: dict[str, Any] = {}
     interrupter = threading.Thread(
         target=_interrupt_on_stop, args=(stop, current), name=f"watch-stop {path}", daemon=True
     )
     interrupter.start()
-    watch = _Watch(kube, path, params, on_event, on_list, timeout_seconds, on_error, stop, current)
+    callbacks = _Callbacks(on_event, on_list, on_error, on_alive or (lambda: None))
+    watch = _Watch(kube, path, params, callbacks, timeout_seconds, stop, current)
     try:
         while not stop.is_set():
             # a fresh back-off for each run of failures (``_Watch.round``)
@@ -68,6 +84,13 @@ def watch_forever(
     finally:
         current["done"] = True
         current.pop("resp", None)
+
+
+class _Callbacks(NamedTuple):
+    on_event: Callable[[kube_.WatchEvent], None]
+    on_list: Callable[[list[dict[str, Any]]], None] | None
+    on_error: Callable[[kube_.KubeError], None] | None
+    on_alive: Callable[[], None]
 
 
 class _Watch:
@@ -78,15 +101,13 @@ class _Watch:
         kube: kube_.Kube,
         path: str,
         params: Mapping[str, str] | None,
-        on_event: Callable[[kube_.WatchEvent], None],
-        on_list: Callable[[list[dict[str, Any]]], None] | None,
+        callbacks: _Callbacks,
         timeout_seconds: int,
-        on_error: Callable[[kube_.KubeError], None] | None,
         stop: threading.Event,
         current: dict[str, Any],
     ) -> None:
         self.kube, self.path, self.params, self.stop = kube, path, params, stop
-        self.on_event, self.on_list, self.on_error = on_event, on_list, on_error
+        self.cb = callbacks
         self.timeout_seconds = timeout_seconds
         self.current = current  # the open response, for ``_interrupt_on_stop``
         self.version: str | None = None
@@ -97,6 +118,7 @@ class _Watch:
         next round reconnects at once, its back-off fresh); raises a failure that came before
         anything was delivered (``retrying`` waits, longer each time)."""
         delivered = False
+        self.cb.on_alive()
         try:
             if self.version is None:
                 self._list()
@@ -111,8 +133,9 @@ class _Watch:
             ):
                 self.version = event.obj.get("metadata", {}).get("resourceVersion") or self.version
                 delivered = True
+                self.cb.on_alive()
                 if event.type != "BOOKMARK":
-                    self.on_event(event)
+                    self.cb.on_event(event)
                 if self.stop.is_set():
                     return
         except kube_.Gone as e:
@@ -129,11 +152,11 @@ class _Watch:
         listed = self.kube.list(self.path, self.params)
         self.version = listed.get("metadata", {}).get("resourceVersion") or None
         items = listed.get("items") or []
-        if self.on_list is not None:
-            self.on_list(items)
+        if self.cb.on_list is not None:
+            self.cb.on_list(items)
         else:
             for item in items:
-                self.on_event(kube_.WatchEvent("ADDED", item))
+                self.cb.on_event(kube_.WatchEvent("ADDED", item))
 
     def failed(self, state: tenacity.RetryCallState) -> None:
         """Before each wait: say why (louder from the second failure in a row), count it."""
@@ -145,8 +168,8 @@ class _Watch:
         self._report(error, level, f"retrying in {retrying.next_wait(state):.1f}s")
 
     def _report(self, error: kube_.KubeError, level: int, then: str) -> None:
-        if self.on_error is not None:
-            self.on_error(error)
+        if self.cb.on_error is not None:
+            self.cb.on_error(error)
         log.log(level, "watch %s: %s; %s", self.path, error, then)
 
 

@@ -158,7 +158,7 @@ def start(
         "--rotation-lease-duration",
         LEASE,
         "--slot-retry-period",
-        "300ms",
+        "1s",
         "--retry-period",
         "2s",
         *restart,
@@ -166,6 +166,8 @@ def start(
         "0.5",
         "--metrics-addr",
         "127.0.0.1:0",
+        # loopback and plain HTTP, scraped by the test (docs/deploy.md: the loopback mode)
+        "--metrics-secure=false",
         *extra,
     ]
     log = node.log.open("ab")
