@@ -20,7 +20,7 @@ import pytest
 
 from reconciler import metrics
 from reconciler.cluster import kube
-from reconciler.node import execute
+from reconciler.node import execute, hostcommands
 from reconciler.run import endpoint, health, node_daemon
 from tests.deploy import shipped
 
@@ -133,7 +133,8 @@ def node_loop(
         lease_seconds=15,
         slot_retry=dt.timedelta(seconds=1),
         failure_retry=dt.timedelta(seconds=1),
-        execute=execute.Settings(kubelet_restart_command=("true",)),
+        execute=execute.Settings(kubelet_restart_command=()),
+        commands=hostcommands.Given(str(tmp_path / "host"), kubelet_restart="true"),
     )
     daemon = node_daemon.NodeDaemon(config, admin_kube, observer)
     options = endpoint.Options(("127.0.0.1", 0), secure=True)
