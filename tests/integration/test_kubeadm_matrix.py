@@ -39,6 +39,15 @@ pytestmark = [
 ALGORITHMS = ("RSA-2048", "ECDSA-P256")
 KEY_TYPES = {"RSA-2048": rsa.RSAPublicKey, "ECDSA-P256": ec.EllipticCurvePublicKey}
 TWO_YEARS = dt.timedelta(days=730)
+# crosscheck.RENEW_ALL, and serverTLSBootstrap turned on: kucero edits the kubelet's
+# config.yaml, which each minor's kubelet must still load and validate.
+POLICY = """\
+apiVersion: kucero.io/v1alpha1
+kind: RotationPolicy
+spec:
+  kubeadm: {renewBefore: 8761h, certificateValidity: 17520h, restart: none}
+  kubelet: {restart: none, rotateServerCertificates: true}
+"""
 
 
 @pytest.fixture(params=matrix.VERSIONS, ids=lambda v: v.minor)
@@ -71,7 +80,7 @@ def assert_agree(root: Path, theirs: dict[str, dict[str, Any]]) -> dict[str, dic
 
 def renew_all(root: Path, tmp_path: Path, node: str) -> str:
     policy = tmp_path / "renew-all.yaml"
-    policy.write_text(crosscheck.RENEW_ALL)
+    policy.write_text(POLICY)
     done = crosscheck.kucero(
         "node", "--once", "--host-root", root, "--policy", policy, "--node-name", node,
         "--kubelet-restart-command", "true",
@@ -119,7 +128,8 @@ def test_each_kubeadm_reads_back_the_control_plane_kucero_renewed(
         for path, data in external.items():
             assert (root / path.lstrip("/")).read_bytes() == data, path
     # that minor's kubelet would still start with the node's kubelet.conf and config.yaml
-    matrix.kubelet_check(root, version, "cp-1")
+    kubelet = json.loads(matrix.kubelet_check(root, version, "cp-1"))
+    assert kubelet["serverTLSBootstrap"] and kubelet["rotateCertificates"], kubelet
 
 
 @pytest.fixture(scope="module", params=ALGORITHMS)
@@ -185,4 +195,5 @@ def test_each_kubeadm_join_makes_a_worker_kucero_keeps_and_that_kubelet_reads_ba
         "kubelet-client-current"
     ] | {"residualSeconds": ANY}
     again = json.loads(matrix.kubelet_check(root, version, node, whoami=True))
-    assert again == first
+    assert not first["serverTLSBootstrap"] and again["serverTLSBootstrap"]  # kucero's edit
+    assert again == first | {"serverTLSBootstrap": True}
