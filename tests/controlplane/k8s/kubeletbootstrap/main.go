@@ -17,10 +17,11 @@
 // bootstrap kubeconfig (it only succeeds when kubelet.conf is valid and unexpired), the client
 // certificate store's current pair if there is one (a control-plane node made by `kubeadm init`
 // without a running kubelet has none: kubelet.conf embeds its first certificate), and
-// /var/lib/kubelet/config.yaml through the kubelet's own loader and validation. --whoami adds
-// the store as required and one authenticated request (SelfSubjectReview) with kubelet.conf
-// that must come back as system:node:NAME in system:nodes. Exit 0 and one line of JSON on
-// stdout, or 1 with the reason on stderr.
+// /var/lib/kubelet/config.yaml through the kubelet's own loader and validation (less the
+// cgroup v1 check, which is about the machine). --whoami adds the store as required and one
+// authenticated request (SelfSubjectReview) with kubelet.conf that must come back as
+// system:node:NAME in system:nodes. Exit 0 and one line of JSON on stdout, or 1 with the reason
+// on stderr.
 package main
 
 import (
@@ -120,7 +121,11 @@ func check(ctx context.Context, nodeName string, whoami bool) error {
 	if err != nil {
 		return fmt.Errorf("the kubelet's loader on %s: %w", configPath, err)
 	}
-	if err := validation.ValidateKubeletConfiguration(config, utilfeature.DefaultFeatureGate); err != nil {
+	// Validated as the kubelet does, but for failCgroupV1 (true by default since v1.35): that
+	// check reads the host the tests run on (its /sys/fs/cgroup), not the file.
+	validated := *config
+	validated.FailCgroupV1 = false
+	if err := validation.ValidateKubeletConfiguration(&validated, utilfeature.DefaultFeatureGate); err != nil {
 		return fmt.Errorf("the kubelet's validation of %s: %w", configPath, err)
 	}
 	report["rotateCertificates"] = config.RotateCertificates
