@@ -17,19 +17,15 @@ ECDSA keys, so one configuration serves them all.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from tests.controlplane import binaries
+from tests.controlplane import binaries, certs
 
 HERE = Path(__file__).resolve().parent
 BINARIES = ("kubeadm", "kubeletbootstrap")
@@ -191,52 +187,20 @@ def init(
 
 
 def external_etcd_files(root: Path) -> None:
-    """An external etcd cluster's CA certificate (its key stays with etcd) and a client pair
-    it issued to the API server, at ``EXTERNAL_ETCD_FILES``' paths under ``root``."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "external-etcd-ca")])
-    ca = (
-        _builder(ca_name, ca_name, ca_key, now, days=3650)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-etcd-client")])
-    cert = (
-        _builder(name, ca_name, key, now, days=365)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    for field, data, mode in (
-        ("caFile", ca.public_bytes(pem), 0o644),
-        ("certFile", cert.public_bytes(pem), 0o644),
-        ("keyFile", key_pem, 0o600),
-    ):
-        path = root / EXTERNAL_ETCD_FILES[field].lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        path.chmod(mode)
-
-
-def _builder(
-    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, now: dt.datetime,
-    days: int,
-) -> x509.CertificateBuilder:  # fmt: skip
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-    )
+    """An external etcd cluster's CA certificate and a client pair it issued to the API server,
+    at ``EXTERNAL_ETCD_FILES``' paths under ``root``; the CA's key stays with "etcd" (a
+    directory deleted here)."""
+    with tempfile.TemporaryDirectory(prefix="external-etcd-") as etcd:
+        ca = certs.CA.create(Path(etcd))
+        crt, key = ca.issue(Path(etcd), "client", "kube-apiserver-etcd-client")
+        for field, source in (
+            ("caFile", Path(etcd) / "ca.crt"),
+            ("certFile", crt),
+            ("keyFile", key),
+        ):
+            path = root / EXTERNAL_ETCD_FILES[field].lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, path)  # with its mode: 0600 for the key
 
 
 def kubelet_check(root: Path, v: Version, node: str, whoami: bool = False) -> str:
