@@ -147,7 +147,9 @@ def join(root: Path, plane: cluster.ControlPlane, v: matrix.Version, node: str) 
             matrix.run([v.path("kubeadm"), "--rootfs", str(root), "join", "--config",
                         "/join.yaml", "--skip-phases", "preflight"])  # fmt: skip
             if kubelet.wait(timeout=matrix.TIMEOUT_SECONDS) != 0:
-                raise RuntimeError(f"kubeletbootstrap: exit {kubelet.returncode}; see {log}")
+                raise RuntimeError(f"kubeletbootstrap: exit {kubelet.returncode}")
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}\nthe kubelet ({log}):\n{log.read_text()}") from e
         finally:
             if kubelet.poll() is None:
                 kubelet.kill()
