@@ -35,7 +35,7 @@ import yaml
 
 from reconciler import fabricate
 from reconciler.cluster import configmaps, cordon, kube, leases, nodes
-from reconciler.decide import status
+from reconciler.decide import desired, status
 from tests import csrs
 from tests.controlplane import cluster
 from tests.deploy import daemonsets, leftovers, shipped, tools
@@ -183,6 +183,10 @@ def _till_pod() -> dict[str, Any]:
     }
 
 
+def desired_states(admin: kube.Kube) -> dict[str, str | None]:
+    return {n: nodes.annotation(nodes.get(admin, n), desired.ANNOTATION) for n in IPS}
+
+
 def play_the_kubelet(admin: kube.Kube, started: Started) -> None:
     """What each node's kubelet does once the garbage collector deletes its DaemonSet pod:
     stop the container (SIGTERM, SIGKILL after the grace), then remove the pod."""
@@ -230,11 +234,15 @@ def test_uninstalling_as_documented_leaves_only_what_expires(
         pods = [f"{NS}/{pod}" for pod, _ in started.values()]
         assert_there_is_something_to_remove(before, rendered, pods)
 
+        wanted = desired_states(admin)
         # the kubelets act while section 1 runs (it waits for the pods to go)
         with concurrent.futures.ThreadPoolExecutor(1) as kubelets:
             stopped = kubelets.submit(play_the_kubelet, admin, started)
             leftovers.run(1, kubeconfig, tmp_path / "bin")
             stopped.result()
+        # the leader saw its policy ConfigMap go, but its rights had gone first: it could not
+        # hand the built-in defaults to the nodes while it stopped
+        assert desired_states(admin) == wanted
         leftovers.run(2, kubeconfig, tmp_path / "bin")
     finally:
         for _, process in started.values():
