@@ -10,8 +10,9 @@ nothing else.
 ``scheduled`` and ``token_for`` give a process the credential the kubelet gives a real
 DaemonSet pod: the pod the DaemonSet controller made for a node, bound to it as the scheduler
 binds it (no kube-scheduler runs here), and a TokenRequest token bound to that pod (the API
-server adds the node's name to the user, which kucero's admission policies check). The token
-stops working when the pod or its ServiceAccount is deleted, as a real pod's does.
+server adds the node's name to the user, which kucero's admission policies check). Like a real
+pod's, the token is refused once the pod or its ServiceAccount is gone (after the API server's
+authentication cache, a few seconds: RBAC is what stops a pod that is still stopping).
 """
 
 from __future__ import annotations

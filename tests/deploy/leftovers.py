@@ -22,6 +22,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -125,15 +126,25 @@ def sh_blocks(text: str) -> list[str]:
     return blocks
 
 
-def run(number: int, kubeconfig: Path, bin_dir: Path) -> None:
-    """Run the ```sh blocks of the doc's section ``number`` as written, with bash, the test's
-    kubectl first on PATH and ``KUBECONFIG`` set; fails on the first command that fails."""
-    tools.require()
+def run(
+    number: int, bin_dir: Path, kubeconfig: Path | None = None, host_root: Path | None = None
+) -> str:
+    """Run the ```sh blocks of the doc's section ``number`` as written, with bash, and return
+    what they printed; fails on the first command that fails. With ``kubeconfig``: the test
+    suite's kubectl first on PATH and ``KUBECONFIG`` set. With ``host_root``: ``--host-root /``
+    pointed at that simulated node (the one change to the text). This checkout's ``kucero``
+    is on PATH."""
     bin_dir.mkdir(exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        (bin_dir / "kubectl").symlink_to(binaries.path("kubectl"))
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "KUBECONFIG": str(kubeconfig)}
+    env = {**os.environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    if kubeconfig is not None:
+        tools.require()
+        with contextlib.suppress(FileExistsError):
+            (bin_dir / "kubectl").symlink_to(binaries.path("kubectl"))
+        env["KUBECONFIG"] = str(kubeconfig)
+    out = ""
     for block in sh_blocks(section(number)):
+        if host_root is not None:
+            block = re.sub(r"--host-root /(?=\s)", f"--host-root {host_root}", block)
         done = subprocess.run(
             ["bash", "-e", "-o", "pipefail", "-c", block],
             cwd=tools.REPO,
@@ -144,14 +155,18 @@ def run(number: int, kubeconfig: Path, bin_dir: Path) -> None:
         )
         print(f"$ {block}{done.stdout}{done.stderr}")
         assert done.returncode == 0, f"section {number} failed:\n{block}\n{done.stderr}"
+        out += done.stdout + done.stderr
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    patterns: tuple[str, ...]  # fnmatch patterns of names in /etc/kubernetes/tmp; dirs end in /
+    patterns: tuple[str, ...]  # fnmatch patterns of file names; a directory's ends in /
     remove: str  # the table's "remove" cell
 
-    def matches(self, name: str) -> bool:
+    def matches(self, path: str) -> bool:
+        """Whether the last component of ``path`` (from ``on_host``) is one of this row's."""
+        name = path.rstrip("/").rpartition("/")[2] + ("/" if path.endswith("/") else "")
         return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
 
 

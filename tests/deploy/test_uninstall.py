@@ -238,12 +238,12 @@ def test_uninstalling_as_documented_leaves_only_what_expires(
         # the kubelets act while section 1 runs (it waits for the pods to go)
         with concurrent.futures.ThreadPoolExecutor(1) as kubelets:
             stopped = kubelets.submit(play_the_kubelet, admin, started)
-            leftovers.run(1, kubeconfig, tmp_path / "bin")
+            leftovers.run(1, tmp_path / "bin", kubeconfig)
             stopped.result()
         # the leader saw its policy ConfigMap go, but its rights had gone first: it could not
         # hand the built-in defaults to the nodes while it stopped
         assert desired_states(admin) == wanted
-        leftovers.run(2, kubeconfig, tmp_path / "bin")
+        leftovers.run(2, tmp_path / "bin", kubeconfig)
     finally:
         for _, process in started.values():
             process.stop(GRACE_SECONDS)
@@ -259,7 +259,7 @@ def test_uninstalling_as_documented_leaves_only_what_expires(
     assert not nodes.get(admin, CP)["spec"].get("unschedulable")
     # the commands hold when run again (after an interrupted uninstall, say)
     for number in (1, 2):
-        leftovers.run(number, kubeconfig, tmp_path / "bin")
+        leftovers.run(number, tmp_path / "bin", kubeconfig)
     assert leftovers.in_api(kubeconfig) == after
 
     assert_the_nodes_hold_what_the_table_says(roots, worker_kubelet)
@@ -302,14 +302,13 @@ def assert_the_nodes_hold_what_the_table_says(
     for node, root in roots.items():
         found = leftovers.on_host(root)
         print(f"kucero on {node}:", *found, sep="\n  ")
-        names = [path.removeprefix(tmp) for path in found]
         assert all(path.startswith(tmp) for path in found), found
-        unlisted = [name for name in names if not any(row.matches(name) for row in rows)]
+        unlisted = [path for path in found if not any(row.matches(path) for row in rows)]
         assert not unlisted, f"{node}: not in the doc's table: {unlisted}"
-        assert not any(in_flight[0].matches(name) for name in names), names
+        assert not any(in_flight[0].matches(path) for path in found), found
         for row in rows:
             if row not in in_flight:
-                assert any(row.matches(name) for name in names), (node, row)
+                assert any(row.matches(path) for path in found), (node, row)
     assert b"client-certificate-data" in worker_kubelet[WORKER_KUBELET_FILES[0]]  # embedded
     backups = sorted((roots[WORKER] / tmp).glob("kucero-backup-*"))
     for path, original in worker_kubelet.items():
