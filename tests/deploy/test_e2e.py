@@ -13,12 +13,8 @@ behind the requests and limits).
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import ssl
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -32,44 +28,13 @@ from reconciler.cluster import configmaps, kube, nodes
 from reconciler.decide import desired, status
 from tests import csrs
 from tests.controlplane import cluster
-from tests.deploy import shipped, tools
+from tests.deploy import daemonsets, shipped, tools
 from tests.integration import nodesim
 
 pytestmark = pytest.mark.controlplane
 
-# Test-speed settings on top of the DaemonSets' args; nothing else is added.
-FAST = (
-    "--rotation-lease-duration=3s",
-    "--slot-retry-period=1s",
-    "--retry-period=2s",
-    "--manifest-grace=0.5",
-)
-FAST_ELECTION = (
-    "--leader-election-lease-duration=3s",
-    "--leader-election-renew-deadline=2s",
-    "--leader-election-retry-period=500ms",
-)
-ROLLOUT_SECONDS = 90.0
 MEBI = 1024 * 1024
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
-
-
-def daemonset_args(name: str, namespace: str, root: Path, port: int) -> list[str]:
-    """The container args of DaemonSet ``name`` in the default overlay, as the kubelet passes
-    them (``$(POD_NAMESPACE)`` expanded), pointed at a tree and a free metrics port."""
-    ds = tools.find(tools.objects("kustomize/overlays/default"), "DaemonSet", name)
-    (container,) = ds["spec"]["template"]["spec"]["containers"]
-    out = []
-    for arg in container["args"]:
-        arg = arg.replace("$(POD_NAMESPACE)", namespace)
-        if arg == "--host-root=/host":
-            arg = f"--host-root={root}"
-        elif arg.startswith("--metrics-addr="):
-            arg = f"--metrics-addr=127.0.0.1:{port}"
-        elif arg.startswith("--kubelet-restart-command="):
-            arg = "--kubelet-restart-command=true"  # no kubelet here
-        out.append(arg)
-    return out
 
 
 def memory_limit(name: str) -> int:
@@ -93,55 +58,6 @@ def peak_rss(pid: int) -> int:
     raise AssertionError(f"no VmHWM for {pid}")
 
 
-class Pod:
-    """One process as its DaemonSet would run it on a node."""
-
-    def __init__(
-        self,
-        daemonset: str,
-        node: str,
-        root: Path,
-        kubeconfig: Path,
-        namespace: str,
-        log: Path,
-        command: str | None = None,
-    ):
-        """``command`` replaces the DaemonSet's (``run`` -> ``controller`` or ``node``: the
-        two halves of ``kucero run`` as separate processes, with the same identity)."""
-        self.daemonset, self.node, self.log = daemonset, node, log
-        self.port = cluster.free_port()
-        args = daemonset_args(daemonset, namespace, root, self.port)
-        if command is not None:
-            args[0] = command
-        self.command = args[0]
-        if args[0] == "controller":  # the node half's flags
-            node_flags = ("--kubelet-restart-command=", "--crictl-command=")
-            args = [a for a in args if not a.startswith(node_flags)]
-        extra = [
-            *(FAST if args[0] in ("run", "node") else ()),
-            *(FAST_ELECTION if args[0] in ("run", "controller") else ()),
-        ]
-        argv = [sys.executable, "-m", "reconciler", *args, *extra, f"--kubeconfig={kubeconfig}"]
-        # NODE_NAME comes from the downward API in the DaemonSet; the token is the only credential.
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        env |= {"NODE_NAME": node, "KUCERO_LOG_LEVEL": "INFO"}
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
 Tokens = Callable[[str, str], Path]
 
 
@@ -162,17 +78,19 @@ def tokens(
 
 
 @pytest.fixture
-def pods(tmp_path: Path) -> Iterator[list[Pod]]:
-    started: list[Pod] = []
+def pods(tmp_path: Path) -> Iterator[list[daemonsets.Pod]]:
+    started: list[daemonsets.Pod] = []
     yield started
     for pod in started:
         pod.stop()
         print(f"--- {pod.daemonset} on {pod.node} ---\n{pod.output()[-6000:]}")
 
 
-def control_plane_pod(node: str, root: Path, tokens: Tokens, namespace: str, tmp_path: Path) -> Pod:
+def control_plane_pod(
+    node: str, root: Path, tokens: Tokens, namespace: str, tmp_path: Path
+) -> daemonsets.Pod:
     """The shipped control-plane DaemonSet's pod on ``node``, with its ServiceAccount's token."""
-    return Pod(
+    return daemonsets.Pod(
         "kucero-control-plane",
         node,
         root,
@@ -182,55 +100,13 @@ def control_plane_pod(node: str, root: Path, tokens: Tokens, namespace: str, tmp
     )
 
 
-def shipped_policy() -> str:
-    configmap = tools.find(
-        tools.objects("kustomize/overlays/default"), "ConfigMap", "kucero-policy"
-    )
-    return str(configmap["data"]["policy.yaml"])
-
-
-def simulated_policy(**kubeadm: str) -> str:
-    """The shipped policy with what simulated nodes cannot do turned off: no static pod runs
-    here to restart and verify (kubeadm.restart: none), and no kubelet asks for a serving
-    certificate (rotateServerCertificates: false)."""
-    document = yaml.safe_load(shipped_policy())
-    document["spec"]["kubeadm"] |= {"restart": "none", **kubeadm}
-    document["spec"]["kubelet"]["rotateServerCertificates"] = False
-    return yaml.safe_dump(document)
-
-
-def rolled_out(
-    door: kube.Kube, names: list[str], not_revision: str | None = None
-) -> Callable[[], str | None]:
-    """The revision every node converged to, once each reports its desired one."""
-
-    def check() -> str | None:
-        revisions = set()
-        for name in names:
-            node = nodes.get(door, name)
-            wanted = nodes.annotation(node, desired.ANNOTATION)
-            reported = nodes.annotation(node, status.ANNOTATION)
-            if not wanted or not reported:
-                return None
-            want = json.loads(wanted)["revision"]
-            got = status.decode(reported)
-            if got.revision != want or got.phase != status.Phase.CONVERGED:
-                return None
-            revisions.add(want)
-        if len(revisions) != 1 or revisions == {not_revision}:
-            return None
-        return revisions.pop()
-
-    return check
-
-
 def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
     admin_kube: kube.Kube,
     clients: Any,
     namespace: str,
     make_node: Callable[..., Any],
     tokens: Tokens,
-    pods: list[Pod],
+    pods: list[daemonsets.Pod],
     tmp_path: Path,
 ) -> None:
     cp, cp2, workers = "e2e-cp-1", "e2e-cp-2", ["e2e-w-1", "e2e-w-2"]
@@ -240,7 +116,7 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
     for name in workers:
         make_node(name)
     configmaps.create_or_replace(
-        admin_kube, namespace, "kucero-policy", {"policy.yaml": simulated_policy()}
+        admin_kube, namespace, "kucero-policy", {"policy.yaml": daemonsets.simulated_policy()}
     )
 
     cp_root = nodesim.tree(tmp_path, cp, True, due=("apiserver",))
@@ -251,11 +127,13 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
     for command in ("controller", "node"):
         log = tmp_path / f"{cp2}-{command}.log"
         token = tokens(shipped.CONTROL_PLANE, cp2)
-        pods.append(Pod("kucero-control-plane", cp2, cp2_root, token, namespace, log, command))
+        pods.append(
+            daemonsets.Pod("kucero-control-plane", cp2, cp2_root, token, namespace, log, command)
+        )
     for name in workers:
         root = nodesim.tree(tmp_path, name, False)
         pods.append(
-            Pod(
+            daemonsets.Pod(
                 "kucero-node",
                 name,
                 root,
@@ -266,7 +144,9 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
         )
 
     first = nodesim.wait_for(
-        "the shipped policy on every node", rolled_out(admin_kube, names), ROLLOUT_SECONDS
+        "the shipped policy on every node",
+        daemonsets.rolled_out(admin_kube, names),
+        daemonsets.ROLLOUT_SECONDS,
     )
     for name in (cp, cp2):  # the due apiserver certificates were renewed, one node at a time
         renewed = status.decode(nodes.annotation(nodes.get(admin_kube, name), status.ANNOTATION))
@@ -277,10 +157,12 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
         admin_kube,
         namespace,
         "kucero-policy",
-        {"policy.yaml": simulated_policy(renewBefore="1000h")},
+        {"policy.yaml": daemonsets.simulated_policy(renewBefore="1000h")},
     )
     second = nodesim.wait_for(
-        "the edited policy on every node", rolled_out(admin_kube, names, first), ROLLOUT_SECONDS
+        "the edited policy on every node",
+        daemonsets.rolled_out(admin_kube, names, first),
+        daemonsets.ROLLOUT_SECONDS,
     )
     assert second != first
 
@@ -323,7 +205,7 @@ def test_kubelet_serving_csr_is_approved_and_signed_with_the_shipped_rbac_alone(
     namespace: str,
     make_node: Callable[..., Any],
     tokens: Tokens,
-    pods: list[Pod],
+    pods: list[daemonsets.Pod],
     control_plane: cluster.ControlPlane,
     tmp_path: Path,
 ) -> None:
@@ -334,7 +216,7 @@ def test_kubelet_serving_csr_is_approved_and_signed_with_the_shipped_rbac_alone(
     cp, worker, ip = "e2e-csr-cp", "e2e-csr-w", "10.0.3.21"
     make_node(cp, labels=nodesim.CONTROL_PLANE, addresses={"InternalIP": "10.0.3.11"})
     make_node(worker, addresses={"InternalIP": ip})
-    document = yaml.safe_load(simulated_policy())
+    document = yaml.safe_load(daemonsets.simulated_policy())
     document["spec"]["csrSigner"]["allowedIPRanges"] = ["10.0.3.0/24"]
     configmaps.create_or_replace(
         admin_kube, namespace, "kucero-policy", {"policy.yaml": yaml.safe_dump(document)}
@@ -346,7 +228,7 @@ def test_kubelet_serving_csr_is_approved_and_signed_with_the_shipped_rbac_alone(
         lambda: all(
             nodes.annotation(nodes.get(admin_kube, n), desired.ANNOTATION) for n in (cp, worker)
         ),
-        ROLLOUT_SECONDS,
+        daemonsets.ROLLOUT_SECONDS,
     )
 
     kubelet = kube.connect(
@@ -363,7 +245,7 @@ def test_kubelet_serving_csr_is_approved_and_signed_with_the_shipped_rbac_alone(
         conditions = {c["type"]: c for c in got.get("status", {}).get("conditions", [])}
         return got if "Approved" in conditions and got["status"].get("certificate") else None
 
-    got = nodesim.wait_for("the CSR approved and signed", signed, ROLLOUT_SECONDS)
+    got = nodesim.wait_for("the CSR approved and signed", signed, daemonsets.ROLLOUT_SECONDS)
     approved = [c for c in got["status"]["conditions"] if c["type"] == "Approved"]
     assert approved[0]["reason"] == "KuceroApproved", approved
     admin_kube.delete(f"{CSR_PATH}/{name}")
