@@ -48,8 +48,10 @@ PROTECTED = tuple(p for ca in kubeadm.CAS for p in (ca.cert, ca.key))
 class Settings:
     strategy: str  # manifest-move | crictl | none
     health_timeout: float  # seconds until healthy and serving the expected certificate
-    # seconds to wait for the component to stop answering; the kubelet notices a removed
-    # manifest within its 20 s file-check period, so the default leaves 5 s of slack
+    # seconds for the kubelet to notice a removed manifest (its 20 s file-check period, 5 s
+    # of slack); the wait for the component to stop answering adds the pod's own termination
+    # grace period (a real kube-apiserver's container went 30.5 s after its manifest: a fixed
+    # 25 s wait gave up on a restart that was working)
     stop_timeout: float = 25.0
     crictl: tuple[str, ...] = ("crictl",)
     poll: float = 0.1  # seconds between two probes while waiting
@@ -240,8 +242,10 @@ def _bounce(host: host_.Host, pod: staticpod.StaticPod, settings: Settings, cloc
         raise RestartError(f"{pod.manifest}: changed while it was out")
     if not stopped:
         raise RestartError(
-            f"{pod.name}: still answering {settings.stop_timeout:g}s after its manifest was "
-            "moved out (is the kubelet watching the static pod directory?)"
+            f"{pod.name}: still answering {_stop_bound(pod, settings):g}s after its manifest "
+            f"was moved out ({settings.stop_timeout:g}s for the kubelet to notice, "
+            f"{pod.grace_seconds:g}s termination grace period; is the kubelet watching the "
+            "static pod directory?)"
         )
 
 
@@ -252,8 +256,14 @@ def _sleep(settings: Settings, seconds: float) -> None:
         )
 
 
+def _stop_bound(pod: staticpod.StaticPod, settings: Settings) -> float:
+    """Longest wait for a running component to stop answering: the kubelet notices the
+    manifest is gone, then gives the container its termination grace period."""
+    return settings.stop_timeout + pod.grace_seconds
+
+
 def _wait_stopped(pod: staticpod.StaticPod, settings: Settings, clock: _Clock) -> bool:
-    deadline = time.monotonic() + settings.stop_timeout
+    deadline = time.monotonic() + _stop_bound(pod, settings)
     started = time.monotonic()
     try:
         if not probe.answers(pod.serving, timeout=min(1.0, settings.stop_timeout or 1.0)):

@@ -12,10 +12,16 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
-k8s_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$here/k8s/go.mod")"
+# `require k8s.io/kubernetes vX` or, inside a require block, `k8s.io/kubernetes vX`
+k8s_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3; exit}
+                    $1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$here/k8s/go.mod")"
+[[ -n "$k8s_version" ]] || { echo "testbin: no k8s.io/kubernetes version in $here/k8s/go.mod" >&2; exit 1; }
 etcd_version="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$here/etcd/go.mod")"
 out="${KUCERO_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/kucero-testbin}/${k8s_version}-etcd-${etcd_version}"
 binaries=(kube-apiserver kube-controller-manager kubeadm etcd kubectl kubeletserving)
+# The real-node tests (tests/e2e/build.sh) add kubelet and kube-scheduler: built from the same
+# module, with the same version stamps, into the same directory; only when asked for.
+if [[ -n "${KUCERO_TESTBIN_ONLY:-}" ]]; then read -ra binaries <<<"$KUCERO_TESTBIN_ONLY"; fi
 
 missing=()
 for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || missing+=("$b"); done
