@@ -104,7 +104,7 @@ def parse(name: str, manifest_path: str, text: bytes | str) -> staticpod.StaticP
     except ValueError as e:
         raise ComponentError(f"{manifest_path}: {e}") from e
     return staticpod.StaticPod(
-        name, manifest_path, files, endpoints, health, client, label, float(grace)
+        name, manifest_path, files, endpoints, health, client, label, float(grace), tuple(argv)
     )
 
 

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from reconciler.decide import ownfiles, pki
 from reconciler.model import kubeadm, paths, staticpod
 from reconciler.node import host as host_
-from reconciler.node import interrupt, observe, probe, transaction
+from reconciler.node import interrupt, linger, observe, probe, transaction
 
 # kubeadm runs its static pods in kube-system; crictl filters sandboxes by namespace and label.
 NAMESPACE = "kube-system"
@@ -55,6 +55,9 @@ class Settings:
     stop_timeout: float = 25.0
     crictl: tuple[str, ...] = ("crictl",)
     poll: float = 0.1  # seconds between two probes while waiting
+    # seconds the old process may linger after it stopped serving before it is killed
+    # (node.linger: a real kube-apiserver otherwise stays until its 30 s grace period ends)
+    drain: float = 2.0
     # SIGTERM/SIGINT: a wait ends at once (the manifest goes back), the restart stays owed
     stop: interrupt.Stop = dataclasses.field(default_factory=interrupt.Stop)
 
@@ -234,19 +237,37 @@ def _bounce(host: host_.Host, pod: staticpod.StaticPod, settings: Settings, cloc
     phase = _read_journal(host).get("phase", "restart")
     _journal(host, pod, phase, parked=parked, sha256=hashlib.sha256(data).hexdigest())
     host.rename(pod.manifest, parked)
+    deadline = time.monotonic() + _stop_bound(pod, settings)
     try:
-        stopped = _wait_stopped(pod, settings, clock)
+        stopped = _wait_stopped(pod, settings, clock) and _wait_gone(pod, settings, clock, deadline)
     finally:  # an interruption must not leave the control plane without its pod
         host.rename(parked, pod.manifest)
     if host.read(pod.manifest) != data:
         raise RestartError(f"{pod.manifest}: changed while it was out")
     if not stopped:
         raise RestartError(
-            f"{pod.name}: still answering {_stop_bound(pod, settings):g}s after its manifest "
+            f"{pod.name}: not stopped (still answering, or its process still running) "
+            f"{_stop_bound(pod, settings):g}s after its manifest "
             f"was moved out ({settings.stop_timeout:g}s for the kubelet to notice, "
             f"{pod.grace_seconds:g}s termination grace period; is the kubelet watching the "
             "static pod directory?)"
         )
+
+
+def _wait_gone(
+    pod: staticpod.StaticPod, settings: Settings, clock: _Clock, deadline: float
+) -> bool:
+    """The old process stopped serving: the manifest may go back only once it is gone (the
+    kubelet starts the new container beside a lingering old one, which then cannot bind
+    its ports), and its grace period is not waited out (``node.linger``)."""
+    started = time.monotonic()
+    try:
+        gone, _note = linger.wait_gone(
+            pod.name, pod.argv, settings.drain, deadline, lambda s: _sleep(settings, s)
+        )
+        return gone
+    finally:
+        clock.waited += time.monotonic() - started
 
 
 def _sleep(settings: Settings, seconds: float) -> None:

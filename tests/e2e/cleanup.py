@@ -165,7 +165,10 @@ def teardown(state: dict[str, object], bin_dir: Path | None, socket: str) -> lis
         if result:
             done.append(f"{what}: {result}" if result is not True else what)
 
-    step("stopped the kubelet's supervisor", lambda: _stop(int(state.get("supervisor") or 0), "supervise.py"))
+    step(
+        "stopped the kubelet's supervisor",
+        lambda: _stop(int(state.get("supervisor") or 0), "supervise.py"),
+    )
     crictl = str(bin_dir / "crictl") if bin_dir and (bin_dir / "crictl").exists() else None
     containerd = int(state.get("containerd") or 0)
     if crictl and Path(socket).exists() and _alive(containerd):
@@ -173,8 +176,10 @@ def teardown(state: dict[str, object], bin_dir: Path | None, socket: str) -> lis
     if bin_dir and Path("/etc/kubernetes").exists():
         step(
             "kubeadm reset",
-            lambda: _quiet([str(bin_dir / "kubeadm"), "reset", "-f", f"--cri-socket=unix://{socket}"])
-            and "done",
+            lambda: (
+                _quiet([str(bin_dir / "kubeadm"), "reset", "-f", f"--cri-socket=unix://{socket}"])
+                and "done"
+            ),
         )
     step("stopped containerd", lambda: _stop(containerd, "containerd"))
     for pid in _shims(socket):

@@ -101,7 +101,9 @@ def write_image(
         "config": config_desc,
         "layers": [layer_desc],
     }
-    manifest_desc = blob(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+    manifest_desc = blob(
+        json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json"
+    )
     manifest_desc["platform"] = {"architecture": "amd64", "os": "linux"}
     manifest_desc["annotations"] = {
         "io.containerd.image.name": name,

@@ -53,7 +53,9 @@ def main() -> None:
     log = (state / "kubelet.log").open("ab")
     while not wanted["stop"]:
         argv = [kubelet, *KUBEADM_FLAGS, *kubeadm_args()]
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         (state / "kubelet.pid").write_text(f"{proc.pid}\n")
         with (state / "kubelet-starts").open("a") as starts:
             starts.write(f"{time.time():.3f} {proc.pid}\n")

@@ -1,0 +1,110 @@
+"""Every control-plane component's health, polled side by side during a rotation.
+
+A thread per component asks its health endpoint on the node every ``POLL_SECONDS`` and
+records each change (up or down, with the time): the timeline of a rotation. From it come
+each component's downtime and whether two were ever down at once. The endpoints are the
+ones kubeadm opens to anonymous callers: kube-apiserver ``/livez``, kube-controller-manager
+and kube-scheduler ``/healthz`` (self-signed, not verified: this checks liveness, the
+certificates are checked separately), etcd's plain-HTTP ``/health`` on 2381.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+import threading
+import time
+import urllib.request
+
+POLL_SECONDS = 0.25
+TIMEOUT_SECONDS = 1.0
+ENDPOINTS = {
+    "kube-apiserver": "https://127.0.0.1:6443/livez",
+    "kube-controller-manager": "https://127.0.0.1:10257/healthz",
+    "kube-scheduler": "https://127.0.0.1:10259/healthz",
+    "etcd": "http://127.0.0.1:2381/health",
+}
+
+
+def healthy(url: str) -> bool:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS, context=ctx) as r:
+            return bool(r.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+@dataclasses.dataclass
+class Change:
+    t: float  # seconds since the monitor started
+    component: str
+    up: bool
+
+
+class Monitor:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.wall_start = time.time()
+        self.changes: list[Change] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._poll, args=(c, u), daemon=True)
+            for c, u in ENDPOINTS.items()
+        ]
+
+    def __enter__(self) -> Monitor:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        self.end = time.monotonic() - self.start
+
+    def _poll(self, component: str, url: str) -> None:
+        last: bool | None = None
+        while not self._stop.is_set():
+            now = healthy(url)
+            if now != last:
+                with self._lock:
+                    self.changes.append(Change(time.monotonic() - self.start, component, now))
+                last = now
+            self._stop.wait(POLL_SECONDS)
+
+    def outages(self) -> dict[str, list[tuple[float, float]]]:
+        """Each component's down intervals (start, end), after it was first seen up."""
+        out: dict[str, list[tuple[float, float]]] = {c: [] for c in ENDPOINTS}
+        down_since: dict[str, float] = {}
+        seen_up: set[str] = set()
+        for ch in sorted(self.changes, key=lambda c: c.t):
+            if ch.up:
+                seen_up.add(ch.component)
+                if ch.component in down_since:
+                    out[ch.component].append((down_since.pop(ch.component), ch.t))
+            elif ch.component in seen_up:
+                down_since[ch.component] = ch.t
+        for c, t in down_since.items():
+            out[c].append((t, getattr(self, "end", time.monotonic() - self.start)))
+        return out
+
+    def overlaps(self) -> list[str]:
+        """Every moment two components were down together, said in words."""
+        found = []
+        spans = [(c, a, b) for c, ivs in self.outages().items() for a, b in ivs]
+        for i, (c1, a1, b1) in enumerate(spans):
+            for c2, a2, b2 in spans[i + 1 :]:
+                if c1 != c2 and a1 < b2 and a2 < b1:
+                    found.append(f"{c1} down {a1:.1f}-{b1:.1f}s and {c2} down {a2:.1f}-{b2:.1f}s")
+        return found
+
+    def timeline(self) -> list[str]:
+        return [
+            f"{c.t:7.2f}s {c.component} {'up' if c.up else 'DOWN'}"
+            for c in sorted(self.changes, key=lambda c: c.t)
+        ]
