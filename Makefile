@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit fuzz lint bench bench-nodes testbin clean
+.PHONY: demo test unit fuzz lint bench bench-nodes testbin e2e clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ testbin:
 ## make test: the whole suite, including the real control plane
 test: $(STAMP) testbin
 	$(BIN)/python -m pytest
+
+## make e2e: a real single-node kubeadm cluster on this machine (root; Debian packages, the
+## kubelet and the images are made by tests/e2e/build.sh), kucero deployed as the README says,
+## the checks of tests/e2e; the machine is left as it was found (tests/e2e/README.md)
+e2e: $(STAMP)
+	tests/e2e/run.sh
 
 ## make unit: only the tests that need no binaries
 unit: $(STAMP)

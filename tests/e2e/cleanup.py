@@ -140,9 +140,13 @@ def _remove_chains() -> list[str]:
                 continue
             for rule in rules:
                 words = rule.split()
-                if words[:1] == ["-A"] and words[1] not in ours and "-j" in words:
-                    if words[words.index("-j") + 1] in ours:
-                        _quiet([tool, "-w", "-t", table, "-D", *words[1:]])
+                if (
+                    words[:1] == ["-A"]
+                    and words[1] not in ours
+                    and "-j" in words
+                    and words[words.index("-j") + 1] in ours
+                ):
+                    _quiet([tool, "-w", "-t", table, "-D", *words[1:]])
             for chain in ours:
                 _quiet([tool, "-w", "-t", table, "-F", chain])
             for chain in ours:

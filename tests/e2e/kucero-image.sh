@@ -16,6 +16,10 @@ suite=bookworm
 # one build at a time per cache directory (a second waits, then finds the image built)
 exec 9>"$out/.lock"
 flock 9
+# buildah's own network settings stay in the cache (it would create /etc/cni/net.d otherwise)
+mkdir -p "$out/buildah-cni"
+printf '[network]\nnetwork_config_dir = "%s"\n' "$out/buildah-cni" >"$out/containers.conf"
+export CONTAINERS_CONF="$out/containers.conf"
 buildah=(buildah --root "$out/buildah" --runroot "$out/buildah-run" --storage-driver vfs)
 
 # The machine's trust store goes into the base, as an organisation's base images carry its
