@@ -17,10 +17,13 @@ down for nearly three minutes. So the manifest goes back only once the old proce
 
 Once a component stopped answering, its old process gets ``drain`` seconds to exit by
 itself (in-flight ordinary requests finish in that time; kube-controller-manager and
-kube-scheduler exit in under 0.5 s), and is then sent the SIGKILL the kubelet would send 30 s
-later. Only a process running exactly the manifest's command line inside a pod's cgroup
-(``kubepods``) is a candidate, and never etcd: etcd exits by itself once its clients are gone
-(about 7 s measured) and its data is not to be put through a crash to save seconds.
+kube-scheduler exit in under 0.5 s), and is then sent the SIGKILL the kubelet would send at
+the end of the grace period. etcd too: it stops listening at once and then waits about 5 s
+for its clients' gRPC streams (the API server's watches) before it stops them itself; the
+API server is unavailable all that time, and 8 s of it made kube-scheduler lose its lease
+and exit. etcd is built to survive a kill (every committed entry is in its fsynced WAL, bbolt
+commits are atomic), and by then it accepts no request. Only a process running exactly the
+manifest's command line inside a pod's cgroup (``kubepods``) is a candidate.
 
 Reads ``/proc`` of the PID namespace kucero runs in (the DaemonSet has ``hostPID: true``);
 outside a pod's cgroup, as in the stand-in tests, nothing is ever a candidate.
@@ -34,8 +37,6 @@ import time
 from collections.abc import Callable, Sequence
 
 PROC = "/proc"
-# Components never killed: see the module docstring.
-NEVER = frozenset({"etcd"})
 _POLL_SECONDS = 0.1
 
 
@@ -72,16 +73,16 @@ def wait_gone(
     proc: str = PROC,
 ) -> tuple[bool, str | None]:
     """Wait until the old process of ``component`` is gone, SIGKILLing it once it lingered
-    ``drain`` seconds (never etcd); give up at ``deadline`` (``time.monotonic()``).
+    ``drain`` seconds; give up at ``deadline`` (``time.monotonic()``).
     Returns (gone, what was done). ``sleep`` may raise to interrupt. Idempotent."""
-    kill_at = None if component in NEVER else time.monotonic() + drain
+    kill_at = time.monotonic() + drain
     killed: list[int] = []
     pids = lingering(argv, proc)
     while pids:
         now = time.monotonic()
         if now >= deadline:
             return False, f"the old {component} (pid {', '.join(map(str, pids))}) is still running"
-        if kill_at is not None and now >= kill_at and not killed:
+        if now >= kill_at and not killed:
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)

@@ -5,7 +5,9 @@ records each change (up or down, with the time): the timeline of a rotation. Fro
 each component's downtime and whether two were ever down at once. The endpoints are the
 ones kubeadm opens to anonymous callers: kube-apiserver ``/livez``, kube-controller-manager
 and kube-scheduler ``/healthz`` (self-signed, not verified: this checks liveness, the
-certificates are checked separately), etcd's plain-HTTP ``/health`` on 2381.
+certificates are checked separately), etcd's ``/health`` on its client port 2379 (what the
+API server uses; it closes as soon as etcd shuts down, while the plain-HTTP 2381 answers
+until the process ends), with the healthcheck client certificate read at each poll.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ ENDPOINTS = {
     "kube-apiserver": "https://127.0.0.1:6443/livez",
     "kube-controller-manager": "https://127.0.0.1:10257/healthz",
     "kube-scheduler": "https://127.0.0.1:10259/healthz",
-    "etcd": "http://127.0.0.1:2381/health",
+    "etcd": "https://127.0.0.1:2379/health",
 }
+ETCD_CLIENT = ("/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+               "/etc/kubernetes/pki/etcd/healthcheck-client.key")  # fmt: skip
 
 
 def healthy(url: str) -> bool:
@@ -31,6 +35,8 @@ def healthy(url: str) -> bool:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
+        if ":2379/" in url:
+            ctx.load_cert_chain(*ETCD_CLIENT)
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS, context=ctx) as r:
             return bool(r.status == 200)
     except (OSError, ValueError):
@@ -93,12 +99,17 @@ class Monitor:
             out[c].append((t, getattr(self, "end", time.monotonic() - self.start)))
         return out
 
-    def overlaps(self) -> list[str]:
-        """Every moment two components were down together, said in words."""
+    def overlaps(self, depends: dict[str, str] | None = None) -> list[str]:
+        """Every moment two components were down together, said in words; ``depends`` maps a
+        component to the one it cannot be up without (kube-apiserver: etcd), whose outage
+        it shares by design."""
         found = []
+        depends = depends or {}
         spans = [(c, a, b) for c, ivs in self.outages().items() for a, b in ivs]
         for i, (c1, a1, b1) in enumerate(spans):
             for c2, a2, b2 in spans[i + 1 :]:
+                if depends.get(c1) == c2 or depends.get(c2) == c1:
+                    continue
                 if c1 != c2 and a1 < b2 and a2 < b1:
                     found.append(f"{c1} down {a1:.1f}-{b1:.1f}s and {c2} down {a2:.1f}-{b2:.1f}s")
         return found

@@ -40,6 +40,10 @@ CNI_CONF = Path("/etc/cni/net.d/10-kucero-e2e.conflist")
 POD_SUBNET = "10.244.0.0/24"  # the bridge's host-local range; no overlay, one node
 ADMIN_CONF = Path("/etc/kubernetes/admin.conf")
 READY_TIMEOUT_SECONDS = 240.0
+# containerd and the kubelet's supervisor outlive the call that starts them (and the
+# session: `down` ends them by PID); holding their Popen objects keeps Python from warning,
+# when one is collected, that a child it never waited for still runs
+_DETACHED: list[subprocess.Popen[bytes]] = []
 
 
 def testbin() -> Path:
@@ -155,6 +159,7 @@ def up(bin_dir: Path, config: kubeadm.Config) -> dict[str, object]:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
+    _DETACHED.append(proc)
     state["containerd"] = proc.pid
     _save(state)
     _wait("containerd's socket", lambda: Path(SOCKET).exists(), 30)
@@ -200,6 +205,7 @@ def start_kubelet(bin_dir: Path, env: dict[str, str]) -> int:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, env=env,
     )  # fmt: skip
+    _DETACHED.append(supervisor)
     return supervisor.pid
 
 

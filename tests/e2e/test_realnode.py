@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,19 @@ ETCD_PEER = (checks.PKI / "etcd/peer.crt", checks.PKI / "etcd/peer.key")
 results: dict[str, Any] = {}
 
 
-def policy_with(**kubeadm: Any) -> str:
+def policy_with(check_interval: str, **kubeadm: Any) -> str:
     doc = yaml.safe_load(POLICY)
+    doc["spec"]["checkInterval"] = check_interval
     doc["spec"]["kubeadm"].update(kubeadm)
     return yaml.safe_dump(doc, sort_keys=False)
+
+
+@pytest.fixture
+def edits_policy(bin_dir: Path, cluster: dict[str, Any], tmp_path: Path) -> Iterator[None]:
+    """The test edits the policy; the shipped one is applied again afterwards (otherwise a
+    policy that renews every minute would go on restarting components under later tests)."""
+    yield
+    apply_policy(bin_dir, cluster, POLICY, tmp_path / "restore")
 
 
 def status(bin_dir: Path) -> dict[str, Any]:
@@ -146,7 +156,9 @@ def test_each_component_was_restarted_once_by_the_kubelet_in_order_etcd_last(
 def test_each_component_serves_exactly_the_certificate_on_disk(rotation: dict[str, Any]) -> None:
     assert checks.served(6443) == checks.on_disk(checks.PKI / "apiserver.crt")
     assert checks.served(2379, ETCD_CLIENT) == checks.on_disk(checks.PKI / "etcd/server.crt")
-    assert checks.served(2380, ETCD_PEER) == checks.on_disk(checks.PKI / "etcd/peer.crt")
+    # kubeadm binds etcd's peer port to the node's address only
+    peer = checks.served(2380, ETCD_PEER, host=node.node_ip())
+    assert peer == checks.on_disk(checks.PKI / "etcd/peer.crt")
     # kube-controller-manager and kube-scheduler serve an in-memory certificate made at start:
     # what they load from disk is their kubeconfig's client certificate, proven by their
     # being healthy (and by the API server accepting it, below)
@@ -159,12 +171,15 @@ def test_components_went_down_one_at_a_time_and_the_api_server_briefly(
 ) -> None:
     watch: monitor.Monitor = rotation["monitor"]
     print("\n".join(["timeline of the rotation:", *watch.timeline()]))
-    assert watch.overlaps() == [], watch.overlaps()
+    # kube-apiserver cannot answer while etcd is down: that outage is etcd's restart, not a
+    # second component failing
+    overlaps = watch.overlaps(depends={"kube-apiserver": "etcd"})
+    assert overlaps == [], overlaps
     outages = watch.outages()
     assert all(outages[c] for c in COMPONENTS), f"every component was restarted: {outages}"
-    # aim: kube-apiserver unavailable at most 10 s per restart (etcd's restart takes it too)
+    # aim: kube-apiserver unavailable at most 10 s at a time (its own restart, and etcd's)
     longest = max(b - a for a, b in outages["kube-apiserver"])
-    assert longest <= 15.0, f"kube-apiserver down {longest:.1f}s at once: {outages}"
+    assert longest <= 10.0, f"kube-apiserver down {longest:.1f}s at once: {outages}"
 
 
 def test_kubectl_with_the_renewed_admin_conf_works_and_status_is_converged(
@@ -240,6 +255,7 @@ def test_the_first_pass_restarted_the_kubelet_through_the_configured_command(
     assert node.node_ready(bin_dir)
 
 
+@pytest.mark.usefixtures("edits_policy")
 def test_a_policy_edit_reaches_the_node(
     bin_dir: Path, cluster: dict[str, Any], rotation: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -247,8 +263,9 @@ def test_a_policy_edit_reaches_the_node(
     before = checks.check_expiration(bin_dir)
     old_conf = Path("/etc/kubernetes/scheduler.conf").read_bytes()
     # due again a minute after the first renewal: renew scheduler.conf only
-    apply_policy(bin_dir, cluster, policy_with(renewBefore="8759h59m",
-                                                certificates=["scheduler.conf"]), tmp_path)  # fmt: skip
+    # the schema wants checkInterval within certificateValidity - renewBefore
+    edited = policy_with("1m", renewBefore="8759h59m", certificates=["scheduler.conf"])
+    apply_policy(bin_dir, cluster, edited, tmp_path)
     st = checks.wait_for(
         "Converged with the edited policy's revision",
         lambda: converged_to_desired(bin_dir, not_revision=before_rev), CONVERGE_TIMEOUT, poll=2,
@@ -259,13 +276,15 @@ def test_a_policy_edit_reaches_the_node(
     assert after["apiserver"] == before["apiserver"], "only scheduler.conf was to be renewed"
 
 
+@pytest.mark.usefixtures("edits_policy")
 def test_kucero_killed_while_a_manifest_is_out_the_next_process_puts_it_back_and_finishes(
     bin_dir: Path, cluster: dict[str, Any], rotation: dict[str, Any], tmp_path: Path
 ) -> None:
     before_rev = status(bin_dir)["revision"]
     parked = Path("/etc/kubernetes/tmp/kucero-manifests/kube-scheduler.yaml")
-    apply_policy(bin_dir, cluster, policy_with(renewBefore="8759h58m",
-                                                certificates=["scheduler.conf"]), tmp_path)  # fmt: skip
+    edited = policy_with("30s", renewBefore="8759h59m30s",
+                         certificates=["scheduler.conf"])  # fmt: skip
+    apply_policy(bin_dir, cluster, edited, tmp_path)
     checks.wait_for("kube-scheduler's manifest parked", parked.exists, 300, poll=0.05)
     pids = checks.kucero_pids()
     assert pids
@@ -279,3 +298,70 @@ def test_kucero_killed_while_a_manifest_is_out_the_next_process_puts_it_back_and
     assert not parked.exists()
     assert monitor.healthy(monitor.ENDPOINTS["kube-scheduler"])
     assert st["phase"] == "Converged"
+
+
+@pytest.mark.usefixtures("edits_policy")
+def test_kucero_pod_force_deleted_while_a_manifest_is_out_the_next_pod_finishes(
+    bin_dir: Path, cluster: dict[str, Any], rotation: dict[str, Any], tmp_path: Path
+) -> None:
+    before_rev = status(bin_dir)["revision"]
+    parked = Path("/etc/kubernetes/tmp/kucero-manifests/kube-controller-manager.yaml")
+    (old_pod,) = kucero_pods(bin_dir)
+    edited = policy_with("30s", renewBefore="8759h59m30s",
+                         certificates=["controller-manager.conf"])  # fmt: skip
+    apply_policy(bin_dir, cluster, edited, tmp_path)
+    checks.wait_for("kube-controller-manager's manifest parked", parked.exists, 300, poll=0.05)
+    node.kubectl(bin_dir, "-n", deploy.NAMESPACE, "delete", "pod", old_pod, "--force",
+                 "--grace-period=0")  # fmt: skip
+    # the DaemonSet's controller is kube-controller-manager's: the replacement comes only
+    # once the old pod (SIGTERM from the kubelet) has put the manifest back
+    st = checks.wait_for(
+        "Converged by the next pod",
+        lambda: converged_to_desired(bin_dir, not_revision=before_rev), CONVERGE_TIMEOUT, poll=2,
+    )  # fmt: skip
+    assert old_pod not in kucero_pods(bin_dir)
+    assert Path("/etc/kubernetes/manifests/kube-controller-manager.yaml").exists()
+    assert not parked.exists()
+    assert st["phase"] == "Converged"
+
+
+def kucero_pods(bin_dir: Path) -> list[str]:
+    pods = checks.kubectl_json(
+        bin_dir, "-n", deploy.NAMESPACE, "get", "pods",
+        "-l", "app.kubernetes.io/component=control-plane,app.kubernetes.io/name=kucero",
+    )["items"]  # fmt: skip
+    return [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+@pytest.mark.usefixtures("edits_policy")
+def test_a_component_that_does_not_come_back_is_rolled_back_to_its_old_certificate(
+    bin_dir: Path, cluster: dict[str, Any], rotation: dict[str, Any], tmp_path: Path
+) -> None:
+    """kube-apiserver's image is removed from containerd, so after kucero renews
+    ``apiserver`` and moves the manifest out and back, the kubelet cannot start it
+    (ErrImageNeverPull). Once kucero has begun the rollback (its journal says so) the image
+    is imported again: the rolled-back kube-apiserver starts and serves the old certificate."""
+    old = checks.served(6443)
+    assert old == checks.on_disk(checks.PKI / "apiserver.crt")
+    journal = Path("/etc/kubernetes/tmp/kucero-restart.json")
+    (image,) = [n for n in node.kubeadm.image_names(bin_dir) if "/kube-apiserver:" in n]
+    (archive,) = (bin_dir / "e2e").glob("kube-apiserver_*.oci.tar")
+    subprocess.run(["ctr", "-n", "k8s.io", "images", "rm", image], check=True, capture_output=True)
+    try:
+        edited = policy_with("30s", renewBefore="8759h59m30s", healthTimeout="30s",
+                             certificates=["apiserver"])  # fmt: skip
+        apply_policy(bin_dir, cluster, edited, tmp_path)
+        checks.wait_for(
+            "kucero rolling kube-apiserver back",
+            lambda: journal.exists() and json.loads(journal.read_text()).get("phase") == "rollback",
+            300, poll=0.1,
+        )  # fmt: skip
+    finally:
+        node.import_image(archive)
+    st = checks.wait_for(
+        "status Failed with the rollback", lambda: (s := status(bin_dir)).get("phase") == "Failed" and s,
+        300, poll=0.5,
+    )  # fmt: skip
+    assert "rolled back" in st["message"], st
+    assert checks.served(6443) == old, "the old certificate is served again"
+    assert checks.on_disk(checks.PKI / "apiserver.crt") == old
