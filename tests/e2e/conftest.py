@@ -16,6 +16,8 @@ import pytest
 
 from tests.e2e import kubeadm, node
 
+_failed: list[str] = []
+
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI"):
@@ -39,11 +41,16 @@ def bin_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def cluster(bin_dir: Path) -> Iterator[dict[str, object]]:
-    """The node, Ready; its recorded state (PIDs, timings)."""
+    """The node, Ready; its recorded state (PIDs, timings). A failed bring-up is not retried
+    for every test (pytest would run a failing session fixture again for each)."""
+    if _failed:
+        pytest.fail(f"e2e: the node did not come up: {_failed[0]}")
     try:
         state = node.up(bin_dir, kubeadm.Config())
-    except BaseException:
-        node.down(bin_dir)
+    except BaseException as e:
+        _failed.append(repr(e))
+        for line in node.down(bin_dir):
+            print("e2e teardown:", line)
         raise
     try:
         yield state

@@ -40,6 +40,9 @@ CNI_CONF = Path("/etc/cni/net.d/10-kucero-e2e.conflist")
 POD_SUBNET = "10.244.0.0/24"  # the bridge's host-local range; no overlay, one node
 ADMIN_CONF = Path("/etc/kubernetes/admin.conf")
 READY_TIMEOUT_SECONDS = 240.0
+# kubeadm's fixed ports on the node (API server, etcd, kubelet, controller manager, scheduler)
+NODE_PORTS = (6443, 2379, 2380, 2381, 10248, 10250, 10257, 10259)
+PORTS_TIMEOUT_SECONDS = 300.0
 # containerd and the kubelet's supervisor outlive the call that starts them (and the
 # session: `down` ends them by PID); holding their Popen objects keeps Python from warning,
 # when one is collected, that a child it never waited for still runs
@@ -144,6 +147,7 @@ def up(bin_dir: Path, config: kubeadm.Config) -> dict[str, object]:
             "e2e: /etc/kubernetes or /var/tmp/kucero-e2e exists: a node is up (or a run "
             "crashed); run `python -m tests.e2e.node down` first"
         )
+    wait_ports_free()
     STATE.mkdir(parents=True)
     state: dict[str, object] = {"before": cleanup.snapshot(), "started": time.time()}
     _save(state)
@@ -191,6 +195,24 @@ def up(bin_dir: Path, config: kubeadm.Config) -> dict[str, object]:
     state["readySeconds"] = round(time.monotonic() - t, 1)
     _save(state)
     return state
+
+
+def _listeners(ports: tuple[int, ...]) -> list[str]:
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=False).stdout
+    return [
+        line.split()[3] + " " + line.split()[-1]
+        for line in out.splitlines()
+        if int(line.split()[3].rsplit(":", 1)[1]) in ports
+    ]
+
+
+def wait_ports_free() -> None:
+    """kubeadm's fixed ports must be free: on a machine shared with the integration tests,
+    their stand-in components listen on 2379, 2380 and 10259 for seconds at a time."""
+    _wait(
+        f"ports {', '.join(map(str, NODE_PORTS))} free ({_listeners(NODE_PORTS)})",
+        lambda: not _listeners(NODE_PORTS), PORTS_TIMEOUT_SECONDS,
+    )  # fmt: skip
 
 
 def import_image(archive: Path) -> None:
