@@ -10,10 +10,10 @@ its 30 s termination grace period. The new kube-apiserver (same pod, same ports)
 before, so the API server was unavailable about 35 s: long enough for kube-controller-manager
 and kube-scheduler to lose their leader leases (renew deadline 10 s) and exit as well.
 
-Worse, the kubelet started the new container while the old one was still there (same pod,
-the manifest back byte for byte): the new etcd and kube-apiserver failed with ``bind: address
-already in use``, and the kubelet's crash-loop back-off (10 s, 20 s, 40 s, ...) kept etcd
-down for nearly three minutes. So the manifest goes back only once the old process is gone.
+The manifest goes back as soon as the component stopped answering (the kubelet then starts
+the pod again once the old one is gone). Kept out longer, it made the kubelet's housekeeping
+delete the static pod's mirror Pod as an orphan: for etcd, through an API server that cannot
+reach etcd, which blocked housekeeping, and with it the pod's restart, for 34 s.
 
 Once a component stopped answering, its old process gets ``drain`` seconds to exit by
 itself (in-flight ordinary requests finish in that time; kube-controller-manager and

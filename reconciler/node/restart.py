@@ -239,11 +239,15 @@ def _bounce(host: host_.Host, pod: staticpod.StaticPod, settings: Settings, cloc
     host.rename(pod.manifest, parked)
     deadline = time.monotonic() + _stop_bound(pod, settings)
     try:
-        stopped = _wait_stopped(pod, settings, clock) and _wait_gone(pod, settings, clock, deadline)
+        stopped = _wait_stopped(pod, settings, clock)
     finally:  # an interruption must not leave the control plane without its pod
         host.rename(parked, pod.manifest)
     if host.read(pod.manifest) != data:
         raise RestartError(f"{pod.manifest}: changed while it was out")
+    if stopped and not _wait_gone(pod, settings, clock, deadline):
+        raise RestartError(
+            f"{pod.name}: its old process still runs {_stop_bound(pod, settings):g}s after its manifest was moved out"
+        )
     if not stopped:
         raise RestartError(
             f"{pod.name}: not stopped (still answering, or its process still running) "
@@ -257,9 +261,8 @@ def _bounce(host: host_.Host, pod: staticpod.StaticPod, settings: Settings, cloc
 def _wait_gone(
     pod: staticpod.StaticPod, settings: Settings, clock: _Clock, deadline: float
 ) -> bool:
-    """The old process stopped serving: the manifest may go back only once it is gone (the
-    kubelet starts the new container beside a lingering old one, which then cannot bind
-    its ports), and its grace period is not waited out (``node.linger``)."""
+    """The old process stopped serving and its manifest is back: don't wait out its grace
+    period before the kubelet can start the new one (``node.linger``)."""
     started = time.monotonic()
     try:
         gone, _note = linger.wait_gone(
