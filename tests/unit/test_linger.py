@@ -83,3 +83,11 @@ def test_process_that_outlives_the_deadline_is_reported_not_killed_before_the_dr
     assert not gone
     assert note and "still running" in note
     assert child.poll() is None
+
+
+def test_etcd_is_never_killed(tmp_path: Path, child: subprocess.Popen[bytes]) -> None:
+    fake_proc(tmp_path, child.pid, ["etcd"], "4:memory:/kubepods/pod1/abc\n")
+    gone, _ = linger.wait_gone("etcd", ["etcd"], 0, time.monotonic() + 0.5, time.sleep,
+                               str(tmp_path))  # fmt: skip
+    assert not gone
+    assert child.poll() is None
