@@ -45,7 +45,7 @@ fi
 
 # The build context as the Dockerfile sees it (.dockerignore keeps only these).
 context_hash="$(cd "$repo" && { cat Dockerfile; echo "$base"
-    find pyproject.toml README.md reconciler schema policies -type f \
+    find pyproject.toml README.md requirements/runtime.txt reconciler schema policies -type f \
         ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path policies/kustomization.yaml \
         -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-12)"
 image="localhost/kucero:e2e-$context_hash"

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
 CONVERGE_TIMEOUT = 600.0
-POLICY = (node.REPO / "policies" / "default.yaml").read_text()
+SHIPPED_POLICY = (node.REPO / "policies" / "default.yaml").read_text()
 RESULTS = node.REPO / "bench" / "results" / "e2e-realnode.json"
 KUBEADM_LEAVES = (
     "admin.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client",
@@ -43,10 +43,26 @@ ETCD_PEER = (checks.PKI / "etcd/peer.crt", checks.PKI / "etcd/peer.key")
 results: dict[str, Any] = {}
 
 
-def policy_with(check_interval: str, **kubeadm: Any) -> str:
-    doc = yaml.safe_load(POLICY)
-    doc["spec"]["checkInterval"] = check_interval
-    doc["spec"]["kubeadm"].update(kubeadm)
+def base_policy() -> str:
+    """The shipped policy, with the node's address allowed in kubelet serving certificates
+    (``csrSigner.allowedIPRanges`` is empty by default: no IP SAN is approved)."""
+    doc = yaml.safe_load(SHIPPED_POLICY)
+    doc["spec"]["csrSigner"]["allowedIPRanges"] = [f"{node.node_ip()}/32"]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def policy_with(certificates: list[str], validity: int, **kubeadm: Any) -> str:
+    """Renew ``certificates`` again now: a renewed leaf has 8760 h left, so a
+    ``renewBefore`` of ``validity`` - 30 h (``validity`` > 8790) makes it due, and the schema's
+    day between ``renewBefore`` and ``certificateValidity`` is kept; each edit raises
+    ``validity`` so the last one's renewals are not due again."""
+    doc = yaml.safe_load(base_policy())
+    doc["spec"]["kubeadm"].update(
+        certificates=certificates,
+        certificateValidity=f"{validity}h",
+        renewBefore=f"{validity - 30}h",
+        **kubeadm,
+    )
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -55,7 +71,7 @@ def edits_policy(bin_dir: Path, cluster: dict[str, Any], tmp_path: Path) -> Iter
     """The test edits the policy; the shipped one is applied again afterwards (otherwise a
     policy that renews every minute would go on restarting components under later tests)."""
     yield
-    apply_policy(bin_dir, cluster, POLICY, tmp_path / "restore")
+    apply_policy(bin_dir, cluster, base_policy(), tmp_path / "restore")
 
 
 def status(bin_dir: Path) -> dict[str, Any]:
@@ -82,7 +98,11 @@ def rotation(bin_dir: Path, cluster: dict[str, Any], tmp_path_factory: Any) -> d
     node.import_image(Path(archive))
     before = checks.containers(bin_dir)
     overlay = deploy.write_overlay(
-        tmp_path_factory.mktemp("overlay"), bin_dir, image, POLICY, int(cluster["supervisor"])
+        tmp_path_factory.mktemp("overlay"),
+        bin_dir,
+        image,
+        base_policy(),
+        int(cluster["supervisor"]),
     )
     with monitor.Monitor() as watch:
         t0 = time.monotonic()
@@ -262,9 +282,8 @@ def test_a_policy_edit_reaches_the_node(
     before_rev = status(bin_dir)["revision"]
     before = checks.check_expiration(bin_dir)
     old_conf = Path("/etc/kubernetes/scheduler.conf").read_bytes()
-    # due again a minute after the first renewal: renew scheduler.conf only
-    # the schema wants checkInterval within certificateValidity - renewBefore
-    edited = policy_with("1m", renewBefore="8759h59m", certificates=["scheduler.conf"])
+    # renew scheduler.conf only
+    edited = policy_with(["scheduler.conf"], 8800)
     apply_policy(bin_dir, cluster, edited, tmp_path)
     st = checks.wait_for(
         "Converged with the edited policy's revision",
@@ -282,8 +301,7 @@ def test_kucero_killed_while_a_manifest_is_out_the_next_process_puts_it_back_and
 ) -> None:
     before_rev = status(bin_dir)["revision"]
     parked = Path("/etc/kubernetes/tmp/kucero-manifests/kube-scheduler.yaml")
-    edited = policy_with("30s", renewBefore="8759h59m30s",
-                         certificates=["scheduler.conf"])  # fmt: skip
+    edited = policy_with(["scheduler.conf"], 8840)
     apply_policy(bin_dir, cluster, edited, tmp_path)
     checks.wait_for("kube-scheduler's manifest parked", parked.exists, 300, poll=0.05)
     pids = checks.kucero_pids()
@@ -307,8 +325,7 @@ def test_kucero_pod_force_deleted_while_a_manifest_is_out_the_next_pod_finishes(
     before_rev = status(bin_dir)["revision"]
     parked = Path("/etc/kubernetes/tmp/kucero-manifests/kube-controller-manager.yaml")
     (old_pod,) = kucero_pods(bin_dir)
-    edited = policy_with("30s", renewBefore="8759h59m30s",
-                         certificates=["controller-manager.conf"])  # fmt: skip
+    edited = policy_with(["controller-manager.conf"], 8880)
     apply_policy(bin_dir, cluster, edited, tmp_path)
     checks.wait_for("kube-controller-manager's manifest parked", parked.exists, 300, poll=0.05)
     node.kubectl(bin_dir, "-n", deploy.NAMESPACE, "delete", "pod", old_pod, "--force",
@@ -348,8 +365,7 @@ def test_a_component_that_does_not_come_back_is_rolled_back_to_its_old_certifica
     (archive,) = (bin_dir / "e2e").glob("kube-apiserver_*.oci.tar")
     subprocess.run(["ctr", "-n", "k8s.io", "images", "rm", image], check=True, capture_output=True)
     try:
-        edited = policy_with("30s", renewBefore="8759h59m30s", healthTimeout="30s",
-                             certificates=["apiserver"])  # fmt: skip
+        edited = policy_with(["apiserver"], 8920, healthTimeout="30s")
         apply_policy(bin_dir, cluster, edited, tmp_path)
         checks.wait_for(
             "kucero rolling kube-apiserver back",
