@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -51,11 +52,11 @@ def check_expiration(bin_dir: Path) -> dict[str, int]:
     days = {}
     section = False
     for line in out.splitlines():
+        if line.startswith("CERTIFICATE AUTHORITY"):
+            break
         if line.startswith("CERTIFICATE "):
             section = True
             continue
-        if line.startswith("CERTIFICATE AUTHORITY"):
-            break
         if section and line.strip():
             name = line.split()[0]
             m = re.search(r"\s(?:(\d+)y)?(?:(\d+)d)?(?:(\d+)h)?\s+\S+\s+(?:yes|no)\s*$", line)
@@ -122,7 +123,11 @@ def kucero_pids() -> list[int]:
             cgroup = (entry / "cgroup").read_bytes()
         except OSError:
             continue
-        if b"kubepods" in cgroup and len(argv) > 1 and argv[1] == b"run" and b"kucero" in argv[0]:
+        # `/opt/kucero/bin/python /opt/kucero/bin/kucero run ...` (a console script)
+        words = [w.rsplit(b"/", 1)[-1] for w in argv]
+        if b"kubepods" in cgroup and any(
+            a == b"kucero" and b == b"run" for a, b in itertools.pairwise(words)
+        ):
             pids.append(int(entry.name))
     return pids
 
@@ -146,3 +151,11 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def foreign_listeners() -> list[str]:
+    """Processes other than the node's own holding kubeadm's ports: on a machine shared with
+    the integration tests, their stand-in components take 2379, 2380, 10257 and 10259 for
+    seconds at a time, and a component restarting then fails with `address already in use`."""
+    ours = ("kube-apiserver", "kube-controller", "kube-scheduler", "etcd", "kubelet")
+    return [line for line in node._listeners(node.NODE_PORTS) if not any(o in line for o in ours)]

@@ -99,10 +99,10 @@ class Monitor:
             out[c].append((t, getattr(self, "end", time.monotonic() - self.start)))
         return out
 
-    def overlaps(self, depends: dict[str, str] | None = None) -> list[str]:
+    def overlaps(self, depends: dict[str, str] | None = None, slack: float = 0.0) -> list[str]:
         """Every moment two components were down together, said in words; ``depends`` maps a
         component to the one it cannot be up without (kube-apiserver: etcd), whose outage
-        it shares by design."""
+        it shares by design; outages overlapping by less than ``slack`` seconds touch."""
         found = []
         depends = depends or {}
         spans = [(c, a, b) for c, ivs in self.outages().items() for a, b in ivs]
@@ -110,7 +110,7 @@ class Monitor:
             for c2, a2, b2 in spans[i + 1 :]:
                 if depends.get(c1) == c2 or depends.get(c2) == c1:
                     continue
-                if c1 != c2 and a1 < b2 and a2 < b1:
+                if c1 != c2 and min(b1, b2) - max(a1, a2) > slack:
                     found.append(f"{c1} down {a1:.1f}-{b1:.1f}s and {c2} down {a2:.1f}-{b2:.1f}s")
         return found
 

