@@ -20,12 +20,20 @@ import urllib.request
 
 POLL_SECONDS = 0.25
 TIMEOUT_SECONDS = 1.0
-ENDPOINTS = {
-    "kube-apiserver": "https://127.0.0.1:6443/livez",
-    "kube-controller-manager": "https://127.0.0.1:10257/healthz",
-    "kube-scheduler": "https://127.0.0.1:10259/healthz",
-    "etcd": "https://127.0.0.1:2379/health",
-}
+COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
+
+
+def endpoints(address: str) -> dict[str, str]:
+    """Each component's health URL; ``address`` is where the e2e node binds etcd's client
+    port, kube-controller-manager and kube-scheduler (``tests/e2e/kubeadm.py``)."""
+    return {
+        "kube-apiserver": "https://127.0.0.1:6443/livez",
+        "kube-controller-manager": f"https://{address}:10257/healthz",
+        "kube-scheduler": f"https://{address}:10259/healthz",
+        "etcd": f"https://{address}:2379/health",
+    }
+
+
 ETCD_CLIENT = ("/etc/kubernetes/pki/etcd/healthcheck-client.crt",
                "/etc/kubernetes/pki/etcd/healthcheck-client.key")  # fmt: skip
 
@@ -51,7 +59,8 @@ class Change:
 
 
 class Monitor:
-    def __init__(self) -> None:
+    def __init__(self, address: str) -> None:
+        self.endpoints = endpoints(address)
         self.start = time.monotonic()
         self.wall_start = time.time()
         self.changes: list[Change] = []
@@ -59,7 +68,7 @@ class Monitor:
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._poll, args=(c, u), daemon=True)
-            for c, u in ENDPOINTS.items()
+            for c, u in self.endpoints.items()
         ]
 
     def __enter__(self) -> Monitor:
@@ -85,7 +94,7 @@ class Monitor:
 
     def outages(self) -> dict[str, list[tuple[float, float]]]:
         """Each component's down intervals (start, end), after it was first seen up."""
-        out: dict[str, list[tuple[float, float]]] = {c: [] for c in ENDPOINTS}
+        out: dict[str, list[tuple[float, float]]] = {c: [] for c in COMPONENTS}
         down_since: dict[str, float] = {}
         seen_up: set[str] = set()
         for ch in sorted(self.changes, key=lambda c: c.t):

@@ -43,6 +43,8 @@ READY_TIMEOUT_SECONDS = 240.0
 # kubeadm's fixed ports on the node (API server, etcd, kubelet, controller manager, scheduler)
 NODE_PORTS = (6443, 2379, 2380, 2381, 10248, 10250, 10257, 10259)
 PORTS_TIMEOUT_SECONDS = 300.0
+# the ones the node binds on 127.0.0.1 (the others on its address: tests/e2e/kubeadm.py)
+LOOPBACK_PORTS = (2381, 10248)
 # containerd and the kubelet's supervisor outlive the call that starts them (and the
 # session: `down` ends them by PID); holding their Popen objects keeps Python from warning,
 # when one is collected, that a child it never waited for still runs
@@ -198,17 +200,22 @@ def up(bin_dir: Path, config: kubeadm.Config) -> dict[str, object]:
 
 
 def _listeners(ports: tuple[int, ...]) -> list[str]:
+    """Listeners that would take a port from the node: on ``ports`` at the node's address or
+    all addresses, or on loopback for the ports the node binds there."""
     out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=False).stdout
-    return [
-        line.split()[3] + " " + line.split()[-1]
-        for line in out.splitlines()
-        if int(line.split()[3].rsplit(":", 1)[1]) in ports
-    ]
+    found = []
+    ip = node_ip()
+    for line in out.splitlines():
+        local = line.split()[3]
+        addr, port = local.rsplit(":", 1)
+        on_loopback = addr in ("127.0.0.1", "[::1]")
+        if int(port) in ports and (not on_loopback or int(port) in LOOPBACK_PORTS or addr == ip):
+            found.append(f"{local} {line.split()[-1]}")
+    return found
 
 
 def wait_ports_free() -> None:
-    """kubeadm's fixed ports must be free: on a machine shared with the integration tests,
-    their stand-in components listen on 2379, 2380 and 10259 for seconds at a time."""
+    """kubeadm's fixed ports must be free where the node binds them."""
     _wait(
         f"ports {', '.join(map(str, NODE_PORTS))} free ({_listeners(NODE_PORTS)})",
         lambda: not _listeners(NODE_PORTS), PORTS_TIMEOUT_SECONDS,

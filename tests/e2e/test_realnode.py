@@ -104,7 +104,7 @@ def rotation(bin_dir: Path, cluster: dict[str, Any], tmp_path_factory: Any) -> d
         base_policy(),
         int(cluster["supervisor"]),
     )
-    with monitor.Monitor() as watch:
+    with monitor.Monitor(node.node_ip()) as watch:
         t0 = time.monotonic()
         deploy.apply(bin_dir, overlay)
         st = checks.wait_for(
@@ -115,7 +115,7 @@ def rotation(bin_dir: Path, cluster: dict[str, Any], tmp_path_factory: Any) -> d
         # every component healthy again before the monitor stops
         checks.wait_for(
             "every component healthy",
-            lambda: all(monitor.healthy(u) for u in monitor.ENDPOINTS.values()), 120,
+            lambda: all(monitor.healthy(u) for u in monitor.endpoints(node.node_ip()).values()), 120,
         )  # fmt: skip
     outages = watch.outages()
     own, with_etcd = apiserver_outages(outages)
@@ -180,15 +180,17 @@ def test_each_component_was_restarted_once_by_the_kubelet_in_order_etcd_last(
 
 def test_each_component_serves_exactly_the_certificate_on_disk(rotation: dict[str, Any]) -> None:
     assert checks.served(6443) == checks.on_disk(checks.PKI / "apiserver.crt")
-    assert checks.served(2379, ETCD_CLIENT) == checks.on_disk(checks.PKI / "etcd/server.crt")
-    # kubeadm binds etcd's peer port to the node's address only
+    etcd = checks.served(2379, ETCD_CLIENT, host=node.node_ip())
+    assert etcd == checks.on_disk(checks.PKI / "etcd/server.crt")
+    # kubeadm binds etcd's peer port to the node's address (and the e2e config its client
+    # port too: tests/e2e/kubeadm.py)
     peer = checks.served(2380, ETCD_PEER, host=node.node_ip())
     assert peer == checks.on_disk(checks.PKI / "etcd/peer.crt")
     # kube-controller-manager and kube-scheduler serve an in-memory certificate made at start:
     # what they load from disk is their kubeconfig's client certificate, proven by their
     # being healthy (and by the API server accepting it, below)
     for name in ("kube-controller-manager", "kube-scheduler"):
-        assert monitor.healthy(monitor.ENDPOINTS[name]), name
+        assert monitor.healthy(monitor.endpoints(node.node_ip())[name]), name
 
 
 def test_components_went_down_one_at_a_time_and_the_api_server_briefly(
@@ -338,7 +340,7 @@ def test_kucero_killed_while_a_manifest_is_out_the_next_process_puts_it_back_and
     )  # fmt: skip
     assert Path("/etc/kubernetes/manifests/kube-scheduler.yaml").exists()
     assert not parked.exists()
-    assert monitor.healthy(monitor.ENDPOINTS["kube-scheduler"])
+    assert monitor.healthy(monitor.endpoints(node.node_ip())["kube-scheduler"])
     assert st["phase"] == "Converged"
 
 
