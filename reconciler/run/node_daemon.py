@@ -106,7 +106,13 @@ class NodeDaemon:
         self._spec_error: str | None = None
         self._report = node_report.Reporter(kube, config.node_name)
         self.turn = turn.Turn(
-            kube, config.node_name, config.namespace, config.lease_seconds, self._report, clock
+            kube,
+            config.node_name,
+            config.namespace,
+            config.lease_seconds,
+            self._report,
+            clock,
+            host=self._host,
         )
         self._pass_spec: nodespec.NodeSpec | None = None
         self.passes = 0

@@ -48,6 +48,7 @@ def test_overlay_builds_and_puts_everything_in_its_namespace(overlay: str) -> No
     items = tools.objects(f"kustomize/overlays/{overlay}")
     namespace = tools.NAMESPACES[overlay]
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+    cluster_scoped |= {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     # Events about Nodes and CSRs live in `default`: the Role and bindings for them stay there.
     in_default = {
         "Role/kucero-events",
@@ -68,6 +69,12 @@ def test_overlay_builds_and_puts_everything_in_its_namespace(overlay: str) -> No
     assert {"DaemonSet", "ConfigMap", "ServiceAccount", "ClusterRole", "Role"} <= {
         i["kind"] for i in items
     }
+    # what binds kucero's identities to their node (kustomize/base/roles/*-writes.yaml)
+    policies = {i["metadata"]["name"] for i in items if i["kind"] == "ValidatingAdmissionPolicy"}
+    bound = {
+        i["spec"]["policyName"] for i in items if i["kind"] == "ValidatingAdmissionPolicyBinding"
+    }
+    assert policies == bound == {"kucero-node-writes", "kucero-lease-writes"}
 
 
 @pytest.mark.parametrize("overlay", tools.OVERLAYS)

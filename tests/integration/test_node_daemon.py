@@ -393,8 +393,10 @@ def test_node_reconciler_works_with_a_service_account_token_and_the_shipped_rbac
     clients: Any,
 ) -> None:
     # The worker identity's RBAC exactly as kustomize/ ships it (the single source).
+    # A token bound to a Pod on the node, as the DaemonSet pod's: the admission policies
+    # shipped with the RBAC let a node write its own Node and slots only with it.
     with shipped.apply_identities(admin_kube, namespace, shipped.NODE):
-        token = clients.token(namespace, shipped.NODE)
+        token = clients.bound_token(namespace, shipped.NODE, f"{prefix}-cp-1")
         kubeconfig = control_plane.token_kubeconfig(f"kucero-node-{namespace}", token)
         sim = sims(
             f"{prefix}-cp-1",

@@ -76,7 +76,7 @@ def serves_file(root: Path, ports: dict[str, int], what: str) -> bool:
     )
 
 
-def policy(tmp_path: Path, restart: str, timeout: str = "3s") -> Path:
+def policy(tmp_path: Path, restart: str, timeout: str = "10s") -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(
         "apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\n"
