@@ -101,14 +101,19 @@ class Turn:
             self._cordon(spec)
         return None
 
-    def end(self) -> None:
-        """Uncordon (only kucero's own cordon) and release the slot; never raises."""
+    def uncordon(self) -> None:
+        """Undo kucero's own cordon (never an administrator's); never raises. Called before
+        the pass's final status, so a node reported ``Converged`` is schedulable again."""
         if self._cordoned and self._kube is not None:
             try:
                 cordon.uncordon(self._kube, self._node)
                 self._cordoned = False
             except kube_.KubeError as e:
                 log.error("could not uncordon %s: %s", self._node, e)
+
+    def end(self) -> None:
+        """Uncordon if not done yet and release the slot; never raises."""
+        self.uncordon()
         if self._slots is not None:
             self._slots.release()
 

@@ -15,8 +15,9 @@ import jsonschema
 import pytest
 import yaml
 
-from reconciler import config, flags
+from reconciler import flags
 from reconciler.decide import policy
+from reconciler.node import hostcommands
 from tests.deploy import tools
 
 DAEMONSETS = {"kucero-control-plane": "control-plane", "kucero-node": "node"}
@@ -252,14 +253,16 @@ def test_pod_has_probes_resources_and_its_node_name(
     # /host is not PID 1's root: the kubelet restart is spelt out, kucero's own default
     (restart,) = [a for a in c["args"] if a.startswith("--kubelet-restart-command=")]
     assert shlex.split(restart.partition("=")[2]) == [
-        *config.NSENTER,
+        *hostcommands.NSENTER,
         "systemctl",
         "restart",
         "kubelet",
     ]
     crictl = [a for a in c["args"] if a.startswith("--crictl-command=")]
     if name == "kucero-control-plane":  # static pods are only there
-        assert [shlex.split(a.partition("=")[2]) for a in crictl] == [[*config.NSENTER, "crictl"]]
+        assert [shlex.split(a.partition("=")[2]) for a in crictl] == [
+            [*hostcommands.NSENTER, "crictl"]
+        ]
     else:
         assert crictl == []
 
