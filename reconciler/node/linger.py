@@ -39,6 +39,9 @@ from collections.abc import Callable, Sequence
 PROC = "/proc"
 # Never killed: see the module docstring.
 NEVER = frozenset({"etcd"})
+# Restarted in place (SIGTERM to its process; the kubelet starts the container again in the
+# same pod) rather than by moving its manifest: see ``stop_in_place``.
+IN_PLACE = frozenset({"etcd"})
 _POLL_SECONDS = 0.1
 
 
@@ -99,3 +102,22 @@ def wait_gone(
         f"killed the old {component} (pid {', '.join(map(str, killed))}): still there "
         f"{drain:g}s after it stopped serving"
     )
+
+
+def stop_in_place(argv: Sequence[str], proc: str = PROC) -> list[int]:
+    """SIGTERM the processes running exactly ``argv`` in a pod's cgroup; returns their PIDs.
+
+    Why etcd is restarted this way: with its manifest moved out, the kubelet deletes the
+    static pod's mirror Pod through the API server, which cannot answer without etcd; the
+    request hung until the API server's timeout (34 s), again and again, and the pod's restart
+    waited behind it in the kubelet's housekeeping: etcd stayed down 110 s on a real node, until
+    the kubelet itself was restarted. Stopped in place, the pod never leaves the kubelet's
+    configuration, there is no mirror Pod to delete, and the kubelet starts the container again
+    at once (restartPolicy Always; a second restart within minutes waits its back-off, 10 s)."""
+    pids = lingering(argv, proc)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    return pids

@@ -228,6 +228,8 @@ def _bounce(host: host_.Host, pod: staticpod.StaticPod, settings: Settings, cloc
         return
     if settings.strategy != "manifest-move":
         raise Untouched(f"{pod.name}: unknown restart strategy {settings.strategy!r}")
+    if pod.name in linger.IN_PLACE and _restarted_in_place(pod, settings, clock):
+        return
     data = host.read(pod.manifest)
     if data is None:
         raise Untouched(f"{pod.manifest}: manifest missing")
@@ -256,6 +258,20 @@ def _bounce(host: host_.Host, pod: staticpod.StaticPod, settings: Settings, cloc
             f"{pod.grace_seconds:g}s termination grace period; is the kubelet watching the "
             "static pod directory?)"
         )
+
+
+def _restarted_in_place(pod: staticpod.StaticPod, settings: Settings, clock: _Clock) -> bool:
+    """etcd on a kubelet: SIGTERM its process and let the kubelet start the container again
+    (``linger.stop_in_place`` says why not the manifest); False when its process is not found
+    here (no PID namespace shared with it, or not a pod), and the manifest moves instead."""
+    if not linger.stop_in_place(pod.argv):
+        return False
+    deadline = time.monotonic() + _stop_bound(pod, settings)
+    if not _wait_gone(pod, settings, clock, deadline):
+        raise RestartError(
+            f"{pod.name}: still running {_stop_bound(pod, settings):g}s after SIGTERM"
+        )
+    return True
 
 
 def _wait_gone(

@@ -91,3 +91,11 @@ def test_etcd_is_never_killed(tmp_path: Path, child: subprocess.Popen[bytes]) ->
                                str(tmp_path))  # fmt: skip
     assert not gone
     assert child.poll() is None
+
+
+def test_stop_in_place_sends_sigterm_to_the_pods_process_only(
+    tmp_path: Path, child: subprocess.Popen[bytes]
+) -> None:
+    fake_proc(tmp_path, child.pid, ["etcd"], "4:memory:/kubepods/pod1/abc\n")
+    assert linger.stop_in_place(["etcd"], str(tmp_path)) == [child.pid]
+    assert child.wait(5) == -15
