@@ -10,7 +10,8 @@ its 30 s termination grace period. The new kube-apiserver (same pod, same ports)
 before, so the API server was unavailable about 35 s: long enough for kube-controller-manager
 and kube-scheduler to lose their leader leases (renew deadline 10 s) and exit as well.
 
-The manifest goes back as soon as the component stopped answering (the kubelet then starts
+etcd is restarted in place instead (``stop_in_place``). For the others, the manifest goes
+back as soon as the component stopped answering (the kubelet then starts
 the pod again once the old one is gone). Kept out longer, it made the kubelet's housekeeping
 delete the static pod's mirror Pod as an orphan: for etcd, through an API server that cannot
 reach etcd, which blocked housekeeping, and with it the pod's restart, for 34 s.

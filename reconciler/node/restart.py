@@ -2,7 +2,8 @@
 
 A restart is: make the component stop (``manifest-move``: park its manifest in kucero's tmp
 directory until the component stops answering, bounded by ``stop_timeout``, which must cover
-the kubelet's 20 s file-check period; ``crictl``: stop its pod sandbox with the host's
+the kubelet's 20 s file-check period, plus the pod's termination grace period; etcd, when
+its process is visible here, gets SIGTERM in place instead, see ``node.linger``; ``crictl``: stop its pod sandbox with the host's
 ``crictl``, after which the kubelet makes a new one), then wait, up to ``health_timeout``,
 until it is healthy and every endpoint with a certificate file serves exactly that file's
 certificate (serial number and notAfter). kube-controller-manager and kube-scheduler serve a

@@ -208,10 +208,10 @@ def test_components_went_down_one_at_a_time_and_the_api_server_briefly(
     own, with_etcd = apiserver_outages(outages)
     # aim: kube-apiserver unavailable at most 10 s for its own restart
     assert own and max(own) <= 10.0, f"kube-apiserver's own restart: {own}s down; {outages}"
-    # during etcd's restart it cannot serve either: etcd drains its connections for about 5 s
-    # (it is never killed, see reconciler/node/linger.py), starts, and the API server
-    # reconnects; 43 s here was the kubelet's housekeeping blocked on a killed etcd
-    assert with_etcd and max(with_etcd) <= 20.0, f"during etcd's restart: {with_etcd}s"
+    # during etcd's restart it cannot serve either: etcd is restarted in place (SIGTERM, the
+    # kubelet starts the container again; reconciler/node/linger.py says why not by its
+    # manifest, which once kept it down 110 s), then the API server reconnects
+    assert with_etcd and max(with_etcd) <= 12.0, f"during etcd's restart: {with_etcd}s"
 
 
 def apiserver_outages(outages: dict[str, list[tuple[float, float]]]) -> tuple[list[float], ...]:
