@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test matrix unit fuzz lint lock bench bench-nodes testbin clean
+.PHONY: demo test matrix unit fuzz lint lock bench bench-nodes testbin e2e clean
 
 # The environment comes from the hashed lock file (requirements/dev.txt: runtime and dev tools,
 # every version pinned, every file's sha256 checked), then kucero itself, editable, without
@@ -45,6 +45,12 @@ matrix: $(STAMP)
 	tests/controlplane/build.sh
 	tests/controlplane/matrix.sh
 	$(BIN)/python -m pytest -m matrix tests/integration/test_kubeadm_matrix.py
+
+## make e2e: a real single-node kubeadm cluster on this machine (root; Debian packages, the
+## kubelet and the images are made by tests/e2e/build.sh), kucero deployed as the README says,
+## the checks of tests/e2e; the machine is left as it was found (tests/e2e/README.md)
+e2e: $(STAMP)
+	tests/e2e/run.sh
 
 ## make unit: only the tests that need no binaries
 unit: $(STAMP)

@@ -202,8 +202,9 @@ def _node_flags(s: argparse.ArgumentParser) -> None:
         "--manifest-grace",
         type=_grace_seconds,
         default=25.0,
-        help="longest wait (seconds) for a restarted static pod to stop answering; keep it "
-        "above the kubelet's 20 s file-check period on a real node",
+        help="seconds the kubelet may take to notice a static pod's manifest left (keep it "
+        "above its 20 s file-check period on a real node); the wait for the component to stop "
+        "answering adds the pod's terminationGracePeriodSeconds (default 30)",
     )
     s.add_argument(
         "--crictl-command",

@@ -30,6 +30,9 @@ DEFAULT_STATIC_POD_PATH = kubeadm.MANIFESTS
 # touched once and only after everything else came back.
 ORDER = kubeadm.COMPONENTS
 LOOPBACK = "127.0.0.1"
+# A pod's terminationGracePeriodSeconds when its manifest leaves it out (Kubernetes' default;
+# kubeadm's manifests leave it out).
+DEFAULT_GRACE_SECONDS = 30
 _ANY = {"", "0.0.0.0", "::", "localhost", "127.0.0.1", "::1"}
 # kubeadm's defaults when a manifest leaves a flag out: (flag, default port, health path)
 _SECURE_PORTS = {
@@ -72,6 +75,7 @@ def parse(name: str, manifest_path: str, text: bytes | str) -> staticpod.StaticP
             if isinstance(v.get("hostPath"), dict)
         }
         label = str((doc.get("metadata", {}).get("labels") or {}).get("component", name))
+        grace = spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
     except (KeyError, TypeError, IndexError, AttributeError, StopIteration) as e:
         raise ComponentError(f"{manifest_path}: not a static pod manifest ({e!r})") from e
     # container path -> host path, longest mount first
@@ -89,12 +93,19 @@ def parse(name: str, manifest_path: str, text: bytes | str) -> staticpod.StaticP
                 return posixpath.normpath(outside + value[len(inside) :])
         return None
 
+    if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
+        raise ComponentError(
+            f"{manifest_path}: spec.terminationGracePeriodSeconds is {grace!r}, not a whole "
+            "number of seconds >= 0"
+        )
     files = frozenset(p for p in map(host_path, flags.values()) if p)
     try:
         endpoints, health, client = _endpoints(name, flags, host_path)
     except ValueError as e:
         raise ComponentError(f"{manifest_path}: {e}") from e
-    return staticpod.StaticPod(name, manifest_path, files, endpoints, health, client, label)
+    return staticpod.StaticPod(
+        name, manifest_path, files, endpoints, health, client, label, float(grace), tuple(argv)
+    )
 
 
 def leaf_files(name: str) -> frozenset[str]:

@@ -32,6 +32,11 @@ class StaticPod:
     # etcd's /health needs a client certificate: (cert, key) host paths, else None
     health_client: tuple[str, str] | None = None
     label: str = ""  # metadata.labels.component, which crictl filters pod sandboxes by
+    # spec.terminationGracePeriodSeconds (Kubernetes' default 30 s when absent): how long the
+    # kubelet lets the old container run after its manifest leaves before it kills it
+    grace_seconds: float = 30.0
+    # the container's command and args: the command line of the process the pod runs
+    argv: tuple[str, ...] = ()
 
     @property
     def serving(self) -> Endpoint:

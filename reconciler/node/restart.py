@@ -2,7 +2,8 @@
 
 A restart is: make the component stop (``manifest-move``: park its manifest in kucero's tmp
 directory until the component stops answering, bounded by ``stop_timeout``, which must cover
-the kubelet's 20 s file-check period; ``crictl``: stop its pod sandbox with the host's
+the kubelet's 20 s file-check period, plus the pod's termination grace period; etcd, when
+its process is visible here, gets SIGTERM in place instead, see ``node.linger``; ``crictl``: stop its pod sandbox with the host's
 ``crictl``, after which the kubelet makes a new one), then wait, up to ``health_timeout``,
 until it is healthy and every endpoint with a certificate file serves exactly that file's
 certificate (serial number and notAfter). kube-controller-manager and kube-scheduler serve a
@@ -36,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from reconciler.decide import ownfiles, pki
 from reconciler.model import kubeadm, paths, staticpod
 from reconciler.node import host as host_
-from reconciler.node import interrupt, observe, probe, transaction
+from reconciler.node import interrupt, linger, observe, probe, transaction
 
 # kubeadm runs its static pods in kube-system; crictl filters sandboxes by namespace and label.
 NAMESPACE = "kube-system"
@@ -48,11 +49,16 @@ PROTECTED = tuple(p for ca in kubeadm.CAS for p in (ca.cert, ca.key))
 class Settings:
     strategy: str  # manifest-move | crictl | none
     health_timeout: float  # seconds until healthy and serving the expected certificate
-    # seconds to wait for the component to stop answering; the kubelet notices a removed
-    # manifest within its 20 s file-check period, so the default leaves 5 s of slack
+    # seconds for the kubelet to notice a removed manifest (its 20 s file-check period, 5 s
+    # of slack); the wait for the component to stop answering adds the pod's own termination
+    # grace period (a real kube-apiserver's container went 30.5 s after its manifest: a fixed
+    # 25 s wait gave up on a restart that was working)
     stop_timeout: float = 25.0
     crictl: tuple[str, ...] = ("crictl",)
     poll: float = 0.1  # seconds between two probes while waiting
+    # seconds the old process may linger after it stopped serving before it is killed
+    # (node.linger: a real kube-apiserver otherwise stays until its 30 s grace period ends)
+    drain: float = 2.0
     # SIGTERM/SIGINT: a wait ends at once (the manifest goes back), the restart stays owed
     stop: interrupt.Stop = dataclasses.field(default_factory=interrupt.Stop)
 
@@ -223,6 +229,8 @@ def _bounce(host: host_.Host, pod: staticpod.StaticPod, settings: Settings, cloc
         return
     if settings.strategy != "manifest-move":
         raise Untouched(f"{pod.name}: unknown restart strategy {settings.strategy!r}")
+    if pod.name in linger.IN_PLACE and _restarted_in_place(pod, settings, clock):
+        return
     data = host.read(pod.manifest)
     if data is None:
         raise Untouched(f"{pod.manifest}: manifest missing")
@@ -232,17 +240,54 @@ def _bounce(host: host_.Host, pod: staticpod.StaticPod, settings: Settings, cloc
     phase = _read_journal(host).get("phase", "restart")
     _journal(host, pod, phase, parked=parked, sha256=hashlib.sha256(data).hexdigest())
     host.rename(pod.manifest, parked)
+    deadline = time.monotonic() + _stop_bound(pod, settings)
     try:
         stopped = _wait_stopped(pod, settings, clock)
     finally:  # an interruption must not leave the control plane without its pod
         host.rename(parked, pod.manifest)
     if host.read(pod.manifest) != data:
         raise RestartError(f"{pod.manifest}: changed while it was out")
+    if stopped and not _wait_gone(pod, settings, clock, deadline):
+        raise RestartError(
+            f"{pod.name}: its old process still runs {_stop_bound(pod, settings):g}s after its manifest was moved out"
+        )
     if not stopped:
         raise RestartError(
-            f"{pod.name}: still answering {settings.stop_timeout:g}s after its manifest was "
-            "moved out (is the kubelet watching the static pod directory?)"
+            f"{pod.name}: not stopped (still answering, or its process still running) "
+            f"{_stop_bound(pod, settings):g}s after its manifest "
+            f"was moved out ({settings.stop_timeout:g}s for the kubelet to notice, "
+            f"{pod.grace_seconds:g}s termination grace period; is the kubelet watching the "
+            "static pod directory?)"
         )
+
+
+def _restarted_in_place(pod: staticpod.StaticPod, settings: Settings, clock: _Clock) -> bool:
+    """etcd on a kubelet: SIGTERM its process and let the kubelet start the container again
+    (``linger.stop_in_place`` says why not the manifest); False when its process is not found
+    here (no PID namespace shared with it, or not a pod), and the manifest moves instead."""
+    if not linger.stop_in_place(pod.argv):
+        return False
+    deadline = time.monotonic() + _stop_bound(pod, settings)
+    if not _wait_gone(pod, settings, clock, deadline):
+        raise RestartError(
+            f"{pod.name}: still running {_stop_bound(pod, settings):g}s after SIGTERM"
+        )
+    return True
+
+
+def _wait_gone(
+    pod: staticpod.StaticPod, settings: Settings, clock: _Clock, deadline: float
+) -> bool:
+    """The old process stopped serving and its manifest is back: don't wait out its grace
+    period before the kubelet can start the new one (``node.linger``)."""
+    started = time.monotonic()
+    try:
+        gone, _note = linger.wait_gone(
+            pod.name, pod.argv, settings.drain, deadline, lambda s: _sleep(settings, s)
+        )
+        return gone
+    finally:
+        clock.waited += time.monotonic() - started
 
 
 def _sleep(settings: Settings, seconds: float) -> None:
@@ -252,8 +297,14 @@ def _sleep(settings: Settings, seconds: float) -> None:
         )
 
 
+def _stop_bound(pod: staticpod.StaticPod, settings: Settings) -> float:
+    """Longest wait for a running component to stop answering: the kubelet notices the
+    manifest is gone, then gives the container its termination grace period."""
+    return settings.stop_timeout + pod.grace_seconds
+
+
 def _wait_stopped(pod: staticpod.StaticPod, settings: Settings, clock: _Clock) -> bool:
-    deadline = time.monotonic() + settings.stop_timeout
+    deadline = time.monotonic() + _stop_bound(pod, settings)
     started = time.monotonic()
     try:
         if not probe.answers(pod.serving, timeout=min(1.0, settings.stop_timeout or 1.0)):

@@ -16,6 +16,9 @@ k8s_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$h
 etcd_version="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$here/etcd/go.mod")"
 out="${KUCERO_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/kucero-testbin}/${k8s_version}-etcd-${etcd_version}"
 binaries=(kube-apiserver kube-controller-manager kubeadm etcd kubectl kubeletserving)
+# The real-node tests (tests/e2e/build.sh) add kubelet and kube-scheduler: built from the same
+# module, with the same version stamps, into the same directory; only when asked for.
+if [[ -n "${KUCERO_TESTBIN_ONLY:-}" ]]; then read -ra binaries <<<"$KUCERO_TESTBIN_ONLY"; fi
 
 missing=()
 for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || missing+=("$b"); done

@@ -137,6 +137,29 @@ def test_unreadable_manifest_is_an_error_naming_the_file(text: str) -> None:
         components.parse("etcd", "/m/etcd.yaml", text)
 
 
+@pytest.mark.parametrize(
+    ("grace", "seconds"),
+    [pytest.param(None, 30.0, id="absent-is-kubernetes-default"), pytest.param(45, 45.0, id="set")],
+)
+def test_termination_grace_period_and_command_line_come_from_the_manifest(
+    grace: int | None, seconds: float
+) -> None:
+    doc = yaml.safe_load(_manifest(["kube-apiserver", "--secure-port=6443"], []))
+    if grace is not None:
+        doc["spec"]["terminationGracePeriodSeconds"] = grace
+    pod = components.parse("kube-apiserver", "/m/a.yaml", yaml.safe_dump(doc))
+    assert pod.grace_seconds == seconds
+    assert pod.argv == ("kube-apiserver", "--secure-port=6443")
+
+
+@pytest.mark.parametrize("grace", [-1, "30", 1.5, True], ids=["negative", "text", "float", "bool"])
+def test_bad_termination_grace_period_is_an_error_naming_the_field(grace: object) -> None:
+    doc = yaml.safe_load(_manifest(["kube-apiserver"], []))
+    doc["spec"]["terminationGracePeriodSeconds"] = grace
+    with pytest.raises(components.ComponentError, match="terminationGracePeriodSeconds"):
+        components.parse("kube-apiserver", "/m/a.yaml", yaml.safe_dump(doc))
+
+
 def test_static_pod_path_comes_from_the_kubelet_config() -> None:
     assert components.static_pod_path({"staticPodPath": "/srv/pods/"}) == "/srv/pods"
     assert components.static_pod_path({}) == kubeadm.MANIFESTS
