@@ -93,7 +93,7 @@ def watch_forever(
                     params,
                     version,
                     jittered,
-                    on_response=lambda resp: current.__setitem__("resp", resp),
+                    on_response=lambda resp: _opened(resp, current, stop),
                 ):
                     version = event.obj.get("metadata", {}).get("resourceVersion") or version
                     backoff.reset()
@@ -120,13 +120,26 @@ def watch_forever(
         current.pop("resp", None)
 
 
+def _opened(resp: Any, current: dict[str, Any], stop: threading.Event) -> None:
+    """A watch response is open. A fix: ``stop`` set while the list before it ran used to find no
+    response to shut down, and the watch then blocked for up to half an hour; whichever of this
+    and ``_interrupt_on_stop`` sees the other's change shuts it down (twice is harmless)."""
+    current["resp"] = resp
+    if stop.is_set():
+        _shutdown(resp)
+
+
 def _interrupt_on_stop(stop: threading.Event, current: dict[str, Any]) -> None:
     while not current.get("done"):
         if stop.wait(1.0):
             resp = current.get("resp")
             if resp is not None:
-                try:
-                    resp.shutdown()
-                except Exception:  # already closed: nothing to interrupt
-                    log.debug("shutdown of a closed watch", exc_info=True)
+                _shutdown(resp)
             return
+
+
+def _shutdown(resp: Any) -> None:
+    try:
+        resp.shutdown()
+    except Exception:  # already closed: nothing to interrupt
+        log.debug("shutdown of a closed watch", exc_info=True)
