@@ -196,12 +196,17 @@ def _daemon_exec_settings(settings: config.Settings, stop: Any) -> Any:
 
 def _daemon(settings: config.Settings) -> int:
     """``kucero node`` (and ``kucero run``): the long-running node reconciler."""
+    from reconciler.decide import slots
     from reconciler.node import interrupt
     from reconciler.run import daemon  # the cluster layer: only daemons pay for it
 
     args = settings.args
     if not settings.node_name:
         print("kucero: --node-name (or $NODE_NAME) is required", file=sys.stderr)
+        return 2
+    lease = duration.parse_timedelta(args.rotation_lease_duration)
+    if why := slots.lease_fits(lease.total_seconds(), args.manifest_grace):
+        print(f"kucero: {why}", file=sys.stderr)
         return 2
     stop = interrupt.Stop()
     try:
@@ -220,7 +225,7 @@ def _daemon(settings: config.Settings) -> int:
             node_labels=args.node_labels,
             kubeconfig=args.kubeconfig,
             metrics_addr=args.metrics_addr,
-            lease_duration=duration.parse_timedelta(args.rotation_lease_duration),
+            lease_duration=lease,
             slot_retry=duration.parse_timedelta(args.slot_retry_period),
             failure_retry=duration.parse_timedelta(args.retry_period),
             execute=exec_settings,

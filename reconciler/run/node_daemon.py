@@ -10,7 +10,10 @@ sleeps on one ``threading.Event``: an idle node makes no API requests beyond its
 Before anything disruptive (``decide.slots.needs_slot``) the pass takes a rotation slot through
 the gate of ``run_once``, under the node lock, after planning; the slot is released at the end
 of the pass. When no slot is free the pass changes nothing and reports ``WaitingForSlot``, and
-the daemon tries again after ``slot_retry``. Recovery path: when the API server cannot be
+the daemon tries again after ``slot_retry``. Immediately before each disruptive step the pass
+asks ``Turn.guard`` whether the slot still holds with the step's margin left; when it does not
+(the slot was lost, or could not be renewed) the pass stops before that step and reports
+``WaitingForSlot`` with the reason, and the rest stays owed to a later pass. Recovery path: when the API server cannot be
 reached and a certificate of this control-plane node has already expired (the cluster is most
 likely down because of it), the pass proceeds without a slot, alone, logs it at CRITICAL and
 records an Event once the API answers again.
@@ -86,8 +89,15 @@ class NodeDaemon:
         self._spec_error: str | None = None
         self._report = node_report.Reporter(kube, config.node_name)
         self.turn = turn.Turn(
-            kube, config.node_name, config.namespace, config.lease_seconds, self._report, clock
+            kube,
+            config.node_name,
+            config.namespace,
+            config.lease_seconds,
+            self._report,
+            clock,
+            config.execute.manifest_grace_seconds,
         )
+        self._execute = dataclasses.replace(config.execute, guard=self.turn.guard)
         self._pass_spec: nodespec.NodeSpec | None = None
         self.passes = 0
         self.ready = threading.Event()  # the first pass is done
@@ -202,9 +212,12 @@ class NodeDaemon:
                 spec,
                 self.config.node_name,
                 self._clock,
-                self.config.execute,
+                self._execute,
                 self._gate,
             )
+            if self.turn.refused and result.withheld is None:
+                # a step was not started: the slot no longer held (reported as a wait)
+                result = dataclasses.replace(result, withheld=self.turn.refused)
             self.passes += 1
             if self._observer is not None:  # metrics before status: a reader sees both agree
                 self._observer(result, time.monotonic() - started)
