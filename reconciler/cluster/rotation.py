@@ -83,12 +83,18 @@ class Slots:
         with self._lock:
             return None if self._lease is None else str(self._lease["metadata"]["name"])
 
-    def take(self, max_concurrent: int, control_plane: bool) -> slots.Choice:
-        """Try once to take a slot; ``choice.index`` is None when this node must wait.
-        Raises ``kube.KubeError`` (``Unavailable`` ...) when the API cannot be asked."""
+    def take(
+        self, max_concurrent: int, control_plane: bool, step_bound: float = 0.0
+    ) -> slots.Choice:
+        """Try once to take a slot; ``choice.index`` is None when this node must wait. A
+        control-plane node also waits while ``rotating_peers(step_bound)`` names anyone, asked
+        before and again after slot 0 is taken (see ``run.turn``). Raises ``kube.KubeError``
+        (``Unavailable`` ...) when the API cannot be asked."""
         indexes = slots.candidates(control_plane, max_concurrent)
         read = {i: leases.get(self._kube, self._namespace, slots.name(i)) for i in indexes}
         table = [self._observe(i, read[i]) for i in indexes]
+        if control_plane and (busy := self._busy_peers(step_bound)):
+            return busy
         choice = slots.choose(self._identity, control_plane, max_concurrent, table, self._seconds)
         if choice.index is None:
             return choice
@@ -111,7 +117,22 @@ class Slots:
             self._ours[slots.name(choice.index)] = _version(lease)
             self.lost, self.lost_why = False, ""
         self._start_heartbeat()
+        if control_plane and (busy := self._busy_peers(step_bound)):
+            self.release()  # slot 0 was freed under a peer still in a step: let it finish
+            return busy
         return choice
+
+    def _busy_peers(self, step_bound: float) -> slots.Choice | None:
+        busy = self.rotating_peers(step_bound)
+        if not busy:
+            return None
+        return slots.Choice(
+            None,
+            slots.Why.PEER_ROTATING,
+            f"control-plane node(s) {', '.join(busy)} still say Rotating: waiting until they "
+            "report the end of their pass, or stay silent for a lease duration plus the "
+            "longest restart",
+        )
 
     def confirm(self, margin: float) -> str | None:
         """Immediately before a disruptive step: None when the slot is still ours with at least
@@ -141,7 +162,9 @@ class Slots:
         if lease is None:
             return
         try:
-            leases.release(self._kube, lease, self._identity, self._clock())
+            released = leases.release(self._kube, lease, self._identity, self._clock())
+            if released is not None:  # our own write: no sign of anyone else's activity
+                self._ours[lease["metadata"]["name"]] = _version(released)
             log.info("released rotation slot %s", lease["metadata"]["name"])
         except kube_.KubeError as e:
             log.warning(

@@ -109,15 +109,10 @@ class Turn:
     ) -> str | None:
         assert self._slots is not None
         bound = slots.step_bound(self._grace, spec.kubeadm.health_timeout.total_seconds())
-        if control_plane and (busy := self._slots.rotating_peers(bound)):
-            return f"control-plane node(s) {', '.join(busy)} still Rotating"
-        choice = self._slots.take(spec.rollout.max_concurrent_nodes, control_plane)
+        choice = self._slots.take(spec.rollout.max_concurrent_nodes, control_plane, bound)
         if choice.index is None:
             return choice.detail
         self._holding = True
-        if control_plane and (busy := self._slots.rotating_peers(bound)):
-            self.end()  # someone may have freed slot 0 under a peer in a step: let it finish
-            return f"control-plane node(s) {', '.join(busy)} still Rotating"
         said = self._report.rotating(spec, self._slots.held, the_plan)
         if control_plane and not said:
             self.end()
