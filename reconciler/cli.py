@@ -280,3 +280,5 @@ def _log_setup() -> None:
         level=os.environ.get("KUCERO_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # urllib3 logs each request and retry; the door logs the failure that matters
+    logging.getLogger("urllib3").setLevel(logging.ERROR)

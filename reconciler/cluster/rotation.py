@@ -12,8 +12,10 @@ other.
 Holding: the slot is valid until one lease duration after the *sending* of the last renewal that
 succeeded (a contender sees that renewal no earlier, then waits a whole lease duration).
 ``confirm(margin)``, called immediately before each disruptive step, renews once more and says
-no when the slot is gone (deleted, or written by anyone else: the renewal conflicts) or has less
-than ``margin`` seconds left, so a node never starts a step its slot might not outlive. The
+no when the slot is gone (written by anyone else: the renewal conflicts; deleted: the renewal
+finds nothing, or, since Leases allow create-on-update, makes a new object with another UID,
+which is then released) or has less than ``margin`` seconds left, so a node never starts a step
+its slot might not outlive. The
 heartbeat notices the same between steps (``lost``). Releasing is idempotent and never raises: a
 slot that cannot be released expires after its lease duration.
 
@@ -23,6 +25,7 @@ slot that cannot be released expires after its lease duration.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -90,8 +93,9 @@ class Slots:
         control-plane node also waits while ``rotating_peers(step_bound)`` names anyone, asked
         before and again after slot 0 is taken (see ``run.turn``). Raises ``kube.KubeError``
         (``Unavailable`` ...) when the API cannot be asked."""
+        kube = self._bounded()
         indexes = slots.candidates(control_plane, max_concurrent)
-        read = {i: leases.get(self._kube, self._namespace, slots.name(i)) for i in indexes}
+        read = {i: leases.get(kube, self._namespace, slots.name(i)) for i in indexes}
         table = [self._observe(i, read[i]) for i in indexes]
         if control_plane and (busy := self._busy_peers(step_bound)):
             return busy
@@ -101,7 +105,7 @@ class Slots:
         sent = self._mono()
         try:
             lease = leases.acquire(
-                self._kube,
+                kube,
                 self._namespace,
                 slots.name(choice.index),
                 self._identity,
@@ -162,7 +166,7 @@ class Slots:
         if lease is None:
             return
         try:
-            released = leases.release(self._kube, lease, self._identity, self._clock())
+            released = leases.release(self._bounded(), lease, self._identity, self._clock())
             if released is not None:  # our own write: no sign of anyone else's activity
                 self._ours[lease["metadata"]["name"]] = _version(released)
             log.info("released rotation slot %s", lease["metadata"]["name"])
@@ -178,7 +182,7 @@ class Slots:
         in a step (``decide.slots.rotating_peers``). Raises ``kube.KubeError``."""
         now = self._mono()
         peers = []
-        for node in nodes.list_all(self._kube, CONTROL_PLANE_LABEL):
+        for node in nodes.list_all(self._bounded(), CONTROL_PLANE_LABEL):
             peer = nodes.name(node)
             if peer == self._identity:
                 continue
@@ -191,6 +195,14 @@ class Slots:
             quiet = now - max(seen[1], self._last_change)
             peers.append(slots.Peer(peer, rotating, quiet))
         return slots.rotating_peers(peers, self._seconds, step_bound)
+
+    def _bounded(self) -> kube_.Kube:
+        """The door for one slot operation: a lease duration at most, so a silent network
+        costs a pass that long, not the door's 30 s read timeout and its retries."""
+        started = self._mono()
+        return self._kube.within(
+            lambda: started + self._seconds - self._mono(), "the rotation lease duration"
+        )
 
     # --- observing -----------------------------------------------------------------------
 
@@ -266,6 +278,12 @@ class Slots:
             except kube_.KubeError as e:
                 log.warning("rotation slot %s: renewal failed, retrying: %s", name, e)
                 return
+            if _uid(renewed) != _uid(lease):
+                # Leases allow create-on-update: our PUT made a new one where a deleted one was
+                self._lose(name, None)
+                with contextlib.suppress(kube_.KubeError):
+                    leases.release(kube, renewed, self._identity, self._clock())
+                return
             with self._lock:
                 if self._lease is not None:
                     self._lease, self._valid_until = renewed, sent + self._seconds
@@ -279,6 +297,10 @@ class Slots:
         with self._lock:
             self._lease = None
             self.lost, self.lost_why = True, f"{name}: {why}"
+
+
+def _uid(lease: Mapping[str, Any]) -> str:
+    return str((lease.get("metadata") or {}).get("uid") or "")
 
 
 def _version(lease: Mapping[str, Any]) -> str:

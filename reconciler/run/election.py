@@ -32,7 +32,10 @@ settings, trusts the wall clock, never releases the Lease and cannot re-enter). 
   takes over at its next try rather than after the lease duration.
 
 API errors (403 included) are logged, counted, and retried with tenacity's exponential back-off
-with jitter, from the retry period up to ``ERROR_BACKOFF_MAX_SECONDS``; they never end the
+with jitter, from the retry period up to ``lease_duration - renew_deadline`` when the API did
+not answer (an acquisition is bounded by the renew deadline, so a process is back within one
+lease duration of the end of a network fault), and up to ``ERROR_BACKOFF_MAX_SECONDS`` when it
+refused (401/403: a missing RoleBinding does not fix itself in seconds); they never end the
 process.
 """
 
@@ -187,11 +190,23 @@ class Elector:
         def sleep(seconds: float) -> None:
             stop.wait(seconds)
 
+        refused = tenacity.wait_exponential_jitter(
+            initial=c.retry_period, max=ERROR_BACKOFF_MAX_SECONDS, jitter=c.retry_period
+        )
+        unanswered = tenacity.wait_exponential_jitter(
+            initial=c.retry_period,
+            max=max(c.retry_period, c.lease_duration - c.renew_deadline),
+            jitter=c.retry_period,
+        )
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            e = state.outcome.exception() if state.outcome else None
+            denied = isinstance(e, kube_.Forbidden | kube_.Unauthorized)
+            return (refused if denied else unanswered)(state)
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(kube_.KubeError),
-            wait=tenacity.wait_exponential_jitter(
-                initial=c.retry_period, max=ERROR_BACKOFF_MAX_SECONDS, jitter=c.retry_period
-            ),
+            wait=wait,
             stop=tenacity.stop_when_event_set(stop),
             sleep=sleep,
             before_sleep=self._failed,

@@ -127,7 +127,7 @@ class Turn:
         refusal = self._slots.confirm(margin)
         if refusal is not None:
             log.error("not starting %s: %s", step, refusal)
-            self.refused = self.refused or refusal
+            self.refused = self.refused or f"{step} not started: {refusal}"
         return refusal
 
     def end(self) -> None:
