@@ -126,6 +126,11 @@ def said(proc: controllers.ControllerProcess, prefix: str) -> list[dt.datetime]:
     return [t for t, msg in log_lines(proc) if msg.startswith(prefix)]
 
 
+def stopped(proc: controllers.ControllerProcess) -> list[dt.datetime]:
+    """When the process said its term ended (before issue 17 it said "lost leadership")."""
+    return sorted(said(proc, "stopped leading") + said(proc, "lost leadership"))
+
+
 def holder(door: kube.Kube, namespace: str) -> str:
     return leases.holder(leases.get(door, namespace, LEADER_LEASE))
 
@@ -206,15 +211,14 @@ def assert_one_leader_at_a_time(
     first_b = min(writes.of(REV_B))
     late = writes.of(REV_A, after=first_b)
     assert not late, f"{len(late)} write(s) of ctl-a landed after ctl-b's first"
+    ended, became_b = stopped(a), said(b, "became leader")
+    assert ended, "ctl-a never said its term ended"
+    assert ended[0] <= became_b[0], f"ctl-a stopped at {ended[0]}, ctl-b led at {became_b[0]}"
     a_writes, b_writes = work_writes(a), work_writes(b)
-    b_first = min(b_writes)
-    assert max(a_writes) < b_first, (max(a_writes), b_first)
-    stopped = said(a, "stopped leading")
-    assert stopped, "ctl-a never said it stopped leading"
-    became_b = said(b, "became leader")
-    assert stopped[0] <= became_b[0], (stopped[0], became_b[0])
+    assert a_writes and b_writes, "no write sent is logged (DEBUG, the term's door)"
+    assert max(a_writes) < min(b_writes), (max(a_writes), min(b_writes))
     # nothing of ctl-a's work was sent after it stopped (each later attempt was Fenced)
-    assert max(a_writes) <= stopped[0], (max(a_writes), stopped[0])
+    assert max(a_writes) <= ended[0], (max(a_writes), ended[0])
 
 
 # --- network faults -------------------------------------------------------------------------
@@ -282,7 +286,7 @@ def test_alone_the_leader_is_back_within_a_lease_duration_of_the_end_of_a_fault(
         wait_until(lambda: len(writes.of(REV_A)) >= 5, what="a writing under churn")
         proxy.set(fault)
         time.sleep(2 * LEASE + 1.0)  # long enough for its term to end and its retries to back off
-        assert said(a, "stopped leading"), "ctl-a kept its term through the fault"
+        assert stopped(a), "ctl-a kept its term through the fault"
         proxy.set("forward")
         healed = time.monotonic()
         wait_until(lambda: writes.of(REV_A, after=healed), timeout=30, what="a writing again")
@@ -324,7 +328,7 @@ def test_a_forged_leader_lease_never_makes_two_leaders(
     try:
         _forge(admin_kube, namespace, how)
         forged = time.monotonic()
-        wait_until(lambda: said(a, "stopped leading"), timeout=10, what="ctl-a steps down")
+        wait_until(lambda: stopped(a), timeout=10, what="ctl-a steps down")
         wait_until(
             lambda: writes.of(REV_B, after=forged) or writes.of(REV_A, after=forged + 0.5),
             timeout=30,
