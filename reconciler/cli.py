@@ -225,6 +225,9 @@ def _daemon(settings: config.Settings) -> int:
             node_labels=args.node_labels,
             kubeconfig=args.kubeconfig,
             metrics_addr=args.metrics_addr,
+            metrics_secure=args.metrics_secure,
+            metrics_cert_file=args.metrics_cert_file,
+            metrics_key_file=args.metrics_key_file,
             lease_duration=lease,
             slot_retry=duration.parse_timedelta(args.slot_retry_period),
             failure_retry=duration.parse_timedelta(args.retry_period),
@@ -263,12 +266,14 @@ def _controller(settings: config.Settings) -> int:
 
 def _leader_components(settings: config.Settings) -> Callable[[Any], tuple[Any, ...]]:
     """What only the leader runs besides the policy loop: the kubelet serving CSR signer,
-    reading the CA under ``--host-root``. Made with the process's metrics."""
+    reading the CA and the API server's certificate under ``--host-root``; ``--node-name`` is
+    the node those files belong to. Made with the process's metrics."""
 
     def make(metrics: Any) -> tuple[Any, ...]:
         from reconciler.run import signer
 
-        return (signer.Signer(host_root=settings.host_root, metrics=metrics),)
+        made = signer.Signer(settings.host_root, metrics, node_name=settings.node_name)
+        return (made,)
 
     return make
 

@@ -27,10 +27,9 @@ if TYPE_CHECKING:
     from tests.controlplane import clients as clients_
 
 # Property-based tests (tests/fuzz): `quick` runs in `make test` (100 documents per test),
-# `long` in `make fuzz` (pytest --hypothesis-profile=long; 10,000 per test: the 9 of
-# test_documents.py and test_schemacheck.py make 90,000 documents, about 15 ms each on this
-# 2-core machine; test_csr.py counts its own). test_schemacheck.py also checks about 3,400
-# one-edit policies exhaustively in both. No example database: a run must not write into the
+# `long` in `make fuzz` (pytest --hypothesis-profile=long; 10,000 per test: the tests of
+# test_documents.py make about 15 ms a document on this 2-core machine; test_csr.py counts
+# its own). No example database: a run must not write into the
 # checkout, and a failure prints its reproducing example anyway.
 FUZZ_QUICK_EXAMPLES = 100
 FUZZ_LONG_EXAMPLES = 10_000

@@ -304,12 +304,15 @@ class Kube:
         stop: threading.Event,
         on_list: Any = None,
         on_error: Any = None,
+        on_alive: Any = None,
     ) -> None:
         """List, then watch from the list's resourceVersion, until ``stop`` is set; see
         ``watching.watch_forever``."""
         from reconciler.cluster import watching
 
-        watching.watch_forever(self, path, params, on_event, stop, on_list, on_error=on_error)
+        watching.watch_forever(
+            self, path, params, on_event, stop, on_list, on_error=on_error, on_alive=on_alive
+        )
 
     def close(self) -> None:
         self._pool.clear()
@@ -437,25 +440,15 @@ def connect(
         raise KubeError(f"no usable Kubernetes configuration: {e}") from e
     from kubernetes import client, config  # lazily: ~45 MiB, offline commands never pay it
 
+    # In-cluster is always light's; what reaches here is a kubeconfig light cannot read.
     configuration = client.Configuration()
     token_file: _TokenFile | None = None
-    token_path = os.path.join(service_account_dir, "token")
     try:
-        if (
-            kubeconfig is None
-            and environ.get("KUBERNETES_SERVICE_HOST")
-            and (os.path.isfile(token_path))
-        ):
-            host, port = environ["KUBERNETES_SERVICE_HOST"], environ["KUBERNETES_SERVICE_PORT"]
-            configuration.host = f"https://{f'[{host}]' if ':' in host else host}:{port}"
-            configuration.ssl_ca_cert = os.path.join(service_account_dir, "ca.crt")
-            token_file = _TokenFile(token_path)
-        else:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, client_configuration=configuration
-            )
-            if path := _token_file_of(kubeconfig or environ.get("KUBECONFIG")):
-                token_file = _TokenFile(path)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
+        if path := _token_file_of(kubeconfig or environ.get("KUBECONFIG")):
+            token_file = _TokenFile(path)
     except (config.ConfigException, OSError, KeyError, yaml.YAMLError) as e:
         raise KubeError(f"no usable Kubernetes configuration: {e}") from e
     configuration.retries = False

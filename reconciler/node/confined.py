@@ -9,22 +9,12 @@ absolute target restarts at the root, ``..`` stops at the root (a chroot's rules
 gets the final directory's descriptor and the last name, and acts relative to them
 (``dir_fd=``), so whatever is swapped after the walk can make the act fail, never escape.
 
-The walk costs an ``lstat`` and an ``open`` per component; it was a third of a renewing pass
-(issue 10). Most paths hold no link, so the kernel is asked first, once: ``openat2`` with
-``RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`` opens the final directory or
-refuses at the first link (see ``openat2``). It answers only where the walk would give the same
-answer: a path without ``..``, every directory reached without a link; ``resolved`` is then the
-literal path and ``literal_tail`` its number of components. Everything else is walked, the whole
-path again: a link on the way (``ELOOP``; or ``ENOTDIR``, which openat2 also gives for a link in
-the last directory's place, and for a file there), a link in the last place to follow, a
-missing directory to create, any other error, and a kernel or sandbox that refuses openat2
-(tried once per process). A missing directory without ``create_parents`` is
-``FileNotFoundError`` at once: with no link allowed on the way, the walk stops at the same
-component. tests/unit/test_confined.py and tests/fuzz/test_locate.py hold both ways to one answer.
+The walk costs an ``lstat`` and an ``open`` per component. An ``openat2`` fast path
+(``RESOLVE_IN_ROOT``) once saved about 10 ms a pass; it was a second resolver that had to agree
+exactly with this one, on a trust boundary, and was removed (issue 18): one walk, one answer.
 
 Edge cases: a component that turns into a link between our ``lstat`` and our ``open``
-(``ELOOP``/``ENOTDIR``) is looked at again and followed by our rules (on the fast path, the
-kernel refuses it and the walk does the same); more than 40 links on one path (Linux's
+(``ELOOP``/``ENOTDIR``) is looked at again and followed by our rules; more than 40 links on one path (Linux's
 MAXSYMLINKS) is ``ELOOP``; a missing directory is ``FileNotFoundError`` unless the caller asks
 to create it.
 """
@@ -37,8 +27,6 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
-
-from reconciler.node import openat2
 
 # Linux's own limit on symlinks followed while resolving one path (MAXSYMLINKS).
 MAX_SYMLINKS = 40
@@ -66,8 +54,7 @@ def locate(
     create_parents: bool = False,
     mode: int = 0o755,
 ) -> Iterator[Located]:
-    """Find ``host_path`` under ``root`` (one openat2 when it can answer, else the walk);
-    yield where its last component lives.
+    """Find ``host_path`` under ``root`` by the walk; yield where its last component lives.
 
     ``follow_last``: a link in the last place is resolved too (to read or write the file it
     names); without it the link itself is the result (to remove or rename the entry).
@@ -79,56 +66,10 @@ def locate(
     else:
         root_fd, owned = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), True
     try:
-        where = _at_once(root_fd, pending, follow_last, create_parents)
-        if where is None:
-            yield from _walk(root_fd, pending, follow_last, create_parents, mode)
-            return
-        try:
-            yield where
-        finally:
-            if where.dir_fd != root_fd:
-                os.close(where.dir_fd)
+        yield from _walk(root_fd, pending, follow_last, create_parents, mode)
     finally:
         if owned:
             os.close(root_fd)
-
-
-def _at_once(
-    root_fd: int, pending: list[str], follow_last: bool, create_parents: bool
-) -> Located | None:
-    """The fast path: the final directory in one ``openat2`` that refuses every link, or None
-    when only the walk can answer (a link or ``..`` on the way, a directory to create, a link
-    in the last place to follow, openat2 unusable, any error but a missing directory)."""
-    if not pending or ".." in pending or not openat2.usable():
-        return None
-    *dirs, last = pending
-    fd = root_fd
-    if dirs:
-        try:
-            fd = openat2.open_dir(root_fd, "/".join(dirs))
-        except openat2.Unavailable:
-            return None
-        except FileNotFoundError:
-            # With no link allowed on the way, ENOENT means every directory before the missing
-            # one is real: the walk would stop at the same place. (ENOTDIR is not as clear: a
-            # link in the last place of ``dirs`` gives ENOTDIR, not ELOOP.)
-            if create_parents:
-                return None
-            raise
-        except OSError:
-            return None
-    if follow_last:
-        try:
-            link = stat.S_ISLNK(os.stat(last, dir_fd=fd, follow_symlinks=False).st_mode)
-        except FileNotFoundError:
-            link = False
-        except OSError:
-            link = True  # whatever it is, the walk says it the same way
-        if link:
-            if fd != root_fd:
-                os.close(fd)
-            return None
-    return Located(fd, last, "/" + "/".join(pending), len(pending))
 
 
 def _walk(

@@ -7,16 +7,13 @@ tree is built once per session and copied for every test that needs it.
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from reconciler import fabricate
-from reconciler.node import openat2
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -53,26 +50,3 @@ def make_tree(
         return target
 
     return make
-
-
-@pytest.fixture(params=["openat2", "refused"])
-def locate_both_ways(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Run a test with ``confined.locate``'s openat2 fast path, then as on a kernel or sandbox
-    that refuses openat2 (ENOSYS on the first call, the walk alone from then on). In this
-    process only: a ``kucero`` subprocess the test starts always has the fast path. Not through
-    ``monkeypatch``: a test may ``monkeypatch.undo()`` its own patches halfway."""
-    saved = vars(openat2.STATE).copy()
-    openat2.STATE.usable = openat2.State().usable
-    tries: list[bytes] = []
-    if request.param == "refused":
-
-        def refused(root_fd: int, path: bytes) -> int:
-            tries.append(path)
-            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
-
-        openat2.STATE.call = refused
-    try:
-        yield
-        assert len(tries) <= 1 and not (tries and openat2.STATE.usable), tries
-    finally:
-        vars(openat2.STATE).update(saved)

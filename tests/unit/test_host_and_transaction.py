@@ -16,9 +16,6 @@ import pytest
 from reconciler.model import paths
 from reconciler.node import host, transaction
 
-# Every test twice: openat2 in confined.locate, and the walk alone (openat2 refused).
-pytestmark = pytest.mark.usefixtures("locate_both_ways")
-
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 
 

@@ -28,9 +28,6 @@ from reconciler.decide import pki
 from reconciler.model import paths
 from reconciler.node import host, observe
 
-# Every test twice: openat2 in confined.locate, and the walk alone (openat2 refused).
-pytestmark = pytest.mark.usefixtures("locate_both_ways")
-
 DAY = dt.timedelta(days=1)
 REAL_NOW = dt.datetime.now(dt.UTC)
 PKI = "etc/kubernetes/pki"
