@@ -13,10 +13,10 @@ of the pass. When no slot is free the pass changes nothing and reports ``Waiting
 the daemon tries again after ``slot_retry``. Immediately before each disruptive step the pass
 asks ``Turn.guard`` whether the slot still holds with the step's margin left; when it does not
 (the slot was lost, or could not be renewed) the pass stops before that step and reports
-``WaitingForSlot`` with the reason, and the rest stays owed to a later pass. Recovery path: when the API server cannot be
-reached and a certificate of this control-plane node has already expired (the cluster is most
-likely down because of it), the pass proceeds without a slot, alone, logs it at CRITICAL and
-records an Event once the API answers again.
+``WaitingForSlot`` with the reason, and the rest stays owed to a later pass. Recovery path:
+when the API server cannot be reached and a certificate of this control-plane node has already
+expired (the cluster is most likely down because of it), the pass proceeds without a slot,
+alone, logs it at CRITICAL and records an Event once the API answers again.
 
 After each pass it writes ``kucero.io/status`` only when its value changed and records Events
 on its Node for renewals, restarts and failures. A ``kucero.io/desired`` that cannot be decoded

@@ -112,7 +112,7 @@ def test_node_once_keeps_the_quorum_guard_and_leaves_etcd_running(
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\n"
-        "spec: {kubeadm: {restart: manifest-move, healthTimeout: 5s}}\n"
+        "spec: {kubeadm: {restart: manifest-move, healthTimeout: 10s}}\n"
     )
     try:
         done = subprocess.run(

@@ -118,7 +118,7 @@ def work_writes(proc: controllers.ControllerProcess) -> list[dt.datetime]:
     return [
         t
         for t, msg in log_lines(proc)
-        if (m := WRITE.match(msg)) and f"/leases/{LEADER_LEASE}" not in m[2]
+        if (m := WRITE.match(msg)) and not re.search(r"/leases(/|$)", m[2])
     ]
 
 

@@ -206,7 +206,7 @@ def test_sigkill_of_a_slot_holder_lets_another_node_proceed_once_its_last_step_i
 ) -> None:
     # A short healthTimeout bounds the longest restart (decide.slots.step_bound), which a peer
     # still saying Rotating makes the next control-plane node wait for.
-    body = "spec: {kubeadm: {restart: manifest-move, healthTimeout: 4s}}\n"
+    body = "spec: {kubeadm: {restart: manifest-move, healthTimeout: 10s}}\n"
     slow = sims(
         f"{prefix}-cp-1",
         due=("apiserver",),
@@ -241,8 +241,8 @@ def test_sigkill_of_a_slot_holder_lets_another_node_proceed_once_its_last_step_i
     )
     took = time.monotonic() - killed_at
     # slot 0 quiet for the lease (3 s), and cp-1's Rotating status quiet for the lease plus
-    # the longest restart (2 x (0.5 s + 4 s) + 1 s): cp-1 might still have been in one
-    bound = 3.0 + slots.step_bound(0.5, 4.0)
+    # the longest restart (2 x (0.5 s + 10 s) + 1 s): cp-1 might still have been in one
+    bound = 3.0 + slots.step_bound(0.5, 10.0)
     assert took >= bound - 1.0, f"went ahead after {took:.1f}s"
     log = other.log.read_text()
     assert f"{slow.name} still say Rotating" in log
