@@ -101,7 +101,8 @@ class Writes:
         self.stop.set()
 
 
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) ([\w.]+): (.*)$")
+# reconciler.logs' text format: "<RFC 3339 UTC, ms> LEVEL logger: message key=value ..."
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z (\w+) ([\w.]+): (.*)$")
 WRITE = re.compile(r"^(POST|PUT|PATCH|DELETE) (\S+) sent with ")
 
 
@@ -109,7 +110,7 @@ def log_lines(proc: controllers.ControllerProcess) -> list[tuple[dt.datetime, st
     out = []
     for line in proc.output().splitlines():
         if m := LOG_LINE.match(line):
-            out.append((dt.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f"), m[4]))
+            out.append((dt.datetime.strptime(m[1], "%Y-%m-%dT%H:%M:%S.%f"), m[4]))
     return out
 
 

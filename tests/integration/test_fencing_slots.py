@@ -130,7 +130,7 @@ def logged(sim: nodesim.SimNode, text: str) -> dt.datetime:
     """When ``sim`` first logged a line containing ``text``."""
     for line in sim.log.read_text().splitlines():
         if text in line:
-            return dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            return dt.datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f")
     raise AssertionError(f"{sim.name} never logged {text!r}")
 
 
