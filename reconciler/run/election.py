@@ -31,12 +31,12 @@ settings, trusts the wall clock, never releases the Lease and cannot re-enter). 
 - On shutdown the leader releases the Lease (empty holder, one-second duration) so a standby
   takes over at its next try rather than after the lease duration.
 
-API errors (403 included) are logged, counted, and retried with tenacity's exponential back-off
-with jitter, from the retry period up to ``lease_duration - renew_deadline`` when the API did
-not answer (an acquisition is bounded by the renew deadline, so a process is back within one
-lease duration of the end of a network fault), and up to ``ERROR_BACKOFF_MAX_SECONDS`` when it
-refused (401/403: a missing RoleBinding does not fix itself in seconds); they never end the
-process.
+API errors (403 included) are logged, counted, and retried with the process's one back-off
+(``reconciler.retrying``), from the retry period up to ``lease_duration - renew_deadline``
+when the API did not answer (an acquisition is bounded by the renew deadline, so a process is
+back within one lease duration of the end of a network fault), and up to
+``ERROR_BACKOFF_MAX_SECONDS`` when it refused (401/403: a missing RoleBinding does not fix
+itself in seconds); they never end the process.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from typing import Any
 import tenacity
 
 from reconciler import metrics as metrics_
+from reconciler import retrying
 from reconciler.cluster import kube as kube_
 from reconciler.cluster import leases
 from reconciler.decide import leasetime
@@ -186,36 +187,19 @@ class Elector:
     def _attempt(self, stop: threading.Event) -> bool:
         """One acquisition; API errors are retried with back-off until an answer or ``stop``."""
         c = self.config
-
-        def sleep(seconds: float) -> None:
-            stop.wait(seconds)
-
-        refused = tenacity.wait_exponential_jitter(
-            initial=c.retry_period, max=ERROR_BACKOFF_MAX_SECONDS, jitter=c.retry_period
+        wait = _ByError(
+            refused=retrying.backoff(c.retry_period, ERROR_BACKOFF_MAX_SECONDS),
+            unanswered=retrying.backoff(
+                c.retry_period, max(c.retry_period, c.lease_duration - c.renew_deadline)
+            ),
         )
-        unanswered = tenacity.wait_exponential_jitter(
-            initial=c.retry_period,
-            max=max(c.retry_period, c.lease_duration - c.renew_deadline),
-            jitter=c.retry_period,
+        got = retrying.until_stopped(
+            stop, lambda: self._acquire(stop), kube_.KubeError, wait, self._failed
         )
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            e = state.outcome.exception() if state.outcome else None
-            denied = isinstance(e, kube_.Forbidden | kube_.Unauthorized)
-            return (refused if denied else unanswered)(state)
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(kube_.KubeError),
-            wait=wait,
-            stop=tenacity.stop_when_event_set(stop),
-            sleep=sleep,
-            before_sleep=self._failed,
-            retry_error_callback=lambda _state: False,
-        )
-        return bool(retrying(self._acquire, stop))
+        return bool(got)
 
     def _failed(self, state: tenacity.RetryCallState) -> None:
-        e = state.outcome.exception() if state.outcome else None
+        e = retrying.failure(state)
         c = self.config
         self.metrics.api_errors.labels("leader-election", type(e).__name__).inc()
         log.error("leader election on %s/%s: %s", c.namespace, c.name, e)
@@ -417,6 +401,18 @@ class Elector:
             log.warning("could not release the lease (a standby waits it out): %s", e)
         self._lease = None
         self.leader = ""
+
+
+class _ByError(tenacity.wait.wait_base):
+    """The refused back-off after a 401/403 (a missing RoleBinding does not fix itself in
+    seconds), the unanswered one after anything else (a network fault may end any moment)."""
+
+    def __init__(self, refused: tenacity.wait.wait_base, unanswered: tenacity.wait.wait_base):
+        self.refused, self.unanswered = refused, unanswered
+
+    def __call__(self, state: tenacity.RetryCallState) -> float:
+        denied = isinstance(retrying.failure(state), kube_.Forbidden | kube_.Unauthorized)
+        return float((self.refused if denied else self.unanswered)(state))
 
 
 class _LostLease(Exception):
