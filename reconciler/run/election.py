@@ -298,8 +298,12 @@ class Elector:
         c = self.config
         term = Term(self.kube, c, self.clock)
         term.renewed(self._sent_at)
+        ours = (c.identity, str((self._lease or {}).get("metadata", {}).get("resourceVersion")))
         with self._changed:
             self._term = term
+            # the watch may have shown our acquisition before this term existed: a fix, a
+            # release forged in the first renew interval went unnoticed until the next renewal
+            term.seen_own = self._observed == ours
         log.info("became leader (%s/%s)", c.namespace, c.name)
         self.metrics.leader.set(1)
         worker = threading.Thread(target=lead, args=(term,), name="leader-work")

@@ -1,6 +1,7 @@
 """Rotation slots under attack and under a network fault, with real ``kucero node`` processes
-against the real API server: a worker's token (the shipped node identity, TokenRequest) forges
-or rewrites slot 0, an administrator deletes it, a TCP proxy black-holes a control-plane node;
+against the real API server: slot 0 forged, rewritten, released or deleted by someone else
+(written with the admin's rights: the clients must hold whatever admission lets through), a TCP
+proxy that black-holes a control-plane node;
 never two control-plane nodes restarting at once, and no node starting a step it no longer holds
 a slot for.
 
@@ -24,7 +25,6 @@ import pytest
 from reconciler.cluster import kube, leases
 from reconciler.decide import desired, slots, status
 from tests.controlplane import cluster
-from tests.deploy import shipped
 from tests.integration import faultproxy, nodesim
 
 pytestmark = pytest.mark.controlplane
@@ -41,15 +41,11 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def worker(
-    admin_kube: kube.Kube, namespace: str, clients: Any, control_plane: cluster.ControlPlane
-) -> Iterator[kube.Kube]:
-    """A worker's door: the node identity exactly as kustomize/ ships it, TokenRequest token."""
-    with shipped.apply_identities(admin_kube, namespace, shipped.NODE):
-        token = clients.token(namespace, shipped.NODE)
-        door = kube.connect(str(control_plane.token_kubeconfig(f"worker-{namespace}", token)))
-        yield door
-        door.close()
+def forger(admin_kube: kube.Kube) -> kube.Kube:
+    """Who writes the forged Leases: an identity admission does not stop. The shipped
+    ValidatingAdmissionPolicy (kustomize/base/roles/lease-writes.yaml) now refuses most of these
+    writes from the node identity; what these tests hold is the clients, whoever wrote it."""
+    return admin_kube
 
 
 @pytest.fixture
@@ -152,17 +148,17 @@ def status_of(door: kube.Kube, sim: nodesim.SimNode) -> status.Status | None:
 def test_slot_0_forged_with_a_future_renew_time_and_huge_duration_delays_one_lease_duration(
     admin_kube: kube.Kube,
     make_node: Callable[..., Any],
-    worker: kube.Kube,
+    forger: kube.Kube,
     sims: Callable[..., nodesim.SimNode],
     prefix: str,
     namespace: str,
 ) -> None:
-    """A worker creates slot 0 first, naming itself (an existing Node) as the holder, renewed
-    ten years from now for 30 years: control-plane rotation waits one lease duration, no more."""
+    """Slot 0 created first naming a worker (an existing Node) as the holder, renewed ten years
+    from now for 30 years: control-plane rotation waits one lease duration, no more."""
     attacker = f"{prefix}-w-evil"
     make_node(attacker)
     future = leases.micro_time(dt.datetime.now(dt.UTC) + dt.timedelta(days=3650))
-    worker.create(
+    forger.create(
         leases.collection(namespace),
         {
             "apiVersion": "coordination.k8s.io/v1",
@@ -185,7 +181,7 @@ def test_slot_0_forged_with_a_future_renew_time_and_huge_duration_delays_one_lea
     )
     # from its first look at slot 0 to taking it, by its own log
     took = (
-        logged(cp, "took rotation slot") - logged(cp, "waiting for a rotation slot")
+        logged(cp, "took rotation slot") - logged(cp, "reconciler.run.once: waiting: ")
     ).total_seconds()
     print(f"forged slot 0: taken {took:.2f}s after the node first saw it (lease {LEASE:g}s)")
     assert LEASE - 0.5 <= took <= LEASE + 2.0, f"slot 0 taken after {took:.1f}s"
@@ -194,38 +190,38 @@ def test_slot_0_forged_with_a_future_renew_time_and_huge_duration_delays_one_lea
     )
 
 
-def _delete(admin: kube.Kube, worker: kube.Kube, namespace: str, attacker: str) -> None:
+def _delete(admin: kube.Kube, forger: kube.Kube, namespace: str, attacker: str) -> None:
     admin.delete(leases.path(namespace, slots.name(0)))
 
 
-def _rewrite_holder(admin: kube.Kube, worker: kube.Kube, namespace: str, attacker: str) -> None:
-    current = slot0(worker, namespace)
+def _rewrite_holder(admin: kube.Kube, forger: kube.Kube, namespace: str, attacker: str) -> None:
+    current = slot0(forger, namespace)
     assert current is not None
     now = leases.micro_time(dt.datetime.now(dt.UTC))
     spec = {**current["spec"], "holderIdentity": attacker, "renewTime": now}
     spec["leaseDurationSeconds"] = 1  # "expired" a second from now, by the wall clock
-    worker.replace(leases.path(namespace, slots.name(0)), {**current, "spec": spec})
+    forger.replace(leases.path(namespace, slots.name(0)), {**current, "spec": spec})
 
 
-def _forge_release(admin: kube.Kube, worker: kube.Kube, namespace: str, attacker: str) -> None:
-    current = slot0(worker, namespace)
+def _forge_release(admin: kube.Kube, forger: kube.Kube, namespace: str, attacker: str) -> None:
+    current = slot0(forger, namespace)
     assert current is not None
     spec = {k: v for k, v in current["spec"].items() if k != "holderIdentity"}
-    worker.replace(leases.path(namespace, slots.name(0)), {**current, "spec": spec})
+    forger.replace(leases.path(namespace, slots.name(0)), {**current, "spec": spec})
 
 
 @pytest.mark.parametrize(
     "tamper",
     [
         pytest.param(_delete, id="deleted-by-an-administrator"),
-        pytest.param(_rewrite_holder, id="holder-rewritten-by-a-worker"),
-        pytest.param(_forge_release, id="released-by-a-worker"),
+        pytest.param(_rewrite_holder, id="holder-rewritten"),
+        pytest.param(_forge_release, id="released-by-someone-else"),
     ],
 )
 def test_slot_0_tampered_with_mid_restart_never_restarts_two_control_plane_nodes(
     admin_kube: kube.Kube,
     make_node: Callable[..., Any],
-    worker: kube.Kube,
+    forger: kube.Kube,
     sims: Callable[..., nodesim.SimNode],
     prefix: str,
     namespace: str,
@@ -244,7 +240,7 @@ def test_slot_0_tampered_with_mid_restart_never_restarts_two_control_plane_nodes
         30,
         [first, second],
     )
-    tamper(admin_kube, worker, namespace, attacker)
+    tamper(admin_kube, forger, namespace, attacker)
     nodesim.wait_for(
         "both converged",
         lambda: nodesim.converged(admin_kube, [first.name, second.name], revision()),
@@ -260,13 +256,13 @@ def test_slot_0_tampered_with_mid_restart_never_restarts_two_control_plane_nodes
 def test_a_node_that_loses_its_slot_mid_pass_starts_no_further_restart(
     admin_kube: kube.Kube,
     make_node: Callable[..., Any],
-    worker: kube.Kube,
+    forger: kube.Kube,
     sims: Callable[..., nodesim.SimNode],
     prefix: str,
     namespace: str,
 ) -> None:
     """Two restarts owed (kube-apiserver, then kube-controller-manager); the slot is rewritten
-    by a worker during the first: the second is not started, the pass reports the reason and a
+    during the first: the second is not started, the pass reports the reason and a
     later pass finishes once the forged holder has been quiet a lease duration."""
     attacker = f"{prefix}-w-evil"
     make_node(attacker)
@@ -279,7 +275,7 @@ def test_a_node_that_loses_its_slot_mid_pass_starts_no_further_restart(
     standin(cp).stop_delay = 2.0  # a kubelet slow to notice the manifest went: a slow restart
     sims.run(cp, None, "--manifest-grace", "4", "--rotation-lease-duration", "6s")  # type: ignore[attr-defined]
     nodesim.wait_for("kube-apiserver restarting", lambda: down(cp), 30, [cp])
-    _rewrite_holder(admin_kube, worker, namespace, attacker)
+    _rewrite_holder(admin_kube, forger, namespace, attacker)
     reported = nodesim.wait_for(
         "the pass stopped for the lost slot",
         lambda: (
