@@ -186,12 +186,17 @@ def _given_commands(settings: config.Settings) -> Any:
 def _daemon(settings: config.Settings) -> int:
     """``kucero node`` (and ``kucero run``): the long-running node reconciler. The host
     commands are decided for each desired state, before each pass (``node_daemon``)."""
+    from reconciler.decide import slots
     from reconciler.node import execute, interrupt
     from reconciler.run import daemon  # the cluster layer: only daemons pay for it
 
     args = settings.args
     if not settings.node_name:
         print("kucero: --node-name (or $NODE_NAME) is required", file=sys.stderr)
+        return 2
+    lease = duration.parse_timedelta(args.rotation_lease_duration)
+    if why := slots.lease_fits(lease.total_seconds(), args.manifest_grace):
+        print(f"kucero: {why}", file=sys.stderr)
         return 2
     exec_settings = execute.Settings(
         kubelet_restart_command=(),
@@ -213,7 +218,7 @@ def _daemon(settings: config.Settings) -> int:
             metrics_secure=args.metrics_secure,
             metrics_cert_file=args.metrics_cert_file,
             metrics_key_file=args.metrics_key_file,
-            lease_duration=duration.parse_timedelta(args.rotation_lease_duration),
+            lease_duration=lease,
             slot_retry=duration.parse_timedelta(args.slot_retry_period),
             failure_retry=duration.parse_timedelta(args.retry_period),
             execute=exec_settings,

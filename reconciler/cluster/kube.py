@@ -17,18 +17,24 @@ Edge cases handled here rather than in every caller:
   working across kubelet token rotation; the client's own in-cluster refresh waits a minute;
 - watches ask the server for a long timeout and read with a client-side timeout slightly above
   it, so a silent dead connection is noticed; ``watch_forever`` (module ``watching``) re-lists on
-  410 and reconnects with back-off.
+  410 and reconnects with back-off;
+- ``within(budget)`` is a view of the same connection whose every request must end within the
+  seconds ``budget`` says are left (leader election: the renew deadline; the leader's work: its
+  leadership): each attempt's connect and read timeouts are cut to the time left, no retry
+  starts past it, and a request with no time left is never sent (``Fenced``). The budget is
+  asked again before every attempt, so a leadership revoked meanwhile stops a retry too.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import tenacity
@@ -106,6 +112,16 @@ class Unavailable(KubeError):
     """5xx, or no answer at all (refused, reset, timed out)."""
 
 
+class Fenced(KubeError):
+    """Not sent: the view's time budget had run out (a leader whose leadership may have passed
+    to another process, a renewal past its deadline). Never retried."""
+
+
+# Seconds a ``within`` view may still spend on a request; <= 0: send nothing more.
+Budget = Callable[[], float]
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 _BY_STATUS: dict[int, type[KubeError]] = {
     401: Unauthorized,
     403: Forbidden,
@@ -175,6 +191,27 @@ class Kube:
         self._auth = auth  # () -> Authorization header value or None
         self._token_file = token_file
         self.retry_attempts = RETRY_ATTEMPTS
+        self._budget: Budget | None = None
+        self._write_margin = 0.0
+        self._budget_name = ""
+
+    def within(self, budget: Budget, what: str, write_margin: float = 0.0) -> Kube:
+        """This connection, every request of which ends within ``budget()`` seconds (asked
+        again before each attempt); a write needs ``write_margin`` seconds more than that to
+        be sent at all. ``what`` names the budget in errors ("the leadership"). Watches are
+        not bounded: their caller stops them."""
+        view = copy.copy(self)
+        view._budget, view._budget_name, view._write_margin = budget, what, write_margin
+        return view
+
+    def _left(self, method: str, what: str) -> float | None:
+        """Seconds this request may take (None: no budget); ``Fenced`` when none are left."""
+        if self._budget is None:
+            return None
+        left = self._budget() - (self._write_margin if method in WRITES else 0.0)
+        if left <= 0:
+            raise Fenced(f"{what}: not sent: {self._budget_name} has run out")
+        return left
 
     # --- verbs -------------------------------------------------------------------------
 
@@ -292,13 +329,17 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
+        what = f"{method} {path}"
+        left = self._left(method, what)
+        stop = tenacity.stop_after_attempt(self.retry_attempts) | tenacity.stop_after_delay(
+            RETRY_MAX_TOTAL_SECONDS
+        )
+        if left is not None:  # no back-off sleep that would end past the budget
+            stop = stop | tenacity.stop_before_delay(left)
         attempts = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TRANSIENT),
             wait=RETRY_BACKOFF,
-            stop=(
-                tenacity.stop_after_attempt(self.retry_attempts)
-                | tenacity.stop_after_delay(RETRY_MAX_TOTAL_SECONDS)
-            ),
+            stop=stop,
             reraise=True,
             before_sleep=lambda state: log.info(
                 "retrying %s %s in %.1fs after: %s",
@@ -308,9 +349,13 @@ class Kube:
                 retrying.failure(state),
             ),
         )
-        timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)
         for attempt in attempts:
             with attempt:
+                left = self._left(method, what)
+                if left is not None and method in WRITES:
+                    # the fault tests read these lines: no write after its budget ran out
+                    log.debug("%s sent with %.3fs of %s left", what, left, self._budget_name)
+                timeout = _timeout(left)
                 resp = self._send(method, path, params, body, content_type, timeout)
                 result: dict[str, Any] = json.loads(resp.data) if resp.data else {}
                 return result
@@ -360,6 +405,15 @@ class Kube:
                 continue  # the token file changed under us: retry once with the new token
             raise error
         raise AssertionError("unreachable")
+
+
+def _timeout(left: float | None) -> urllib3.Timeout:
+    """The usual timeouts, cut to ``left`` seconds for the whole attempt when bounded."""
+    if left is None:
+        return urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)
+    return urllib3.Timeout(
+        total=left, connect=min(CONNECT_TIMEOUT_SECONDS, left), read=min(READ_TIMEOUT_SECONDS, left)
+    )
 
 
 def _event(line: bytes, what: str) -> WatchEvent:

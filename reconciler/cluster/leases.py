@@ -122,10 +122,13 @@ def renew(
     return _replace(kube, current, new_spec)
 
 
-def release(kube: kube_.Kube, current: Mapping[str, Any], identity: str, now: dt.datetime) -> None:
-    """Give the Lease up if ``identity`` still holds it (idempotent; a lost race is fine)."""
+def release(
+    kube: kube_.Kube, current: Mapping[str, Any], identity: str, now: dt.datetime
+) -> dict[str, Any] | None:
+    """Give the Lease up if ``identity`` still holds it (idempotent; a lost race is fine);
+    returns the released Lease, or None when there was nothing of ours to release."""
     if holder(current) != identity:
-        return
+        return None
     new_spec = {
         **spec(current),
         "holderIdentity": None,
@@ -134,7 +137,8 @@ def release(kube: kube_.Kube, current: Mapping[str, Any], identity: str, now: dt
     }
     # Conflict/NotFound: someone else changed it, so it is not ours to release any more
     with contextlib.suppress(kube_.Conflict, kube_.NotFound):
-        _replace(kube, current, new_spec)
+        return _replace(kube, current, new_spec)
+    return None
 
 
 def _replace(

@@ -129,7 +129,7 @@ class _Watch:
                 self.params,
                 self.version,
                 int(self.timeout_seconds * jitter),
-                on_response=lambda resp: self.current.__setitem__("resp", resp),
+                on_response=lambda resp: _opened(resp, self.current, self.stop),
             ):
                 self.version = event.obj.get("metadata", {}).get("resourceVersion") or self.version
                 delivered = True
@@ -173,13 +173,26 @@ class _Watch:
         log.log(level, "watch %s: %s; %s", self.path, error, then)
 
 
+def _opened(resp: Any, current: dict[str, Any], stop: threading.Event) -> None:
+    """A watch response is open. A fix: ``stop`` set while the list before it ran used to find no
+    response to shut down, and the watch then blocked for up to half an hour; whichever of this
+    and ``_interrupt_on_stop`` sees the other's change shuts it down (twice is harmless)."""
+    current["resp"] = resp
+    if stop.is_set():
+        _shutdown(resp)
+
+
 def _interrupt_on_stop(stop: threading.Event, current: dict[str, Any]) -> None:
     while not current.get("done"):
         if stop.wait(1.0):
             resp = current.get("resp")
             if resp is not None:
-                try:
-                    resp.shutdown()
-                except Exception:  # already closed: nothing to interrupt
-                    log.debug("shutdown of a closed watch", exc_info=True)
+                _shutdown(resp)
             return
+
+
+def _shutdown(resp: Any) -> None:
+    try:
+        resp.shutdown()
+    except Exception:  # already closed: nothing to interrupt
+        log.debug("shutdown of a closed watch", exc_info=True)

@@ -11,6 +11,12 @@ Static pod restarts (``node.restart``) are verified one at a time; the first tha
 rolled back and stops the pass: no further component is touched, and what was not restarted
 stays owed. With ``restart: none`` the components that still run an old certificate are kept
 in the state file (``restartRequired``) until a probe shows they restarted.
+
+Immediately before each disruptive step (the renewal transaction, each static pod restart, the
+kubelet restart) ``Settings.guard`` is asked (the node daemon: is the rotation slot still held,
+with the step's margin left?) and, before restarting etcd, etcd itself (``etcdquorum``: would
+the other members keep quorum?), in every mode, ``node --once`` included. A step they refuse is
+not started; the pass stops there and what it did not do stays owed.
 """
 
 from __future__ import annotations
@@ -23,16 +29,21 @@ from collections.abc import Callable, Iterable
 
 from cryptography import x509
 
-from reconciler.decide import components, kubeconfig, kubelet, pki
+from reconciler.decide import components, kubeconfig, kubelet, pki, slots
 from reconciler.model import actions, hoststate, kubeadm, nodespec, paths, staticpod
+from reconciler.node import etcdquorum, interrupt, keys, observe, restart, transaction
 from reconciler.node import host as host_
-from reconciler.node import interrupt, keys, observe, restart, transaction
 
 log = logging.getLogger(__name__)
 
 
 def _no_metric(node: str | None, component: str, result: str) -> None:
     """Default restart hook; the node daemon counts kucero_restarts_total through it."""
+
+
+def _no_guard(step: str, margin: float) -> str | None:
+    """Default step guard: alone on the node (``node --once``), nothing to confirm."""
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +60,8 @@ class Settings:
     crictl_command: tuple[str, ...] = ("crictl",)
     # called once per static pod restart with (node, component, result)
     on_restart: Callable[[str | None, str, str], None] = _no_metric
+    # (step, seconds it needs) -> None to start it, or why not: the rotation slot check
+    guard: Callable[[str, float], str | None] = _no_guard
 
 
 def recover(host: host_.Host) -> list[str]:
@@ -100,6 +113,10 @@ def execute(
     owed = set(observed.pending_restarts)
     before = _served_before(host, spec, observed, written)
     backup: str | None = None
+    stopped: str | None = None
+    if writes and (stopped := settings.guard("the renewal transaction", slots.STEP_SECONDS)):
+        results += [_not_started(a, stopped) for a in written]
+        writes = []
     if writes:
         new_owed = owed | _restarts_for(the_plan, written)
         writes.append(_state_write(host, new_owed))
@@ -127,7 +144,6 @@ def execute(
 
     if spec.kubeadm.restart == "none":
         _track_required(host, observed, before, backup is not None)
-    stopped: str | None = None
     for action in the_plan.actions:
         if action.kind not in (
             actions.ActionKind.RESTART_STATIC_POD,
@@ -150,6 +166,10 @@ def execute(
             continue
         if stopped is not None:
             results.append(actions.Result(action, False, f"skipped: {stopped}; still owed"))
+            continue
+        if refusal := _before_step(host, spec, observed, action, settings):
+            results.append(_not_started(action, refusal))
+            stopped = refusal
             continue
         if action.kind == actions.ActionKind.RESTART_STATIC_POD:
             result = _restart_static_pod(host, spec, observed, action, backup, settings)
@@ -187,6 +207,31 @@ class _Logged(list[actions.Result]):
     def extend(self, results: Iterable[actions.Result]) -> None:
         for result in results:
             self.append(result)
+
+
+def _before_step(
+    host: host_.Host,
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
+    action: actions.Action,
+    settings: Settings,
+) -> str | None:
+    """Why this restart must not start now (etcd's quorum, then the slot's time), or None."""
+    if action.kind == actions.ActionKind.RESTART_KUBELET:
+        return settings.guard("the kubelet restart", slots.STEP_SECONDS)
+    pod = observed.static_pods.get(action.target)
+    if pod is None:
+        return None  # reported by _restart_static_pod
+    if pod.name == "etcd" and (refusal := etcdquorum.check(host, pod)):
+        return refusal
+    margin = slots.STEP_SECONDS
+    if spec.kubeadm.restart == "manifest-move":
+        margin += settings.manifest_grace_seconds  # the wait for it to stop is in the step
+    return settings.guard(f"the restart of {pod.name}", margin)
+
+
+def _not_started(action: actions.Action, why: str) -> actions.Result:
+    return actions.Result(action, False, f"not started: {why}; still owed to the next pass")
 
 
 def _restart_static_pod(

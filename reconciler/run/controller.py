@@ -17,7 +17,11 @@ Edge cases:
 - no ConfigMap (or it is deleted): built-in defaults and the seed flags;
 - API errors (403 included) while writing: logged, counted in ``kucero_api_errors_total``, and
   the Node retried with back-off (``retrying``); watches back off on their own;
-- leadership lost: the work stops (threads joined) before the election is entered again.
+- leadership lost: the work stops (threads joined) before the election is entered again;
+- fencing: everything a term does (watches, desired-state patches, Events, the components' CSR
+  approvals and certificates) goes through the term's door (``election.Term.kube``), which sends
+  no request once the term's time is up and no write without ``Term.write_margin`` of it left,
+  whatever thread asks: a leader that cannot renew stops writing on its own clock.
 
 Leader-only components (the CSR signer) run beside it while leading; one that says it
 ``serves_csrs`` makes the desired state tell nodes their serving CSRs will be approved, when the
@@ -107,6 +111,7 @@ class Controller:
         heartbeats: health.Heartbeats | None = None,
     ) -> None:
         self.kube, self.settings, self.metrics = kube, settings, metrics
+        self._door = kube  # the current term's fenced door (``lead``)
         self.heartbeats = heartbeats or health.Heartbeats()
         self.components = tuple(components)
         self._lock = threading.Condition()
@@ -119,13 +124,15 @@ class Controller:
         with self._lock:
             return self.policy
 
-    def lead(self, stop: threading.Event) -> None:
+    def lead(self, term: election.Term) -> None:
+        stop, door = term.stop, term.kube
         with self._lock:  # a new term starts from what the API says, not from the last one
             self.policy, self._nodes, self._pending, self._reported = None, {}, set(), None
+            self._door = door
         s = self.settings
         threads = [
             threading.Thread(
-                target=_ending_term_on_error(self.kube.watch_forever, stop),
+                target=_ending_term_on_error(door.watch_forever, stop),
                 args=(
                     configmaps.collection(s.policy_namespace),
                     configmaps.watch_params(s.policy_name),
@@ -138,7 +145,7 @@ class Controller:
                 name="watch-policy",
             ),
             threading.Thread(
-                target=_ending_term_on_error(self.kube.watch_forever, stop),
+                target=_ending_term_on_error(door.watch_forever, stop),
                 args=(
                     nodes.PATH,
                     None,
@@ -154,7 +161,7 @@ class Controller:
         threads += [
             threading.Thread(
                 target=_ending_term_on_error(c.run, stop),
-                args=(self.kube, stop, self.current_policy),
+                args=(door, stop, self.current_policy),
                 name=c.name,
             )
             for c in self.components
@@ -234,7 +241,7 @@ class Controller:
         )
         if new:
             events.emit(
-                self.kube, configmap, REASON_INVALID, str(error), events.WARNING, "Validate"
+                self._door, configmap, REASON_INVALID, str(error), events.WARNING, "Validate"
             )
 
     def _accept(self, loaded: policy.Policy, configmap: dict[str, Any] | None) -> None:
@@ -253,7 +260,7 @@ class Controller:
             if configmap is not None:
                 note = f"policy revision {loaded.revision} is in force"
                 events.emit(
-                    self.kube,
+                    self._door,
                     _as_configmap(configmap),
                     REASON_APPLIED,
                     note,
@@ -332,7 +339,7 @@ class Controller:
         if value == node.desired:
             return True
         try:
-            nodes.patch_annotations(self.kube, name, {desired.ANNOTATION: value})
+            nodes.patch_annotations(self._door, name, {desired.ANNOTATION: value})
         except kube_.NotFound:
             return True  # the Node is gone; its DELETED event follows
         except kube_.KubeError as e:

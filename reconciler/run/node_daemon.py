@@ -10,10 +10,13 @@ sleeps on one ``threading.Event``: an idle node makes no API requests beyond its
 Before anything disruptive (``decide.slots.needs_slot``) the pass takes a rotation slot through
 the gate of ``run_once``, under the node lock, after planning; the slot is released at the end
 of the pass. When no slot is free the pass changes nothing and reports ``WaitingForSlot``, and
-the daemon tries again after ``slot_retry``. Recovery path: when the API server cannot be
-reached and a certificate of this control-plane node has already expired (the cluster is most
-likely down because of it), the pass proceeds without a slot, alone, logs it at CRITICAL and
-records an Event once the API answers again.
+the daemon tries again after ``slot_retry``. Immediately before each disruptive step the pass
+asks ``Turn.guard`` whether the slot still holds with the step's margin left; when it does not
+(the slot was lost, or could not be renewed) the pass stops before that step and reports
+``WaitingForSlot`` with the reason, and the rest stays owed to a later pass. Recovery path:
+when the API server cannot be reached and a certificate of this control-plane node has already
+expired (the cluster is most likely down because of it), the pass proceeds without a slot,
+alone, logs it at CRITICAL and records an Event once the API answers again.
 
 After each pass it writes ``kucero.io/status`` only when its value changed and records Events
 on its Node for renewals, restarts and failures. A ``kucero.io/desired`` that cannot be decoded
@@ -127,6 +130,7 @@ class NodeDaemon:
             self._report,
             clock,
             host=self._host,
+            manifest_grace=config.execute.manifest_grace_seconds,
         )
         self._pass_spec: nodespec.NodeSpec | None = None
         self._failures = 0  # passes in a row that failed or could not run
@@ -256,6 +260,7 @@ class NodeDaemon:
             self.config.execute,
             kubelet_restart_command=commands.kubelet_restart,
             crictl_command=commands.crictl,
+            guard=self.turn.guard,
         )
         self._in_pass = True
         self._pass_spec = spec
@@ -263,6 +268,9 @@ class NodeDaemon:
             result = once.run_once(
                 self._host, spec, self.config.node_name, self._clock, settings, self._gate
             )
+            if self.turn.refused and result.withheld is None:
+                # a step was not started: the slot no longer held (reported as a wait)
+                result = dataclasses.replace(result, withheld=self.turn.refused)
             self.passes += 1
             if self._observer is not None:  # metrics before status: a reader sees both agree
                 self._observer(result, time.monotonic() - started)

@@ -47,11 +47,13 @@ class Reporter:
     def owe(self, reason: str, note: str, type_: str = events.NORMAL) -> None:
         self._owed.append((reason, note, type_))
 
-    def rotating(self, spec: nodespec.NodeSpec, slot: str | None, the_plan: actions.Plan) -> None:
+    def rotating(self, spec: nodespec.NodeSpec, slot: str | None, the_plan: actions.Plan) -> bool:
+        """Say ``Rotating``; False when the API did not take it (a control-plane node then
+        does not rotate: its peers could not see it)."""
         targets = ", ".join(f"{a.kind} {a.target}" for a in the_plan.actions)
         with self._lock:
             previous = status.decode(self._status_text)
-        self.write(
+        return self.write(
             status.Status(
                 spec.revision,
                 status.Phase.ROTATING,
@@ -102,27 +104,29 @@ class Reporter:
         )
         self.write(failed)
 
-    def write(self, value: status.Status) -> None:
+    def write(self, value: status.Status) -> bool:
+        """Patch the status if it changed; True when the Node now carries it."""
         if self._kube is None:
-            return
+            return False
         with self._lock:
             current = self._status_text
         if not status.changed(current, value):
             self._unsent = False
-            return
+            return True
         text = status.encode(value)
         try:
             nodes.patch_annotations(self._kube, self._node_name, {status.ANNOTATION: text})
         except kube_.NotFound:
             log.warning("Node %s is gone: status not written", self._node_name)
-            return
+            return False
         except kube_.KubeError as e:
             log.warning("could not write %s: %s", status.ANNOTATION, e)
             self._unsent = True
-            return
+            return False
         self._unsent = False
         with self._lock:
             self._status_text = text
+        return True
 
     def flush(self) -> None:
         """Send the Events owed, oldest first; keep the rest when the API does not answer."""

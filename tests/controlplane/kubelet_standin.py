@@ -15,7 +15,9 @@ own). ``stop_delay`` makes it slow to notice a removed manifest (a kubelet betwe
 checks). For ``crictl`` it takes stop requests from ``crictl_stub`` through a control
 directory: a stopped sandbox's process is killed and started again with a new sandbox id.
 
-Every start and stop is recorded in ``events`` as ``(monotonic time, "start"|"stop", name)``.
+Every start and stop is recorded in ``events`` as ``(monotonic time, "start"|"stop", name)``;
+a process that exited by itself and is started again (a port taken under it) as "crash", so a
+stop always means the manifest went away or the sandbox was stopped.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ class KubeletStandin:
                 if now - since >= self.stop_delay or name in present:
                     self._kill(name)
             elif proc.poll() is not None:  # crashed: the kubelet restarts it
-                self._kill(name)
+                self._kill(name, "crash")
         for name, (data, digest) in present.items():
             if name not in self._running:
                 self._start(name, yaml.safe_load(data), digest)
@@ -194,7 +196,7 @@ class KubeletStandin:
         self._gone_since.pop(name, None)
         self.events.append((time.monotonic(), "start", name))
 
-    def _kill(self, name: str) -> None:
+    def _kill(self, name: str, what: str = "stop") -> None:
         proc, _, _ = self._running.pop(name)
         self._gone_since.pop(name, None)
         if isinstance(proc, _Never):
@@ -202,7 +204,7 @@ class KubeletStandin:
         proc.kill()
         proc.wait(10)
         (self.control / "pods" / name).unlink(missing_ok=True)
-        self.events.append((time.monotonic(), "stop", name))
+        self.events.append((time.monotonic(), what, name))
 
 
 class _Never:

@@ -60,19 +60,37 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
 
 
-def _handler(health: str, body: bytes) -> type[http.server.BaseHTTPRequestHandler]:
+def _handler(
+    health: str, body: bytes, members: bytes | None = None
+) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            ok = self.path == health
-            self.send_response(200 if ok else 404)
-            self.send_header("Content-Type", "application/json" if ok else "text/plain")
+            self._answer(body if self.path == health else None)
+
+        def do_POST(self) -> None:
+            # etcd's JSON gateway: this stand-in is a cluster of one member (kucero's quorum
+            # check asks before restarting etcd; tests/integration/test_etcd_quorum.py runs a
+            # real three-member etcd for the cases with peers)
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._answer(members if self.path == "/v3/cluster/member/list" else None)
+
+        def _answer(self, data: bytes | None) -> None:
+            self.send_response(200 if data is not None else 404)
+            self.send_header("Content-Type", "application/json" if data else "text/plain")
             self.end_headers()
-            self.wfile.write(body if ok else b"not found")
+            self.wfile.write(data if data is not None else b"not found")
 
         def log_message(self, *args: Any) -> None:
             pass
 
     return Handler
+
+
+def _one_member(client: dict[str, Any]) -> bytes:
+    """``/v3/cluster/member/list`` as a single-member etcd answers it."""
+    url = f"https://{client['host']}:{client['port']}"
+    member = {"ID": "1", "name": "standin", "peerURLs": [], "clientURLs": [url]}
+    return json.dumps({"header": {"member_id": "1"}, "members": [member]}).encode()
 
 
 def main(spec: dict[str, Any]) -> None:
@@ -88,8 +106,12 @@ def main(spec: dict[str, Any]) -> None:
         if spec.get("clientCA"):
             ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.load_verify_locations(spec["clientCA"])
-        body = b'{"health":"true","reason":""}' if spec["health"] == "/health" else b"ok"
-        server = _Server((endpoint["host"], endpoint["port"]), _handler(spec["health"], body))
+        etcd = spec["health"] == "/health"
+        body = b'{"health":"true","reason":""}' if etcd else b"ok"
+        members = _one_member(spec["endpoints"][0]) if etcd else None
+        server = _Server(
+            (endpoint["host"], endpoint["port"]), _handler(spec["health"], body, members)
+        )
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
         servers.append(server)
     for server in servers[1:]:

@@ -70,7 +70,15 @@ def put_policy(
 class ControllerProcess:
     """One ``python -m reconciler controller`` child, its log in a file."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, identity: str, log_dir: Path, *extra: str):
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        identity: str,
+        log_dir: Path,
+        *extra: str,
+        log_level: str = "INFO",
+    ):
         self.identity = identity
         self.port = cluster.free_port()
         self.log = log_dir / f"controller-{identity}.log"
@@ -94,7 +102,7 @@ class ControllerProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
-                env={**os.environ, "KUCERO_LOG_LEVEL": "INFO"},
+                env={**os.environ, "KUCERO_LOG_LEVEL": log_level},
             )
 
     def get(self, path: str) -> tuple[int, str]:

@@ -172,7 +172,9 @@ def test_api_server_restart_loses_nothing_and_every_node_converges(own_fleet: Fl
     fleet = own_fleet
     controllers.put_policy(fleet.door, fleet.namespace, POLICY)
     fleet.controller("ctl-a")
-    fleet.node("cp-1", True, ("apiserver",), "--manifest-grace", "3")
+    fleet.node(
+        "cp-1", True, ("apiserver",), "--manifest-grace", "3", "--rotation-lease-duration", "5s"
+    )
     fleet.node("cp-2", True, ("apiserver",))
     fleet.node("w-1", False)
     nodesim.wait_for(

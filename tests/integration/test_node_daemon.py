@@ -205,33 +205,52 @@ def test_control_plane_nodes_never_rotate_together(
     assert set(held) == set(names)
 
 
-def test_sigkill_of_a_slot_holder_lets_another_node_proceed_after_the_lease_expires(
+def test_sigkill_of_a_slot_holder_lets_another_node_proceed_once_its_last_step_is_surely_over(
     admin_kube: kube.Kube, sims: Callable[..., nodesim.SimNode], prefix: str, namespace: str
 ) -> None:
+    # A short healthTimeout bounds the longest restart (decide.slots.step_bound), which a peer
+    # still saying Rotating makes the next control-plane node wait for.
+    body = "spec: {kubeadm: {restart: manifest-move, healthTimeout: 10s}}\n"
     slow = sims(
         f"{prefix}-cp-1",
         due=("apiserver",),
         manifests=("kube-apiserver",),
-        extra=("--manifest-grace", "60"),
+        desired_body=body,
+        start=False,
     )
+    # its kube-apiserver never comes back: the restart waits out healthTimeout holding slot 0
+    nodesim._STANDINS[slow.root].fail_next_start("kube-apiserver", "never")
+    sims.start(slow)  # type: ignore[attr-defined]
     lease_path = leases.path(namespace, slots.name(0))
     nodesim.wait_for(
-        "the first node holds slot 0",
-        lambda: leases.holder(leases.get(admin_kube, namespace, slots.name(0))) == slow.name,
+        "the first node holds slot 0 and says Rotating",
+        lambda: (
+            leases.holder(leases.get(admin_kube, namespace, slots.name(0))) == slow.name
+            and (s := nodesim.status_of(admin_kube, slow.name))
+            and s.phase == Phase.ROTATING
+        ),
         sims=[slow],
     )
     slow.stop(signal.SIGKILL)
     killed_at = time.monotonic()
-    other = sims(f"{prefix}-cp-2", due=("apiserver",), manifests=("kube-apiserver",))
-    revision = str(desired.decode(nodesim.desired_value(RESTARTS, nodesim.CONTROL_PLANE)).revision)
+    other = sims(
+        f"{prefix}-cp-2", due=("apiserver",), manifests=("kube-apiserver",), desired_body=body
+    )
+    revision = str(desired.decode(nodesim.desired_value(body, nodesim.CONTROL_PLANE)).revision)
     nodesim.wait_for(
         "the second node converged",
         lambda: nodesim.converged(admin_kube, [other.name], revision),
         60,
         [slow, other],
     )
-    assert time.monotonic() - killed_at >= 2.0  # it waited for the lease (3 s) to run out
-    assert "LeaseMissing" not in other.log.read_text()
+    took = time.monotonic() - killed_at
+    # slot 0 quiet for the lease (3 s), and cp-1's Rotating status quiet for the lease plus
+    # the longest restart (2 x (0.5 s + 10 s) + 1 s): cp-1 might still have been in one
+    bound = 3.0 + slots.step_bound(0.5, 10.0)
+    assert took >= bound - 1.0, f"went ahead after {took:.1f}s"
+    log = other.log.read_text()
+    assert f"{slow.name} still say Rotating" in log
+    assert "LeaseMissing" not in log
     assert admin_kube.get(lease_path)["spec"].get("leaseTransitions", 0) >= 1
 
 
@@ -302,7 +321,7 @@ def test_garbage_desired_keeps_the_last_good_state_reports_failed_and_changes_no
         pytest.param("node-that-does-not-exist", id="holder-whose-node-is-gone"),
     ],
 )
-def test_hand_edited_lease_holder_does_not_block_rotation(
+def test_hand_edited_lease_holder_delays_rotation_by_one_lease_duration_at_most(
     admin_kube: kube.Kube,
     sims: Callable[..., nodesim.SimNode],
     prefix: str,
@@ -323,7 +342,16 @@ def test_hand_edited_lease_holder_does_not_block_rotation(
             },
         },
     )
+    began = time.monotonic()
     sim = sims(f"{prefix}-cp-1", due=("apiserver",), manifests=("kube-apiserver",))
+    nodesim.wait_for(
+        "slot 0 taken",
+        lambda: leases.holder(leases.get(admin_kube, namespace, slots.name(0))) == sim.name,
+        sims=[sim],
+    )
+    took = time.monotonic() - began
+    # judged on this node's clock: one lease duration (3 s), not the 3600 s written
+    assert 2.0 <= took <= 20.0, f"took slot 0 after {took:.1f}s"
     revision = str(desired.decode(nodesim.desired_value(RESTARTS, nodesim.CONTROL_PLANE)).revision)
     nodesim.wait_for(
         "converged", lambda: nodesim.converged(admin_kube, [sim.name], revision), sims=[sim]
@@ -339,7 +367,7 @@ def test_node_deleted_mid_pass_finishes_the_pass_and_comes_back(
         f"{prefix}-cp-1",
         due=("apiserver",),
         manifests=("kube-apiserver",),
-        extra=("--manifest-grace", "3"),
+        extra=("--manifest-grace", "3", "--rotation-lease-duration", "5s"),
     )
     manifest = sim.root / "etc/kubernetes/manifests/kube-apiserver.yaml"
     nodesim.wait_for(
@@ -371,7 +399,7 @@ def test_sigterm_finishes_the_pass_releases_the_slot_and_exits_0(
         f"{prefix}-cp-1",
         due=("apiserver",),
         manifests=("kube-apiserver",),
-        extra=("--manifest-grace", "5"),
+        extra=("--manifest-grace", "5", "--rotation-lease-duration", "7s"),
     )
     nodesim.wait_for(
         "holding slot 0",
@@ -477,7 +505,7 @@ def test_rollout_cordon_never_undoes_an_administrators_cordon(
     )
     if cordoned_by_admin:
         admin_kube.patch(nodes.path(sim.name), {"spec": {"unschedulable": True}})
-    sims.start(sim, "--manifest-grace", "2")  # type: ignore[attr-defined]
+    sims.start(sim, "--manifest-grace", "2", "--rotation-lease-duration", "4s")  # type: ignore[attr-defined]
     nodesim.wait_for(
         "cordoned while rotating",
         lambda: (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -14,144 +15,146 @@ NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 S = dt.timedelta(seconds=1)
 
 
-def held(index: int, holder: str, renewed_ago: float = 1.0, duration: int = 15) -> slots.Slot:
-    return slots.Slot(index, True, holder, NOW - renewed_ago * S, duration, f"rv{index}")
+LEASE = 15.0  # the configured rotation lease duration
 
 
-def gone(index: int) -> slots.Slot:
-    return slots.Slot(index, False)
+def held(
+    index: int, holder: str, seen_for: float = 1.0, duration: int | None = 15, ours: bool = False
+) -> slots.Slot:
+    """A held slot this node has seen unchanged for ``seen_for`` seconds."""
+    return slots.Slot(
+        index, True, holder, NOW, duration, f"rv{index}", unchanged_for=seen_for, ours=ours
+    )
 
 
 Why = slots.Why
 
 
 @pytest.mark.parametrize(
-    ("me", "control_plane", "max_concurrent", "table", "exists", "index", "why"),
+    ("me", "control_plane", "max_concurrent", "table", "index", "why"),
     [
-        pytest.param("w1", False, 1, [], {}, 0, Why.MISSING, id="no-lease-yet-slot-0-is-created"),
-        pytest.param("w1", False, 3, [], {}, 2, Why.MISSING, id="worker-prefers-the-highest-slot"),
-        pytest.param(
-            "cp1", True, 3, [], {}, 0, Why.MISSING, id="control-plane-only-ever-takes-slot-0"
-        ),
+        pytest.param("w1", False, 1, [], 0, Why.MISSING, id="no-lease-yet-slot-0-is-created"),
+        pytest.param("w1", False, 3, [], 2, Why.MISSING, id="worker-prefers-the-highest-slot"),
+        pytest.param("cp1", True, 3, [], 0, Why.MISSING, id="control-plane-only-ever-takes-slot-0"),
         pytest.param(
             "w1",
             False,
             1,
             [slots.Slot(0, True, None, None, None, "rv0")],
-            {},
             0,
             Why.UNHELD,
             id="released-lease-is-free",
         ),
         pytest.param(
-            "w1", False, 1, [held(0, "w2")], {}, None, Why.ALL_SLOTS_BUSY, id="live-holder-blocks"
+            "w1", False, 1, [held(0, "w2")], None, Why.ALL_SLOTS_BUSY, id="live-holder-blocks"
         ),
         pytest.param(
             "w1",
             False,
             1,
-            [held(0, "w2", renewed_ago=15)],
-            {},
+            [held(0, "w2", seen_for=15)],
             0,
             Why.EXPIRED,
-            id="holder-silent-exactly-a-lease-duration-has-lost-it",
+            id="unchanged-for-a-lease-duration-on-our-clock-is-free",
         ),
         pytest.param(
             "w1",
             False,
             1,
-            [held(0, "w2", renewed_ago=14.9)],
-            {},
+            [held(0, "w2", seen_for=14.9)],
             None,
             Why.ALL_SLOTS_BUSY,
-            id="holder-silent-just-under-a-lease-duration-keeps-it",
+            id="unchanged-just-under-a-lease-duration-is-held",
         ),
         pytest.param(
             "w1",
             False,
             1,
-            [held(0, "w2")],
-            {"w2": False},
+            [held(0, "w2", seen_for=5, duration=5)],
             0,
-            Why.HOLDER_GONE,
-            id="holder-whose-node-was-deleted-has-lost-it",
+            Why.EXPIRED,
+            id="a-shorter-written-duration-is-honoured",
         ),
         pytest.param(
             "w1",
             False,
             1,
-            [held(0, "w2")],
-            {"w2": True},
+            [held(0, "w2", seen_for=15, duration=10**9)],
+            0,
+            Why.EXPIRED,
+            id="a-huge-written-duration-is-capped-at-the-configured-one",
+        ),
+        pytest.param(
+            "w1",
+            False,
+            1,
+            [held(0, "w2", seen_for=14, duration=10**9)],
             None,
             Why.ALL_SLOTS_BUSY,
-            id="holder-whose-node-exists-keeps-it",
+            id="a-huge-written-duration-still-holds-a-lease-duration",
         ),
         pytest.param(
             "w1",
             False,
             1,
-            [held(0, "Not A Node!")],
-            {},
-            0,
-            Why.HOLDER_GARBAGE,
-            id="garbage-holder-is-free",
+            [held(0, "Not A Node!", seen_for=1)],
+            None,
+            Why.ALL_SLOTS_BUSY,
+            id="garbage-holder-is-judged-on-observed-time-not-freed-at-once",
         ),
         pytest.param(
             "w1",
             False,
             1,
-            [held(0, "x" * 254)],
-            {},
-            0,
-            Why.HOLDER_GARBAGE,
-            id="holder-longer-than-a-node-name-is-free",
+            [held(0, "w2", seen_for=1, duration=None)],
+            None,
+            Why.ALL_SLOTS_BUSY,
+            id="garbage-duration-counts-as-the-configured-one",
         ),
         pytest.param(
             "w1",
             False,
             1,
-            [slots.Slot(0, True, "w2", None, 15, "rv0")],
-            {},
+            [held(0, "w2", seen_for=15, duration=0)],
             0,
-            Why.RENEW_TIME_GARBAGE,
-            id="holder-without-renew-time-is-free",
+            Why.EXPIRED,
+            id="zero-duration-counts-as-the-configured-one",
         ),
         pytest.param(
             "w1",
             False,
             1,
-            [slots.Slot(0, True, "w2", NOW, 0, "rv0")],
-            {},
+            [slots.Slot(0, False, unchanged_for=3, deleted_while_held=True)],
+            None,
+            Why.ALL_SLOTS_BUSY,
+            id="slot-deleted-while-held-is-not-free-at-once",
+        ),
+        pytest.param(
+            "w1",
+            False,
+            1,
+            [slots.Slot(0, False, unchanged_for=15, deleted_while_held=True)],
             0,
-            Why.RENEW_TIME_GARBAGE,
-            id="zero-lease-duration-is-free",
+            Why.MISSING,
+            id="slot-deleted-a-lease-duration-ago-is-free",
         ),
         pytest.param(
             "w1",
             False,
             2,
             [held(0, "cp1"), held(1, "w2")],
-            {},
             None,
             Why.ALL_SLOTS_BUSY,
             id="worker-waits-when-every-slot-is-held",
         ),
         pytest.param(
-            "w1",
-            False,
-            2,
-            [held(1, "w2")],
-            {},
-            0,
-            Why.MISSING,
-            id="worker-falls-back-to-slot-0",
+            "w1", False, 2, [held(1, "w2")], 0, Why.MISSING, id="worker-falls-back-to-slot-0"
         ),
         pytest.param(
             "cp2",
             True,
             5,
             [held(0, "cp1")],
-            {},
             None,
             Why.CONTROL_PLANE_SLOT_BUSY,
             id="second-control-plane-waits-whatever-max-concurrent-says",
@@ -161,7 +164,6 @@ Why = slots.Why
             True,
             5,
             [held(0, "w1"), held(4, "cp1")],
-            {},
             None,
             Why.CONTROL_PLANE_SLOT_BUSY,
             id="control-plane-waits-for-slot-0-even-when-others-are-free",
@@ -170,18 +172,25 @@ Why = slots.Why
             "cp1",
             True,
             1,
-            [held(0, "cp1", renewed_ago=100)],
-            {},
+            [held(0, "cp1", seen_for=1, ours=True)],
             0,
             Why.MINE,
-            id="own-slot-from-a-restarted-process-is-taken-again",
+            id="slot-this-process-wrote-last-is-taken-again",
+        ),
+        pytest.param(
+            "cp1",
+            True,
+            1,
+            [held(0, "cp1", seen_for=1)],
+            None,
+            Why.CONTROL_PLANE_SLOT_BUSY,
+            id="own-name-written-by-someone-else-waits-like-any-holder",
         ),
         pytest.param(
             "w1",
             False,
             3,
-            [held(0, "w1")],
-            {},
+            [held(0, "w1", ours=True)],
             0,
             Why.MINE,
             id="own-slot-is-preferred-over-a-free-one",
@@ -191,7 +200,6 @@ Why = slots.Why
             False,
             1,
             [held(0, "w2"), held(1, "w3")],
-            {},
             None,
             Why.ALL_SLOTS_BUSY,
             id="slot-beyond-max-is-never-taken",
@@ -203,17 +211,67 @@ def test_choose(
     control_plane: bool,
     max_concurrent: int,
     table: list[slots.Slot],
-    exists: dict[str, bool],
     index: int | None,
     why: slots.Why,
 ) -> None:
-    choice = slots.choose(me, control_plane, max_concurrent, table, exists, NOW)
+    choice = slots.choose(me, control_plane, max_concurrent, table, LEASE)
     assert (choice.index, choice.why) == (index, why), choice.detail
 
 
 def test_choice_carries_the_resource_version_to_use_as_precondition() -> None:
-    choice = slots.choose("w1", False, 1, [held(0, "w2", renewed_ago=60)], {}, NOW)
+    choice = slots.choose("w1", False, 1, [held(0, "w2", seen_for=60)], LEASE)
     assert choice.slot is not None and choice.slot.resource_version == "rv0"
+
+
+def test_a_renew_time_in_the_future_does_not_matter() -> None:
+    future = dataclasses.replace(held(0, "w2", seen_for=15), renew_time=NOW + 3650 * 86400 * S)
+    assert slots.choose("w1", False, 1, [future], LEASE).why == Why.EXPIRED
+
+
+@pytest.mark.parametrize(
+    ("peers", "expected"),
+    [
+        pytest.param([slots.Peer("cp1", True, 0.0)], ["cp1"], id="peer-rotating-now-blocks"),
+        pytest.param([slots.Peer("cp1", False, 0.0)], [], id="peer-not-rotating"),
+        pytest.param(
+            [slots.Peer("cp1", True, LEASE + 99.9)],
+            ["cp1"],
+            id="rotating-status-quiet-just-under-the-bound-still-blocks",
+        ),
+        pytest.param(
+            [slots.Peer("cp1", True, LEASE + 100.0)],
+            [],
+            id="rotating-status-quiet-for-lease-plus-the-longest-step-is-stale",
+        ),
+        pytest.param(
+            [slots.Peer("b", True, 0.0), slots.Peer("a", True, 0.0)],
+            ["a", "b"],
+            id="all-listed-sorted",
+        ),
+    ],
+)
+def test_rotating_peers(peers: list[slots.Peer], expected: list[str]) -> None:
+    assert slots.rotating_peers(peers, LEASE, 100.0) == expected
+
+
+def test_step_bound_covers_a_restart_and_its_rollback() -> None:
+    assert slots.step_bound(25.0, 300.0) == 2 * 325.0 + slots.STEP_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("lease", "grace", "fits"),
+    [
+        pytest.param(60.0, 25.0, True, id="defaults-fit"),
+        pytest.param(3.0, 0.5, True, id="test-settings-fit"),
+        pytest.param(3.0, 3.0, False, id="grace-as-long-as-the-lease-never-fits"),
+        pytest.param(26.0, 25.0, False, id="no-room-for-the-step-itself"),
+    ],
+)
+def test_lease_fits(lease: float, grace: float, fits: bool) -> None:
+    why = slots.lease_fits(lease, grace)
+    assert (why is None) is fits
+    if why:
+        assert "--rotation-lease-duration" in why and "--manifest-grace" in why
 
 
 @pytest.mark.parametrize(
