@@ -6,6 +6,7 @@ Exit codes: 0 success/converged, 1 something failed or is invalid, 2 bad usage.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -90,6 +91,20 @@ def _load_spec(settings: config.Settings) -> nodespec.NodeSpec:
     return policy.resolve(loaded, settings.args.node_labels)
 
 
+def _ca_bundle(settings: config.Settings) -> Any:
+    """``--ca-bundle FILE`` as a publication for ``once.run_once`` (None without it): the
+    file is read now (OSError), matched to the node's CAs when the pass has observed them."""
+    path = getattr(settings.args, "ca_bundle", None)
+    if not path:
+        return None
+    from reconciler.decide import capublished
+
+    with open(path, "rb") as f:
+        data = f.read(capublished.MAX_PEM_BYTES + 1)
+    source = f"--ca-bundle {path}"
+    return lambda observed: capublished.from_bundle(data, source, observed.cas)
+
+
 def _plan(settings: config.Settings) -> int:
     from reconciler.decide import plan, policy, report
     from reconciler.node import host as host_
@@ -105,6 +120,13 @@ def _plan(settings: config.Settings) -> int:
         print("\n".join(map(report.printable, e.errors)), file=sys.stderr)
         return 1
     observed = observe.observe(host_.Host(settings.host_root), settings.node_name)
+    try:
+        publication = _ca_bundle(settings)
+    except OSError as e:
+        print(report.printable(f"kucero: --ca-bundle: {e.strerror or e}"), file=sys.stderr)
+        return 1
+    if publication is not None:
+        observed = dataclasses.replace(observed, published=publication(observed))
     the_plan = plan.plan(spec, observed, _now(settings))
     if settings.args.output == "json":
         print(json.dumps({"revision": spec.revision, **the_plan.to_dict()}, indent=2))
@@ -119,7 +141,7 @@ def _plan(settings: config.Settings) -> int:
 def _node(settings: config.Settings) -> int:
     if not settings.args.once:
         return _daemon(settings)
-    from reconciler.decide import policy, report
+    from reconciler.decide import caplan, policy, report
     from reconciler.node import execute, interrupt
     from reconciler.node import host as host_
     from reconciler.run import once
@@ -136,9 +158,13 @@ def _node(settings: config.Settings) -> int:
     try:
         restart_command = config.kubelet_restart_command(settings, spec)
         crictl = config.crictl_command(settings, spec)
+        publication = _ca_bundle(settings)
     except config.UsageError as e:
         print(e, file=sys.stderr)
         return 2
+    except OSError as e:
+        print(report.printable(f"kucero: --ca-bundle: {e.strerror or e}"), file=sys.stderr)
+        return 1
     if not logging.getLogger().handlers:  # restarts and rollbacks are logged on stderr
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
@@ -157,6 +183,7 @@ def _node(settings: config.Settings) -> int:
             settings.node_name,
             lambda: dt.datetime.now(dt.UTC),
             exec_settings,
+            publication=publication,
         )
     if settings.args.output == "json":
         print(json.dumps(result.to_dict(), indent=2))
@@ -170,6 +197,8 @@ def _node(settings: config.Settings) -> int:
             print("\nFAILED:\n" + "\n".join(f"  {report.printable(f)}" for f in failures))
         elif result.converged:
             print(f"\nconverged to policy revision {spec.revision}")
+        if result.ca_renewed:
+            print(report.printable(f"\nOTHER NODES: {caplan.other_nodes(result.ca_renewed)}"))
     if stop.requested:
         print(report.printable(f"kucero: {result.error}"), file=sys.stderr)
     return 0 if result.converged else 1

@@ -72,6 +72,15 @@ def control_plane(observed: hoststate.Observed) -> bool:
 def plan(spec: nodespec.NodeSpec, observed: hoststate.Observed, now: dt.datetime) -> CAPlan:
     """The CA actions and findings of one pass. Pure."""
     out = CAPlan()
+    if spec.ca.mode == "renew" and observed.published is not None:
+        out.findings += [
+            actions.Finding("published", R.CA_REFUSED, S.ERROR, line)
+            for line in observed.published.refused
+        ]
+        out.findings += [
+            actions.Finding("published", R.CA_REFUSED, S.INFO, line)
+            for line in observed.published.ignored
+        ]
     for ca in observed.cas.values():
         if ca.error:
             out.findings.append(actions.Finding(ca.name, R.UNREADABLE, S.ERROR, ca.error))
@@ -203,7 +212,10 @@ def _target(
         verdict = (
             carenewal.check_published(offered.cert, ca.cert, now)
             if offered.cert is not None
-            else carenewal.Verdict(carenewal.Refusal.UNPARSEABLE, offered.error or "no certificate")
+            else carenewal.Verdict(
+                carenewal.Refusal(offered.refusal or carenewal.Refusal.UNPARSEABLE),
+                offered.error or "no certificate",
+            )
         )
         if verdict.refusal is not None:
             detail = (

@@ -103,6 +103,7 @@ class PublishedCA:
     name: str
     cert: x509.Certificate | None
     error: str | None = None  # unparseable, fingerprint mismatch: refused as it stands
+    refusal: str | None = None  # the reason to refuse it as it stands (a carenewal.Refusal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,10 @@ class Published:
 
     source: str  # where it was read, for messages ("ConfigMap kube-system/kucero-ca")
     cas: dict[str, PublishedCA] = dataclasses.field(default_factory=dict)
+    # what cannot be read at all (garbage): refused, each a line
+    refused: tuple[str, ...] = ()
+    # certificates whose subject is none of this node's CAs: ignored, each a line
+    ignored: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
