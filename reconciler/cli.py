@@ -286,13 +286,17 @@ def _controller(settings: config.Settings) -> int:
 
 
 def _leader_components(settings: config.Settings) -> Callable[[Any], tuple[Any, ...]]:
-    """What only the leader runs besides the policy loop: the kubelet serving CSR signer,
-    reading the CA under ``--host-root``. Made with the process's metrics."""
+    """What only the leader runs besides the policy loop: the kubelet serving CSR signer and
+    the CA publisher, reading the CAs under ``--host-root``. Made with the process's metrics."""
 
     def make(metrics: Any) -> tuple[Any, ...]:
-        from reconciler.run import signer
+        from reconciler.run import capublisher, signer
 
-        return (signer.Signer(host_root=settings.host_root, metrics=metrics),)
+        return (
+            signer.Signer(host_root=settings.host_root, metrics=metrics),
+            # with ca.mode renew: renews the CAs once and publishes the certificates
+            capublisher.CAPublisher(settings.host_root, settings.args.ds_namespace, metrics),
+        )
 
     return make
 

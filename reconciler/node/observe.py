@@ -231,6 +231,11 @@ def _safe_exists(host: host_.Host, path: str, errors: list[str]) -> bool:
         return False
 
 
+def read_cas(host: host_.Host) -> dict[str, hoststate.CAFile]:
+    """The three CAs alone (the leader's CA publisher needs nothing else)."""
+    return {ca.name: _read_ca(host, ca) for ca in kubeadm.CAS}
+
+
 def _read_ca(host: host_.Host, ca: kubeadm.CA) -> hoststate.CAFile:
     try:
         data = host.read(ca.cert)

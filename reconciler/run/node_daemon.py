@@ -2,10 +2,12 @@
 
 It runs the same pass as ``--once`` (``once.run_once``) whenever something may have changed:
 a new ``kucero.io/desired`` on its own Node (one watch, field-selected by name), or with
-``--policy FILE`` a new content of that file; a change under the host's ``etc/kubernetes`` or
-``var/lib/kubelet`` (``filewatch``); and a timer at the moment the next certificate enters its
-renewal window, never later than ``checkInterval`` (``decide.wakeup``). Between wake-ups it
-sleeps on one ``threading.Event``: an idle node makes no API requests beyond its one watch.
+``--policy FILE`` a new content of that file; a change of the CA certificates the leader
+publishes (the ``kucero-ca`` ConfigMap, watched by name: ``decide.caplan`` installs what it
+accepts); a change under the host's ``etc/kubernetes`` or ``var/lib/kubelet`` (``filewatch``);
+and a timer at the moment the next certificate enters its renewal window, never later than
+``checkInterval`` (``decide.wakeup``). Between wake-ups it sleeps on one ``threading.Event``:
+an idle node makes no API requests beyond its two watches.
 
 Before anything disruptive (``decide.slots.needs_slot``) the pass takes a rotation slot through
 the gate of ``run_once``, under the node lock, after planning; the slot is released at the end
@@ -34,9 +36,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from reconciler.cluster import configmaps, nodes
 from reconciler.cluster import kube as kube_
-from reconciler.cluster import nodes
-from reconciler.decide import desired, policy, status, wakeup
+from reconciler.decide import capublished, desired, policy, status, wakeup
 from reconciler.model import actions, hoststate, nodespec
 from reconciler.node import execute
 from reconciler.node import host as host_
@@ -89,6 +91,8 @@ class NodeDaemon:
             kube, config.node_name, config.namespace, config.lease_seconds, self._report, clock
         )
         self._pass_spec: nodespec.NodeSpec | None = None
+        # the leader's published CA certificates (ConfigMap kucero-ca data; None: none yet)
+        self._ca_data: dict[str, Any] | None = None
         self.passes = 0
         self.ready = threading.Event()  # the first pass is done
 
@@ -153,6 +157,21 @@ class NodeDaemon:
                     daemon=True,
                 )
             )
+        if self._kube is not None:
+            threads.append(
+                threading.Thread(
+                    target=self._kube.watch_forever,
+                    args=(
+                        configmaps.collection(self.config.namespace),
+                        configmaps.watch_params(capublished.NAME),
+                        self._on_ca_event,
+                        stop,
+                        self._on_ca_list,
+                    ),
+                    name="ca-watch",
+                    daemon=True,
+                )
+            )
         policy_file = Path(self.config.policy_file) if self.config.policy_file else None
         watcher = filewatch.Watcher(
             Path(self.config.host_root), policy_file, self._on_file_change, stop
@@ -204,6 +223,7 @@ class NodeDaemon:
                 self._clock,
                 self.config.execute,
                 self._gate,
+                self._publication if self._kube is not None else None,
             )
             self.passes += 1
             if self._observer is not None:  # metrics before status: a reader sees both agree
@@ -234,6 +254,28 @@ class NodeDaemon:
             retry = self.config.failure_retry
         moments = wakeup.renewal_moments(spec, result.observed) if result.observed else []
         return wakeup.next_wake((m for _, m in moments), spec.check_interval, self._clock(), retry)
+
+    # --- the published CAs ---------------------------------------------------------------
+
+    def _on_ca_list(self, items: list[dict[str, Any]]) -> None:
+        self._set_ca(dict(items[0].get("data") or {}) if items else None)
+
+    def _on_ca_event(self, event: kube_.WatchEvent) -> None:
+        self._set_ca(None if event.type == "DELETED" else dict(event.obj.get("data") or {}))
+
+    def _set_ca(self, data: dict[str, Any] | None) -> None:
+        with self._lock:
+            changed, self._ca_data = data != self._ca_data, data
+        if changed:
+            self.wake("published CA certificates changed")
+
+    def _publication(self, observed: hoststate.Observed) -> hoststate.Published:
+        """What the leader publishes, for a pass: in a cluster only the leader renews a CA,
+        a node installs what it accepts (``decide.caplan``)."""
+        with self._lock:
+            data = self._ca_data
+        source = f"ConfigMap {self.config.namespace}/{capublished.NAME}"
+        return capublished.decode(data or {}, source)
 
     # --- desired state ------------------------------------------------------------------
 

@@ -54,6 +54,14 @@ def test_overlay_builds_and_puts_everything_in_its_namespace(overlay: str) -> No
         "RoleBinding/kucero-control-plane-events",
         "RoleBinding/kucero-node-events",
     }
+    # CA renewal: cluster-info (kube-public) and kubeadm-config (kube-system) are where kubeadm
+    # keeps them, whatever kucero's namespace
+    pinned = {
+        "Role/kucero-ca-cluster-info": "kube-public",
+        "RoleBinding/kucero-control-plane-ca-cluster-info": "kube-public",
+        "Role/kucero-ca-kubeadm-config": "kube-system",
+        "RoleBinding/kucero-control-plane-ca-kubeadm-config": "kube-system",
+    }
     for item in items:
         where = item["metadata"].get("namespace")
         key = f"{item['kind']}/{item['metadata']['name']}"
@@ -61,6 +69,8 @@ def test_overlay_builds_and_puts_everything_in_its_namespace(overlay: str) -> No
             assert where is None, key
         elif key in in_default:
             assert where == "default", key
+        elif key in pinned:
+            assert where == pinned[key], key
         else:
             assert where == namespace, f"{key}: {where}"
         for subject in item.get("subjects", []):
