@@ -62,12 +62,14 @@ def _check_expiration(settings: config.Settings) -> int:
     if error := _check_root(settings):
         print(report.printable(error), file=sys.stderr)
         return 1
-    observed = observe.observe(host_.Host(settings.host_root), settings.node_name)
-    rows = report.expiration(observed, _now(settings))
+    host = host_.Host(settings.host_root)
+    observed = observe.observe(host, settings.node_name)
+    previous = observe.read_state(host).get("caPrevious", {})  # CA certificates renewals replaced
+    rows = report.expiration(observed, _now(settings), previous)
     if settings.args.output == "json":
         print(json.dumps(rows, indent=2))
     else:
-        print(report.expiration_table(rows), end="")
+        print(report.expiration_table(rows, _now(settings)), end="")
     return 1 if any(r.get("error") for r in rows) else 0
 
 
@@ -198,7 +200,7 @@ def _node(settings: config.Settings) -> int:
         elif result.converged:
             print(f"\nconverged to policy revision {spec.revision}")
         if result.ca_renewed:
-            print(report.printable(f"\nOTHER NODES: {caplan.other_nodes(result.ca_renewed)}"))
+            print("\n" + report.printable(f"OTHER NODES: {caplan.other_nodes(result.ca_renewed)}"))
     if stop.requested:
         print(report.printable(f"kucero: {result.error}"), file=sys.stderr)
     return 0 if result.converged else 1

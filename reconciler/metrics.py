@@ -152,6 +152,13 @@ class Metrics:
             ["node", "name"],
             registry=r,
         )
+        self.ca_renew_before = prometheus_client.Gauge(
+            "kucero_ca_renew_before_seconds",
+            "The policy's ca.renewBefore as a node resolved it, in seconds: a CA certificate a "
+            "node trusts that ends sooner than this is due (KuceroNodeTrustsExpiringCA)",
+            ["node"],
+            registry=r,
+        )
         self.ca_refusals = prometheus_client.Counter(
             "kucero_ca_refusals",
             "Published CA certificates a node refused (not its CA's subject and key, garbage, "

@@ -118,7 +118,7 @@ def other_nodes(renewed: list[str]) -> str:
     return (
         f"renewed {', '.join(renewed)} on this node only. On every other node (control plane "
         f"and workers) install the same certificates: copy them into one file "
-        f"(`cat {files} > kucero-ca-bundle.pem`) and run `kucero node --once --policy FILE "
+        f"(`cat {files} > kucero-ca-bundle.pem`) and run `kucero node --once --host-root / --policy FILE "
         "--ca-bundle kucero-ca-bundle.pem` there (it accepts only certificates with its CAs' "
         "subjects and keys); or, once the API server answers, let the leader publish them "
         "(docs/runbook.md, CA renewal)"

@@ -168,6 +168,7 @@ def observer(metrics: metrics_.Metrics, node_name: str) -> Any:
             metrics.certificates.set(node_name, metrics_.certificate_rows(rows))
             for name, until in castatus.trusted(result.observed).items():
                 metrics.ca_trusted.labels(node_name, name).set(until.timestamp())
+        metrics.ca_renew_before.labels(node_name).set(result.spec.ca.renew_before.total_seconds())
         for f in result.findings:
             refusal = f.reason == actions.Reason.CA_REFUSED and f.severity == "error"
             if refusal and f.detail not in refused:
