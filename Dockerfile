@@ -13,6 +13,12 @@ ARG BASE_IMAGE=python:3.12.11-slim-bookworm@sha256:519591d6871b7bc437060736b9f74
 
 FROM ${BASE_IMAGE} AS build
 WORKDIR /src
+COPY requirements/runtime.txt requirements/runtime.txt
+# The dependencies exactly as locked (versions and sha256 of every file; `make lock` refreshes
+# the file), then kucero itself with nothing resolved again.
+RUN python -m venv --without-pip /opt/kucero \
+    && pip --python /opt/kucero/bin/python install --no-cache-dir --disable-pip-version-check \
+        --require-hashes --no-deps -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY schema/ schema/
 COPY policies/ policies/
@@ -20,8 +26,8 @@ COPY reconciler/ reconciler/
 # A virtualenv without pip: the runtime stage copies this one directory, with the package,
 # its dependencies and their precompiled bytecode (the root filesystem is read-only at run
 # time, so nothing could be compiled there).
-RUN python -m venv --without-pip /opt/kucero \
-    && pip --python /opt/kucero/bin/python install --no-cache-dir --disable-pip-version-check . \
+RUN pip --python /opt/kucero/bin/python install --no-cache-dir --disable-pip-version-check \
+        --no-deps --no-build-isolation . \
     && /opt/kucero/bin/kucero --version
 
 FROM ${BASE_IMAGE}

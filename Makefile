@@ -4,13 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit fuzz lint bench bench-nodes testbin clean
+.PHONY: demo test unit fuzz lint lock bench bench-nodes testbin clean
 
-$(STAMP): pyproject.toml
+# The environment comes from the hashed lock file (requirements/dev.txt: runtime and dev tools,
+# every version pinned, every file's sha256 checked), then kucero itself, editable, without
+# resolving anything again.
+$(STAMP): pyproject.toml requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+## make lock: regenerate the lock files from pyproject.toml's ranges (newest versions allowed);
+## commit the result. requirements/runtime.txt is what the image installs.
+LOCK := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --all-build-deps --no-emit-find-links --upgrade
+lock: $(STAMP)
+	$(LOCK) -o requirements/runtime.txt pyproject.toml
+	$(LOCK) --extra dev -c requirements/runtime.txt -o requirements/dev.txt pyproject.toml
 
 ## make demo: build a kubeadm-like node tree with expiring certificates and renew it offline
 demo: $(STAMP)

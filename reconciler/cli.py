@@ -251,6 +251,9 @@ def _daemon(settings: config.Settings) -> int:
             node_labels=args.node_labels,
             kubeconfig=args.kubeconfig,
             metrics_addr=args.metrics_addr,
+            metrics_secure=args.metrics_secure,
+            metrics_cert_file=args.metrics_cert_file,
+            metrics_key_file=args.metrics_key_file,
             lease_duration=duration.parse_timedelta(args.rotation_lease_duration),
             slot_retry=duration.parse_timedelta(args.slot_retry_period),
             failure_retry=duration.parse_timedelta(args.retry_period),
@@ -288,17 +291,17 @@ def _controller(settings: config.Settings) -> int:
 
 
 def _leader_components(settings: config.Settings) -> Callable[[Any], tuple[Any, ...]]:
-    """What only the leader runs besides the policy loop: the kubelet serving CSR signer and
-    the CA publisher, reading the CAs under ``--host-root``. Made with the process's metrics."""
+    """What only the leader runs besides the policy loop: the kubelet serving CSR signer,
+    reading the CA and the API server's certificate under ``--host-root`` (``--node-name`` is
+    the node those files belong to), and the CA publisher. Made with the process's metrics."""
 
     def make(metrics: Any) -> tuple[Any, ...]:
         from reconciler.run import capublisher, signer
 
-        return (
-            signer.Signer(host_root=settings.host_root, metrics=metrics),
-            # with ca.mode renew: renews the CAs once and publishes the certificates
-            capublisher.CAPublisher(settings.host_root, settings.args.ds_namespace, metrics),
-        )
+        made = signer.Signer(settings.host_root, metrics, node_name=settings.node_name)
+        # with ca.mode renew: renews the CAs once and publishes the certificates
+        publisher = capublisher.CAPublisher(settings.host_root, settings.args.ds_namespace, metrics)
+        return (made, publisher)
 
     return make
 

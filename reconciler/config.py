@@ -61,9 +61,24 @@ def settings_from(args: argparse.Namespace) -> Settings:
         node_name=getattr(args, "node_name", None),
         policy_defaults=defaults,
     )
+    if defaults and args.command != "controller":
+        _check_seed_flags(defaults)
     if args.command == "controller" or (args.command == "run" and args.enable_kucero_controller):
         settings = dataclasses.replace(settings, controller=_controller_settings(settings))
     return settings
+
+
+def _check_seed_flags(defaults: dict[str, Any]) -> None:
+    """The seed flags meet the policy schema's floors before anything runs, as the
+    controller's settings do (``_controller_settings``)."""
+    from reconciler.decide import policy
+
+    try:
+        policy.from_mapping(
+            {"apiVersion": policy.API_VERSION, "kind": policy.KIND}, "flags", defaults
+        )
+    except policy.PolicyError as e:
+        raise SettingsError(e.errors) from e
 
 
 def _controller_settings(settings: Settings) -> Any:
@@ -124,6 +139,9 @@ def _controller_settings(settings: Settings) -> Any:
         policy_name=cm_name,
         policy_defaults=settings.policy_defaults,
         metrics_addr=addr,
+        metrics_secure=args.metrics_secure,
+        metrics_cert_file=args.metrics_cert_file,
+        metrics_key_file=args.metrics_key_file,
     )
 
 

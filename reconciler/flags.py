@@ -35,6 +35,18 @@ def _go_duration(text: str) -> str:
     return text
 
 
+# A retry period is how often a waiting node asks the API server again (a slot) or re-runs a
+# failed pass: below a second that is a busy loop against the API server and the host.
+MIN_RETRY_PERIOD = "1s"
+
+
+def _retry_period(text: str) -> str:
+    _go_duration(text)
+    if duration.parse(text) < duration.parse(MIN_RETRY_PERIOD):
+        raise argparse.ArgumentTypeError(f"{text!r} is below the minimum of {MIN_RETRY_PERIOD}")
+    return text
+
+
 def _rfc3339(text: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text)
@@ -106,6 +118,20 @@ def _seed_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--leader-election-id", default="kucero-leader-election")
     g.add_argument("--lock-annotation", default="caasp.suse.com/kucero-node-lock")
     g.add_argument("--metrics-addr", default=":8080")
+    g.add_argument(
+        "--metrics-secure",
+        type=_go_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="HTTPS, and /metrics only for a token the API server allows to get /metrics "
+        "(TokenReview, SubjectAccessReview); false: plain HTTP to anyone, for 127.0.0.1",
+    )
+    g.add_argument(
+        "--metrics-cert-file", help="serving certificate (default: self-signed at start-up)"
+    )
+    g.add_argument("--metrics-key-file", help="its key (with --metrics-cert-file)")
     g.add_argument(
         "--polling-period",
         type=_go_duration,
@@ -180,13 +206,13 @@ def _node_flags(s: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--slot-retry-period",
-        type=_go_duration,
+        type=_retry_period,
         default="10s",
         help="time between two attempts to take a rotation slot (jittered)",
     )
     g.add_argument(
         "--retry-period",
-        type=_go_duration,
+        type=_retry_period,
         default="1m",
         help="time before a failed pass is retried (never later than checkInterval)",
     )

@@ -1,5 +1,5 @@
-"""Every Prometheus metric of kucero, declared in one place, and the HTTP endpoint serving them
-with ``/healthz`` and ``/readyz``.
+"""Every Prometheus metric of kucero, declared in one place (``run.endpoint`` serves them,
+behind the API server's authentication and authorization, with ``/healthz`` and ``/readyz``).
 
 One ``Metrics`` object per process holds its own ``CollectorRegistry`` (no global state: a test
 makes a fresh one). Counters have no ``_created`` series: they double the series count and no
@@ -17,11 +17,10 @@ turns the endpoint off.
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import logging
 import platform
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import prometheus_client
@@ -227,52 +226,3 @@ def parse_addr(addr: str) -> tuple[str, int] | None:
     if not sep or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"{addr!r} is not host:port (e.g. :8080)")
     return host.strip("[]"), int(port)
-
-
-class Server:
-    """``/metrics``, ``/healthz`` (the process serves) and ``/readyz`` (``ready()``), each on
-    its own thread so a slow scrape never blocks a probe."""
-
-    def __init__(self, metrics: Metrics, addr: tuple[str, int], ready: Callable[[], bool]):
-        handler = _handler(metrics, ready)
-        self.httpd = http.server.ThreadingHTTPServer(addr, handler)
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="metrics", daemon=True
-        )
-        self._thread.start()
-        log.info("serving /metrics, /healthz, /readyz on %s:%d", addr[0] or "*", self.port)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _handler(
-    metrics: Metrics, ready: Callable[[], bool]
-) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, metrics.render(), prometheus_client.CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._send(200, b"ok\n")
-            elif path == "/readyz":
-                ok = ready()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"not ready\n")
-            else:
-                self._send(404, b"not found\n")
-
-        def _send(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("metrics: " + format, *args)
-
-    return Handler

@@ -22,6 +22,9 @@ from tests.controlplane import cluster
 
 CA_CERT = "/etc/kubernetes/pki/ca.crt"
 CA_KEY = "/etc/kubernetes/pki/ca.key"
+# What the test nodes' kubelets ask for: <node>, <node>.cluster.internal and addresses in
+# 10.0.0.0/8 (which holds the Service range 10.96.0.0/12: refused whatever this says).
+KUBELET_ALLOWLIST = {"allowedDNSSuffixes": ["cluster.internal"], "allowedIPRanges": ["10.0.0.0/8"]}
 
 
 def control_plane(directory: Path, with_controller_manager: bool) -> Any:
@@ -30,12 +33,18 @@ def control_plane(directory: Path, with_controller_manager: bool) -> Any:
 
 
 def host_root_with_ca(
-    root: Path, ca: tuple[Any, Any] | None = None, now: dt.datetime | None = None
+    root: Path,
+    ca: tuple[Any, Any] | None = None,
+    now: dt.datetime | None = None,
+    apiserver_crt: Path | None = None,
 ) -> tuple[Path, Any, Any]:
-    """``root`` with ``etc/kubernetes/pki/ca.{crt,key}``: ``ca`` (cert, key), or a new ECDSA CA."""
+    """``root`` with ``etc/kubernetes/pki/ca.{crt,key}``: ``ca`` (cert, key), or a new ECDSA CA;
+    and a copy of ``apiserver_crt`` (a control plane's own) as the leader host's apiserver.crt."""
     cert, key = ca or fabricate.make_ca("kucero-test-ca", now or dt.datetime.now(dt.UTC), "ecdsa")
     pki_dir = root / "etc/kubernetes/pki"
     pki_dir.mkdir(parents=True, exist_ok=True)
+    if apiserver_crt is not None:
+        (pki_dir / "apiserver.crt").write_bytes(apiserver_crt.read_bytes())
     (pki_dir / "ca.crt").write_bytes(pki.cert_pem(cert))
     (pki_dir / "ca.key").write_bytes(pki.key_pem(key))
     (pki_dir / "ca.key").chmod(0o600)
@@ -43,7 +52,8 @@ def host_root_with_ca(
 
 
 def load_policy(**csr_signer: Any) -> policy.Policy:
-    spec = {"caCertPath": CA_CERT, "caKeyPath": CA_KEY, **csr_signer}
+    """The test CA, ``KUBELET_ALLOWLIST``, and these ``csrSigner`` fields over them."""
+    spec = {"caCertPath": CA_CERT, "caKeyPath": CA_KEY, **KUBELET_ALLOWLIST, **csr_signer}
     return policy.from_mapping(
         {"apiVersion": policy.API_VERSION, "kind": policy.KIND, "spec": {"csrSigner": spec}}
     )

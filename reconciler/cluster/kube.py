@@ -267,12 +267,15 @@ class Kube:
         stop: threading.Event,
         on_list: Any = None,
         on_error: Any = None,
+        on_alive: Any = None,
     ) -> None:
         """List, then watch from the list's resourceVersion, until ``stop`` is set; see
         ``watching.watch_forever``."""
         from reconciler.cluster import watching
 
-        watching.watch_forever(self, path, params, on_event, stop, on_list, on_error=on_error)
+        watching.watch_forever(
+            self, path, params, on_event, stop, on_list, on_error=on_error, on_alive=on_alive
+        )
 
     def close(self) -> None:
         self._pool.clear()

@@ -35,6 +35,15 @@ WATCH_TIMEOUT_JITTER = 0.1
 # Back-off after a failure: 0.5 s doubling to 30 s, each wait jittered to 50-100 %.
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
+# The longest a healthy watch loop goes without a sign of life (``on_alive``): one watch request
+# (its jittered server timeout and the read margin), a back-off, and one list retried to the end.
+ALIVE_WITHIN_SECONDS = (
+    WATCH_TIMEOUT_SECONDS * (1 + WATCH_TIMEOUT_JITTER)
+    + kube_.WATCH_READ_MARGIN_SECONDS
+    + BACKOFF_MAX_SECONDS
+    + kube_.RETRY_MAX_TOTAL_SECONDS
+    + kube_.READ_TIMEOUT_SECONDS
+)
 
 
 class Backoff:
@@ -61,12 +70,17 @@ def watch_forever(
     on_list: Callable[[list[dict[str, Any]]], None] | None = None,
     timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
     on_error: Callable[[kube_.KubeError], None] | None = None,
+    on_alive: Callable[[], None] | None = None,
 ) -> None:
     """Deliver the state of ``path`` and every change to it until ``stop`` is set.
 
-    ``on_error`` hears of each failure before the back-off (to count it in a metric). Exceptions
-    raised by the callbacks propagate (a bug there must not be retried forever).
+    ``on_error`` hears of each failure before the back-off (to count it in a metric).
+    ``on_alive`` is called each time round the loop and after each event (bookmarks included),
+    at least every ``ALIVE_WITHIN_SECONDS`` while the loop runs (a liveness heartbeat; a callback
+    stuck in ``on_event`` stops it). Exceptions raised by the callbacks propagate (a bug there
+    must not be retried forever).
     """
+    alive = on_alive or (lambda: None)
     current: dict[str, Any] = {}
     interrupter = threading.Thread(
         target=_interrupt_on_stop, args=(stop, current), name=f"watch-stop {path}", daemon=True
@@ -76,6 +90,7 @@ def watch_forever(
     version: str | None = None
     try:
         while not stop.is_set():
+            alive()
             try:
                 if version is None:
                     listed = kube.list(path, params)
@@ -97,6 +112,7 @@ def watch_forever(
                 ):
                     version = event.obj.get("metadata", {}).get("resourceVersion") or version
                     backoff.reset()
+                    alive()
                     if event.type != "BOOKMARK":
                         on_event(event)
                     if stop.is_set():

@@ -1,16 +1,19 @@
 """Should kucero approve this kubelet serving CSR? A pure verdict with a reason.
 
-``check(csr, node, spec, now)`` takes the CertificateSigningRequest as the API's JSON, the
-requesting Node as JSON (``None`` when it does not exist), the ``csrSigner`` policy resolved for
-that node, and the time, and returns a ``Verdict``: approve, deny, wait (the Node may not be
-registered yet) or leave (not ours, or ``onReject: ignore``), with a ``Reason`` that reads well
-in a condition, an Event, a log line and a metric label. No I/O, clock or randomness.
+``check(csr, node, spec, refused, now)`` takes the CertificateSigningRequest as the API's JSON,
+the requesting Node as JSON (``None`` when it does not exist), the ``csrSigner`` policy resolved
+for that node, what no certificate may name (``decide.reserved.Refused``: built from the policy
+and the leader's host), and the time, and returns a ``Verdict``: approve, deny, wait (the Node
+may not be registered yet), leave (not ours, or ``onReject: ignore``) or resolve (the policy
+wants the DNS names resolved: ask again with the answers), with a ``Reason`` that reads well in
+a condition, an Event, a log line and a metric label. No I/O, clock or randomness.
 
 Edge cases it exists for: the request is attacker-controlled bytes (every access to the parsed
 request is guarded, ``cryptography`` raises ``InvalidVersion``, ``UnsupportedAlgorithm`` or
 ``ValueError`` lazily, see PITFALLS.md); the requestor is authenticated by the API server but the
-subject and SANs are whatever the client wrote; wildcard and malformed DNS names must not slip
-under an ``extraDNSSuffixes`` entry; a missing Node is a reason to wait, for a bounded time.
+subject and SANs are whatever the client wrote, and the Node's addresses are whatever the node
+wrote (``decide.sans``: they narrow the policy's allowlist, never widen it); a missing Node is a
+reason to wait, for a bounded time.
 """
 
 from __future__ import annotations
@@ -18,16 +21,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
-import enum
 import ipaddress
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from reconciler.decide import duration, policy
+from reconciler.decide import csrreason, duration, policy, reserved, sans
 
 SIGNER = "kubernetes.io/kubelet-serving"
 NODE_USER_PREFIX = "system:node:"
@@ -42,43 +43,9 @@ MIN_RSA_BITS = 2048
 CURVES = ("secp256r1", "secp384r1")
 USAGES = frozenset({"server auth", "digital signature"})
 USAGES_RSA = USAGES | {"key encipherment"}
-DNS_ADDRESS_TYPES = ("Hostname", "InternalDNS", "ExternalDNS")
-IP_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
-
-class Decision(enum.StrEnum):
-    APPROVE = "approve"
-    DENY = "deny"
-    WAIT = "wait"  # requeue: the Node may appear
-    LEAVE = "leave"  # no condition at all: another signer's, or onReject: ignore
-
-
-class Reason(enum.StrEnum):
-    APPROVED = APPROVED_REASON
-    OTHER_SIGNER = "OtherSigner"
-    SIGNER_DISABLED = "SignerDisabled"
-    REQUESTOR_NOT_NODE = "RequestorNotANode"
-    REQUESTOR_NOT_IN_NODES = "RequestorNotInSystemNodes"
-    UNPARSEABLE = "UnparseableRequest"
-    BAD_SIGNATURE = "InvalidSelfSignature"
-    SUBJECT_MISMATCH = "SubjectNotRequestor"
-    NO_SANS = "NoSubjectAltNames"
-    FORBIDDEN_SAN = "ForbiddenSubjectAltName"
-    INVALID_DNS_NAME = "InvalidDNSName"
-    DNS_NOT_OWNED = "DNSNameNotOwned"
-    IP_NOT_OWNED = "IPAddressNotOwned"
-    FORBIDDEN_EXTENSION = "ForbiddenExtension"
-    USAGES = "UsagesNotAllowed"
-    WEAK_KEY = "KeyNotAllowed"
-    NODE_NOT_FOUND = "NodeNotFound"
-    # signing outcomes (decide/csrsign.py), here so that one enum names every outcome
-    CA_EXPIRED = "CAExpired"
-    CA_NOT_YET_VALID = "CANotYetValid"
-    CA_KEY_MISMATCH = "CAKeyMismatch"
-    CA_UNAVAILABLE = "CAUnavailable"
-    SIGNING_FAILED = "SigningFailed"
-    SIGNED_ELSEWHERE = "SignedElsewhere"
+Decision = csrreason.Decision
+Reason = csrreason.Reason
 
 
 # What each passed check is called in the Approved condition's message.
@@ -86,7 +53,7 @@ PASSED = (
     "requestor is the node",
     "self-signature",
     "subject",
-    "SANs owned by the node",
+    "SANs in the policy's allowlist and none reserved",
     "no other extensions",
     "usages",
     "key",
@@ -101,9 +68,14 @@ class SignerSpec:
     ca_cert_path: str
     ca_key_path: str
     certificate_validity: dt.timedelta
-    extra_dns_suffixes: tuple[str, ...]
-    extra_ip_ranges: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     on_reject: str  # deny | ignore
+    allow: sans.Allowlist = dataclasses.field(default_factory=sans.Allowlist)
+    service_cidrs: tuple[reserved.Network, ...] = ()
+    cluster_domain: str = reserved.DEFAULT_CLUSTER_DOMAIN
+
+    def refused(self, apiserver: reserved.APIServer | None = None) -> reserved.Refused:
+        """What no certificate may name under this policy, plus the leader host's facts."""
+        return reserved.refused(self.service_cidrs, self.cluster_domain, apiserver)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +109,25 @@ def signer_spec(resolved: policy.Policy, labels: Mapping[str, str]) -> SignerSpe
         ca_cert_path=fields["caCertPath"],
         ca_key_path=fields["caKeyPath"],
         certificate_validity=duration.parse_timedelta(fields["certificateValidity"]),
-        extra_dns_suffixes=tuple(s.lstrip(".").lower() for s in fields["extraDNSSuffixes"]),
-        extra_ip_ranges=tuple(ipaddress.ip_network(r) for r in fields["extraIPRanges"]),
         on_reject=fields["onReject"],
+        allow=sans.Allowlist(
+            dns_suffixes=tuple(s.lstrip(".").lower() for s in fields["allowedDNSSuffixes"]),
+            max_dns_names=fields["maxDNSNames"],
+            ip_ranges=tuple(ipaddress.ip_network(r) for r in fields["allowedIPRanges"]),
+            require_node_addresses=fields["requireNodeAddresses"],
+            resolve_dns_names=fields["resolveDNSNames"],
+        ),
+        service_cidrs=tuple(ipaddress.ip_network(r) for r in fields["serviceCIDRs"]),
+        cluster_domain=fields["clusterDomain"].lower().strip("."),
     )
+
+
+def approves_kubelet(spec: SignerSpec, node: str, addresses: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether this policy would approve the serving CSR a kubelet with these Node addresses
+    makes (the policy's own refusals only: the leader host's facts exempt the leader's node).
+    The controller vouches for an approver only then, so ``serverTLSBootstrap`` is never
+    switched on for a kubelet whose request would be denied."""
+    return spec.enabled and sans.kubelet_covered(node, addresses, spec.allow, spec.refused())
 
 
 def is_pending(csr: Mapping[str, Any]) -> bool:
@@ -174,17 +161,28 @@ def check(
     csr: Mapping[str, Any],
     node: Mapping[str, Any] | None,
     spec: SignerSpec,
+    refused: reserved.Refused,
     now: dt.datetime,
+    resolved: Mapping[str, Sequence[str]] | None = None,
 ) -> Verdict:
-    """The verdict on ``csr``; see the module docstring. Never raises on any input."""
-    verdict = _check(csr, node, spec, now)
+    """The verdict on ``csr``; see the module docstring. Never raises on any input.
+
+    ``resolved``: with ``resolveDNSNames``, the addresses each requested DNS name (lowercased)
+    resolved to; without it the verdict of a request that passes every other check is
+    ``RESOLVE``, never ``APPROVE``."""
+    verdict = _check(csr, node, spec, refused, now, resolved)
     if verdict.decision is Decision.DENY and spec.on_reject == "ignore":
         return dataclasses.replace(verdict, decision=Decision.LEAVE)
     return verdict
 
 
 def _check(
-    csr: Mapping[str, Any], node: Mapping[str, Any] | None, spec: SignerSpec, now: dt.datetime
+    csr: Mapping[str, Any],
+    node: Mapping[str, Any] | None,
+    spec: SignerSpec,
+    refused: reserved.Refused,
+    now: dt.datetime,
+    resolved: Mapping[str, Sequence[str]] | None,
 ) -> Verdict:
     body = csr.get("spec") if isinstance(csr.get("spec"), Mapping) else {}
     assert isinstance(body, Mapping)
@@ -208,21 +206,36 @@ def _check(
     request = _sans(parsed)
     if isinstance(request, Verdict):
         return request
+    # The allowlist and the refused names need no Node: a hostile request is denied at once,
+    # even before its Node exists; only the narrowing by the Node's addresses waits for it.
+    owned = sans.NodeAddresses.of(node)
+    allow = (
+        spec.allow
+        if node is not None
+        else dataclasses.replace(spec.allow, require_node_addresses=False)
+    )
+    found = sans.problem(request.dns_names, request.ips, name, owned, allow, refused)
+    if found:
+        return _deny(*found)
     if node is None:
         if _age(csr, now) < NODE_WAIT:
             return Verdict(Decision.WAIT, Reason.NODE_NOT_FOUND, f"Node {name!r} not found yet")
         return _deny(Reason.NODE_NOT_FOUND, f"Node {name!r} not found within {NODE_WAIT}")
-    owned = _ownership_problem(request, node, spec)
-    if owned:
-        return owned
-    usages = frozenset(body["usages"])
+    if spec.allow.resolve_dns_names and request.dns_names:
+        if resolved is None:
+            names = ", ".join(request.dns_names)
+            return Verdict(Decision.RESOLVE, Reason.DNS_NOT_RESOLVED, names, request=request)
+        args = (request.dns_names, resolved, name, owned, spec.allow, refused)
+        found = sans.resolution_problem(*args)
+        if found:
+            return _deny(*found)
     return Verdict(
         Decision.APPROVE,
         Reason.APPROVED,
         f"kucero checked: {', '.join(PASSED)}",
         request=request,
         validity=validity(body.get("expirationSeconds"), spec),
-        usages=usages,
+        usages=frozenset(body["usages"]),
     )
 
 
@@ -304,38 +317,6 @@ def _key_problem(request: x509.CertificateSigningRequest) -> Verdict | None:
     if isinstance(key, ec.EllipticCurvePublicKey):
         described = f"ECDSA-{key.curve.name}"
     return _deny(Reason.WEAK_KEY, f"key {described}")
-
-
-def _ownership_problem(
-    request: Request, node: Mapping[str, Any], spec: SignerSpec
-) -> Verdict | None:
-    addresses = (node.get("status") or {}).get("addresses") or []
-    names = {a.get("address", "").lower() for a in addresses if a.get("type") in DNS_ADDRESS_TYPES}
-    ips = set()
-    for a in addresses:
-        if a.get("type") in IP_ADDRESS_TYPES:
-            try:
-                ips.add(ipaddress.ip_address(a.get("address", "")))
-            except ValueError:
-                continue  # a garbage address owns nothing
-    for name in request.dns_names:
-        lowered = name.lower()
-        if not _valid_dns_name(lowered):
-            return _deny(Reason.INVALID_DNS_NAME, f"DNS SAN {name!r} is not a host name")
-        if lowered not in names and not _under_suffix(lowered, spec.extra_dns_suffixes):
-            return _deny(Reason.DNS_NOT_OWNED, f"DNS SAN {name!r} is not an address of the node")
-    for ip in request.ips:
-        if ip not in ips and not any(ip in r for r in spec.extra_ip_ranges):
-            return _deny(Reason.IP_NOT_OWNED, f"IP SAN {ip} is not an address of the node")
-    return None
-
-
-def _valid_dns_name(name: str) -> bool:
-    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
-
-
-def _under_suffix(name: str, suffixes: tuple[str, ...]) -> bool:
-    return any(s and name.endswith("." + s) for s in suffixes)
 
 
 def _age(csr: Mapping[str, Any], now: dt.datetime) -> dt.timedelta:

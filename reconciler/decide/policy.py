@@ -22,7 +22,7 @@ import hashlib
 import ipaddress
 import json
 import pkgutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from reconciler.decide import duration, yamldoc
@@ -104,7 +104,10 @@ def from_mapping(
     if errors:
         raise PolicyError(source, errors)
     document = _apply_defaults(data, defaults or {})
-    errors = _cross_field_errors(document)
+    # The seed flags' values are defaults, not the document: they meet the same schema (a
+    # --polling-period of 1us is as much a busy loop as a checkInterval of 1us).
+    errors = validate(document) if defaults else []
+    errors = errors or _cross_field_errors(document)
     if errors:
         raise PolicyError(source, errors)
     normalised = _normalise(document)
@@ -179,13 +182,22 @@ def default_document() -> dict[str, Any]:
 # --- internals -------------------------------------------------------------------------
 
 
+# A renewal restarts the control plane: a policy may not ask for one more often than this.
+MIN_RENEWAL_GAP = 24 * duration.HOUR
+
+
 def _check_duration(value: object) -> bool:
+    """Positive and whole seconds: what validates is exactly what encodes. X.509 validity and
+    Lease times count whole seconds, and ``NodeSpec`` keeps a ``timedelta`` (microseconds), so
+    ``1h500ns`` would validate here and reach the node as ``1h0m0s``, another revision (and
+    ``500ns`` as ``0s``, which every node refuses)."""
     if not isinstance(value, str):
         return True  # the type keyword reports it
     try:
-        return duration.parse(value) > 0
+        nanoseconds = duration.parse(value)
     except duration.DurationError:
         return False
+    return nanoseconds > 0 and nanoseconds % duration.SECOND == 0
 
 
 def _check_cidr(value: object) -> bool:
@@ -205,17 +217,43 @@ _FORMATS: dict[str, Callable[[object], bool]] = {
 }
 
 
+def _duration_bound(below: bool) -> Callable[..., Iterator[Any]]:
+    """The schema's ``minDuration``/``maxDuration`` keywords: a floor (or ceiling) on a Go
+    duration, written as one (``"minDuration": "1m"``). JSON Schema compares numbers only; these
+    keep each field's bound beside its description in the one schema file. A value that is not
+    a duration is left to ``format``."""
+
+    def check(validator: Any, bound: str, instance: object, subschema: Any) -> Iterator[Any]:
+        import jsonschema
+
+        if not isinstance(instance, str):
+            return
+        try:
+            value = duration.parse(instance)
+        except duration.DurationError:
+            return
+        limit = duration.parse(bound)
+        if (value < limit) if below else (value > limit):
+            word = "below the minimum" if below else "above the maximum"
+            yield jsonschema.ValidationError(f"{instance!r} is {word} of {bound}")
+
+    return check
+
+
 @functools.cache
 def _validator() -> jsonschema.Draft202012Validator:
     """Built on first use: importing jsonschema costs about 45 ms (PITFALLS.md), paid by the
     commands that validate a policy (the daemons once). The format checker knows only the
-    formats the schema uses, none of jsonschema's own."""
+    formats the schema uses, none of jsonschema's own; the validator knows the schema's two
+    duration keywords."""
     import jsonschema
 
     formats = jsonschema.FormatChecker(formats=())
     for name, check in _FORMATS.items():
         formats.checks(name)(check)
-    return jsonschema.Draft202012Validator(schema(), format_checker=formats)
+    keywords = {"minDuration": _duration_bound(True), "maxDuration": _duration_bound(False)}
+    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, keywords)
+    return cls(schema(), format_checker=formats)
 
 
 def _schema_errors(data: Mapping[str, Any]) -> list[str]:
@@ -241,15 +279,22 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
             also = f"; unknown field{'s' if len(others) > 1 else ''} {', '.join(map(repr, others))}"
             return f"{path}.ca", _CA_IN_OVERRIDE + (also if others else "")
         return path, f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}"
+    if error.validator == "not" and "renamedTo" in schema_:  # a csrSigner field renamed
+        return path, f"renamed {schema_['renamedTo']}: {schema_['description']}"
     if error.validator in ("pattern", "format") and is_duration:
         if isinstance(value, str) and value.startswith("-"):
             return path, f"{value!r} is not a valid duration (must be positive)"
         try:
-            if isinstance(value, str) and duration.parse(value) == 0:
-                return path, f"{value!r} is not a valid duration (must be positive)"
+            parsed = duration.parse(value) if isinstance(value, str) else None
         except duration.DurationError:
-            pass
+            parsed = None
+        if parsed == 0:
+            return path, f"{value!r} is not a valid duration (must be positive)"
+        if parsed is not None:
+            return path, f"{value!r} is not a whole number of seconds (e.g. 90s, not 90.5s)"
         return path, f"{value!r} is not a valid duration (use Go syntax, e.g. 720h, 1h30m, 90s)"
+    if error.validator in ("minDuration", "maxDuration"):
+        return path, error.message
     if error.validator == "type" and is_duration:
         return (
             path,
@@ -338,7 +383,8 @@ def _cross_field_errors(document: Mapping[str, Any]) -> list[str]:
 
 
 def _spec_errors(spec: Mapping[str, Any], where: str) -> list[str]:
-    return _validity_errors(spec, where) + _kubelet_errors(spec, where) + _ca_errors(spec, where)
+    errors = _validity_errors(spec, where) + _kubelet_errors(spec, where) + _ca_errors(spec, where)
+    return errors + _csr_signer_errors(spec["csrSigner"], f"{where}.csrSigner")
 
 
 def _ca_errors(spec: Mapping[str, Any], where: str) -> list[str]:
@@ -372,6 +418,13 @@ def _validity_errors(spec: Mapping[str, Any], where: str) -> list[str]:
             f"kubeadm.certificateValidity ({kubeadm['certificateValidity']}), or every "
             "renewed certificate would be renewed again at once"
         ]
+    if validity - before < MIN_RENEWAL_GAP:
+        return [
+            f"{where}.kubeadm.certificateValidity: {kubeadm['certificateValidity']} leaves "
+            f"{duration.format(validity - before)} before a renewed certificate is due again "
+            f"(renewBefore {kubeadm['renewBefore']}); at least "
+            f"{duration.format(MIN_RENEWAL_GAP)}: every renewal restarts the control plane"
+        ]
     if validity - before < interval:
         # A renewed certificate would be due again before the next check: the node would
         # renew (and restart its control plane) on every pass, forever.
@@ -396,6 +449,22 @@ def _kubelet_errors(spec: Mapping[str, Any], where: str) -> list[str]:
             "rotation on"
         ]
     return []
+
+
+def _csr_signer_errors(signer: Mapping[str, Any], where: str) -> list[str]:
+    """An allowed DNS suffix inside a zone no serving certificate may name (decide.reserved
+    refuses it anyway): say so now rather than deny every request under it."""
+    zones = {"svc", "localhost", signer["clusterDomain"].strip(".")}
+    errors = []
+    for i, suffix in enumerate(signer["allowedDNSSuffixes"]):
+        name = suffix.lstrip(".")
+        zone = next((z for z in sorted(zones) if name == z or name.endswith("." + z)), None)
+        if zone:
+            errors.append(
+                f"{where}.allowedDNSSuffixes[{i}]: {suffix!r} is inside {zone!r}, a zone no "
+                "serving certificate may name (the cluster's DNS, localhost)"
+            )
+    return errors
 
 
 def _normalise(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -495,7 +564,8 @@ def spec_document(node_spec: nodespec.NodeSpec) -> dict[str, Any]:
 
 
 def _fmt(delta: dt.timedelta) -> str:
-    return duration.format(int(delta / dt.timedelta(microseconds=1)) * duration.MICROSECOND)
+    # integer division: ``delta / timedelta`` is a float, inexact above 2**53 microseconds
+    return duration.format(delta // dt.timedelta(microseconds=1) * duration.MICROSECOND)
 
 
 def _one_line(error: Exception) -> str:

@@ -86,15 +86,26 @@ def loaded_by_kubelet(path: str, kubelet_config: Mapping[str, Any] | None) -> bo
     return path in (kubeadm.KUBELET_CONF, client_ca_file(kubelet_config))
 
 
-def certs_in_pem(data: bytes) -> tuple[x509.Certificate, ...]:
+def certs_in_pem(
+    data: bytes, known: dict[bytes, x509.Certificate] | None = None
+) -> tuple[x509.Certificate, ...]:
     """Every parseable certificate of a PEM bundle, in order (damaged blocks are skipped:
-    they are left in the file untouched)."""
+    they are left in the file untouched). ``known``: PEM block -> certificate already parsed
+    (the CA files, an earlier anchor), reused and filled, so the same CA certificate embedded
+    in five kubeconfigs is parsed once."""
     out = []
     for block in _PEM_BLOCK.findall(data):
+        key = block.rstrip(b"\r\n").replace(b"\r\n", b"\n") + b"\n"
+        if known is not None and key in known:
+            out.append(known[key])
+            continue
         try:
-            out.append(pki.load_cert(block))
+            cert = pki.load_cert(block)
         except pki.PKIError:
             continue
+        if known is not None:
+            known[key] = cert
+        out.append(cert)
     return tuple(out)
 
 

@@ -57,7 +57,7 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
         cas=cas,
         leaves=leaves,
         kubelet=kubelet_state,
-        anchors=trustanchors.observe(host, leaves, kubelet_state),
+        anchors=trustanchors.observe(host, leaves, kubelet_state, cas),
         **_read_afresh(host, leaves, kubelet_state),
     )
 
@@ -155,7 +155,7 @@ def refresh(
         touched.update(_kubelet_files(before.kubelet) | _kubelet_files(kubelet_state))
     anchors = before.anchors
     if installed or renewed or kubelet_state is not before.kubelet:
-        anchors = trustanchors.observe(host, leaves, kubelet_state)
+        anchors = trustanchors.observe(host, leaves, kubelet_state, cas)
     # a pass replaces only what it writes: every other watched path is the file it was
     unchanged = {p: i for p, i in before.identities.items() if p not in touched}
     return dataclasses.replace(

@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography import x509
 
-from reconciler.decide import kubeconfig, trustanchors
+from reconciler.decide import kubeconfig, pki, trustanchors
 from reconciler.model import hoststate, kubeadm
 from reconciler.node import host as host_
 from reconciler.node import transaction
@@ -27,14 +27,17 @@ def observe(
     host: host_.Host,
     leaves: Mapping[str, hoststate.LeafFile],
     kubelet: hoststate.Kubelet,
+    cas: Mapping[str, hoststate.CAFile],
 ) -> tuple[hoststate.Anchor, ...]:
-    """Every trust anchor present on the node; never raises for a bad file."""
+    """Every trust anchor present on the node; never raises for a bad file. A certificate
+    already parsed (the CA files of ``cas``) is not parsed again."""
     parsed = {leaf.path: leaf.document for leaf in leaves.values() if leaf.document is not None}
     if kubelet.conf is not None and kubelet.conf.document is not None:
         parsed[kubeadm.KUBELET_CONF] = kubelet.conf.document
+    known = {pki.cert_pem(ca.cert): ca.cert for ca in cas.values() if ca.cert is not None}
     out = []
     for place in trustanchors.places(kubelet.config):
-        found = _read(host, place, parsed.get(place.path))
+        found = _read(host, place, parsed.get(place.path), known)
         if found is not None:
             out.append(found)
     return tuple(out)
@@ -52,7 +55,10 @@ def write(anchor: hoststate.Anchor, target: x509.Certificate) -> transaction.Wri
 
 
 def _read(
-    host: host_.Host, place: trustanchors.Place, document: dict[str, Any] | None
+    host: host_.Host,
+    place: trustanchors.Place,
+    document: dict[str, Any] | None,
+    known: dict[bytes, x509.Certificate],
 ) -> hoststate.Anchor | None:
     base = hoststate.Anchor(place.ca, place.path, place.kind)
     try:
@@ -60,7 +66,7 @@ def _read(
             data = host.read(place.path)
             if data is None:
                 return None
-            certs = trustanchors.certs_in_pem(data)
+            certs = trustanchors.certs_in_pem(data, known)
             if not certs:
                 return _error(base, f"{place.path}: no readable certificate")
             return hoststate.Anchor(place.ca, place.path, "pem", certs, data=data)
@@ -74,7 +80,7 @@ def _read(
     except kubeconfig.KubeconfigError as e:
         return _error(base, f"{place.path}: {e}")
     pems = trustanchors.ca_data_of(document)
-    certs = tuple(c for pem in pems for c in trustanchors.certs_in_pem(pem))
+    certs = tuple(c for pem in pems for c in trustanchors.certs_in_pem(pem, known))
     return hoststate.Anchor(place.ca, place.path, "kubeconfig", certs, document=document)
 
 

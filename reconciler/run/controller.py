@@ -21,7 +21,9 @@ Edge cases:
 
 Leader-only components (the CSR signer) run beside it while leading; one that says it
 ``serves_csrs`` makes the desired state tell nodes their serving CSRs will be approved, when the
-policy's ``csrSigner.enabled`` is true.
+policy's ``csrSigner.enabled`` is true for the node and its allowlist covers what the node's
+kubelet asks for (its current addresses, ``decide.sans.kubelet_covered``); otherwise a node would
+switch ``serverTLSBootstrap`` on and its kubelet wait for a certificate that is never signed.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from reconciler import metrics as metrics_
 from reconciler.cluster import configmaps, events, nodes, watching
 from reconciler.cluster import kube as kube_
 from reconciler.decide import csr, desired, policy
-from reconciler.run import election
+from reconciler.run import election, endpoint, health
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,16 @@ POLICY_KEY = "policy.yaml"
 REASON_INVALID = "InvalidPolicy"
 REASON_APPLIED = "PolicyApplied"
 STOP_POLL_SECONDS = 0.5
+# Liveness (run.health): the work loop beats each time round and before each Node it writes;
+# one write is bounded by the door's timeouts and retries, then comes at most one back-off.
+WRITE_WITHIN_SECONDS = (
+    kube_.CONNECT_TIMEOUT_SECONDS
+    + kube_.READ_TIMEOUT_SECONDS
+    + kube_.RETRY_MAX_TOTAL_SECONDS
+    + watching.BACKOFF_MAX_SECONDS
+    + STOP_POLL_SECONDS
+)
+HEARTBEATS = ("controller-work", "watch-policy", "watch-nodes")
 
 
 class Component(Protocol):
@@ -66,12 +78,17 @@ class Settings:
     policy_name: str
     policy_defaults: Mapping[str, Any]  # the seed flags, shaped like ``spec``
     metrics_addr: tuple[str, int] | None
+    metrics_secure: bool = True  # see run.endpoint
+    metrics_cert_file: str | None = None
+    metrics_key_file: str | None = None
 
 
 @dataclasses.dataclass
 class _Node:
     labels: dict[str, str]
     desired: str | None
+    # status.addresses: what its kubelet puts in its serving CSR (whether to vouch for approval)
+    addresses: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 class Controller:
@@ -83,8 +100,10 @@ class Controller:
         settings: Settings,
         metrics: metrics_.Metrics,
         components: Sequence[Component] = (),
+        heartbeats: health.Heartbeats | None = None,
     ) -> None:
         self.kube, self.settings, self.metrics = kube, settings, metrics
+        self.heartbeats = heartbeats or health.Heartbeats()
         self.components = tuple(components)
         self._lock = threading.Condition()
         self.policy: policy.Policy | None = None
@@ -110,6 +129,7 @@ class Controller:
                     stop,
                     self._on_configmap_list,
                     self._counter("watch-policy"),
+                    self._alive("watch-policy", watching.ALIVE_WITHIN_SECONDS),
                 ),
                 name="watch-policy",
             ),
@@ -122,6 +142,7 @@ class Controller:
                     stop,
                     self._on_node_list,
                     self._counter("watch-nodes"),
+                    self._alive("watch-nodes", watching.ALIVE_WITHIN_SECONDS),
                 ),
                 name="watch-nodes",
             ),
@@ -144,6 +165,11 @@ class Controller:
                 self._lock.notify_all()
             for thread in threads:
                 thread.join()
+            for name in HEARTBEATS:  # a standby runs none of these loops
+                self.heartbeats.retire(name)
+
+    def _alive(self, name: str, within: float) -> Callable[[], None]:
+        return lambda: self.heartbeats.beat(name, within)
 
     def _counter(self, operation: str) -> Callable[[kube_.KubeError], None]:
         return lambda e: self.metrics.api_errors.labels(operation, type(e).__name__).inc()
@@ -244,17 +270,26 @@ class Controller:
             self._pending.add(name)
             self._lock.notify_all()
 
-    def desired_for(self, labels: Mapping[str, str], loaded: policy.Policy) -> str:
-        # Per node: an override may switch the signer off for a pool, and then that pool's
-        # kubelets must not be told that their serving CSRs will be approved.
-        signer = (
-            any(c.serves_csrs for c in self.components) and csr.signer_spec(loaded, labels).enabled
+    def desired_for(
+        self,
+        labels: Mapping[str, str],
+        loaded: policy.Policy,
+        name: str = "",
+        addresses: Sequence[Mapping[str, Any]] = (),
+    ) -> str:
+        # Per node: an override may switch the signer off for a pool, or its allowlist may not
+        # cover what a node's kubelet asks for, and then that node's kubelet must not be told
+        # that its serving CSRs will be approved.
+        signer = any(c.serves_csrs for c in self.components) and csr.approves_kubelet(
+            csr.signer_spec(loaded, labels), name, addresses
         )
         return desired.encode_for_node(policy.resolve(loaded, labels), signer)
 
     def _work(self, stop: threading.Event) -> None:
         backoff = watching.Backoff()
+        alive = self._alive("controller-work", WRITE_WITHIN_SECONDS)
         while not stop.is_set():
+            alive()
             with self._lock:
                 # the timeout only bounds how long a set ``stop`` goes unnoticed
                 self._lock.wait_for(
@@ -269,9 +304,11 @@ class Controller:
                 todo = {n: self._nodes[n] for n in self._pending if n in self._nodes}
                 self._pending = set()
             assert loaded is not None
-            failed = [
-                name for name, node in sorted(todo.items()) if not self._write(name, node, loaded)
-            ]
+            failed = []
+            for name, node in sorted(todo.items()):
+                alive()  # each write is bounded; a thousand of them are not
+                if not self._write(name, node, loaded):
+                    failed.append(name)
             if failed:
                 with self._lock:
                     self._pending.update(failed)
@@ -281,7 +318,7 @@ class Controller:
 
     def _write(self, name: str, node: _Node, loaded: policy.Policy) -> bool:
         """Patch the Node's desired state if it differs; False when it should be retried."""
-        value = self.desired_for(node.labels, loaded)
+        value = self.desired_for(node.labels, loaded, name, node.addresses)
         if value == node.desired:
             return True
         try:
@@ -321,7 +358,12 @@ def _as_configmap(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _entry(node: Mapping[str, Any]) -> _Node:
-    return _Node(labels=nodes.labels(node), desired=nodes.annotation(node, desired.ANNOTATION))
+    addresses = (node.get("status") or {}).get("addresses") or []
+    return _Node(
+        labels=nodes.labels(node),
+        desired=nodes.annotation(node, desired.ANNOTATION),
+        addresses=[a for a in addresses if isinstance(a, dict)],
+    )
 
 
 def main(
@@ -340,17 +382,20 @@ def main(
         log.error("%s", e)
         return 1
     elector = election.Elector(kube, settings.election, metrics)
+    controller = Controller(kube, settings, metrics, components(metrics))
     server = None
     if settings.metrics_addr is not None:
+        s = settings
+        served = endpoint.Options(
+            settings.metrics_addr, s.metrics_secure, s.metrics_cert_file, s.metrics_key_file
+        )
+        ready = lambda: elector.leader is not None  # noqa: E731
         try:
-            server = metrics_.Server(
-                metrics, settings.metrics_addr, lambda: elector.leader is not None
-            )
-        except OSError as e:
+            server = endpoint.serve(served, metrics, ready, controller.heartbeats, kube)
+        except (OSError, ValueError) as e:
             log.error("cannot serve metrics on %s:%d: %s", *settings.metrics_addr, e)
             kube.close()
             return 1
-    controller = Controller(kube, settings, metrics, components(metrics))
     log.info(
         "kucero controller %s: election on lease %s/%s",
         settings.election.identity,

@@ -2,7 +2,9 @@
 them and runs this in its thread pool).
 
 For one CSR: read the requesting Node (from the signer's Node cache, else the API), resolve the
-``csrSigner`` policy for that Node's labels, get the pure verdict (``decide.csr``) and act:
+``csrSigner`` policy for that Node's labels and what it refuses (with the leader host's API
+server facts), get the pure verdict (``decide.csr``; a ``RESOLVE`` verdict is asked again with
+the DNS answers) and act:
 approve (certificate built first, then ``Approved``, then ``status.certificate``, so another
 signer's window is a single request long), deny (``Denied`` and a Warning Event), leave, or ask
 to be requeued (the Node is missing, or no valid policy yet). A CA that may not sign fails the
@@ -17,7 +19,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from reconciler import metrics as metrics_
@@ -25,7 +27,7 @@ from reconciler.cluster import csr as csr_api
 from reconciler.cluster import events, nodes
 from reconciler.cluster import kube as kube_
 from reconciler.decide import csr, csrsign, pki, policy
-from reconciler.node import castore, keys
+from reconciler.node import apiserver, castore, keys
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +38,16 @@ WRITE_ATTEMPTS = 3
 DONE_MEMORY_SECONDS = 600.0
 
 CurrentPolicy = Callable[[], policy.Policy | None]
+# DNS names in, {name: (address, ...)} out for those that resolved (node.resolver.resolve)
+Resolve = Callable[[Iterable[str]], Mapping[str, tuple[str, ...]]]
 
 
 class State(Protocol):
     """What the handler shares with the signer that runs it."""
 
     cas: castore.CAStore
+    apiserver: apiserver.APIServerFacts
+    resolve: Resolve
     metrics: metrics_.Metrics
     now: Callable[[], dt.datetime]
     _lock: threading.Condition
@@ -62,8 +68,13 @@ class Handler:
         node_name = csr.node_name(obj)
         node = self._node(node_name) if node_name else None
         spec = csr.signer_spec(loaded, nodes.labels(node) if node else {})
+        refused = spec.refused(self.s.apiserver.get())
         now = self.s.now()
-        verdict = csr.check(obj, node, spec, now)
+        verdict = csr.check(obj, node, spec, refused, now)
+        if verdict.decision is csr.Decision.RESOLVE:
+            assert verdict.request is not None
+            resolved = self.s.resolve(verdict.request.dns_names)
+            verdict = csr.check(obj, node, spec, refused, now, resolved)
         if verdict.decision is csr.Decision.WAIT:
             log.info("CSR %s: %s; waiting", name, verdict.message)
             return True

@@ -32,7 +32,7 @@ from reconciler.cluster import kube as kube_
 from reconciler.decide import castatus, report, status
 from reconciler.model import actions
 from reconciler.node import execute
-from reconciler.run import node_daemon, node_report, once
+from reconciler.run import endpoint, health, node_daemon, node_report, once
 
 log = logging.getLogger("kucero")
 _REFUSAL = re.compile(r" refused \((\w+)\)")
@@ -56,6 +56,9 @@ class Options:
     controller: Any = None  # run.controller.Settings when `kucero run` leads too
     # leader-only components, made with the process's metrics (the CSR signer)
     components: Callable[[Any], Sequence[Any]] = lambda _: ()
+    metrics_secure: bool = True  # HTTPS, /metrics behind TokenReview + SubjectAccessReview
+    metrics_cert_file: str | None = None  # default: self-signed at start-up
+    metrics_key_file: str | None = None
 
 
 def configure_logging() -> None:
@@ -103,14 +106,19 @@ def main(options: Options) -> int:
     options = dataclasses.replace(
         options, execute=dataclasses.replace(options.execute, on_restart=count_restart)
     )
-    node = node_daemon.NodeDaemon(_config(options), kube, observer(metrics, options.node_name))
+    heartbeats = health.Heartbeats()
+    node = node_daemon.NodeDaemon(
+        _config(options), kube, observer(metrics, options.node_name), heartbeats=heartbeats
+    )
     node.turn.on_slot_wait = metrics.slot_wait.observe
     elector, threads = None, []
     if options.controller is not None and kube is not None:
         from reconciler.run import controller, election
 
         elector = election.Elector(kube, options.controller.election, metrics)
-        lead = controller.Controller(kube, options.controller, metrics, options.components(metrics))
+        lead = controller.Controller(
+            kube, options.controller, metrics, options.components(metrics), heartbeats
+        )
         threads.append(
             threading.Thread(target=elector.run, args=(stop, lead.lead), name="controller")
         )
@@ -120,9 +128,12 @@ def main(options: Options) -> int:
 
     server = None
     if addr is not None:
+        served = endpoint.Options(
+            addr, options.metrics_secure, options.metrics_cert_file, options.metrics_key_file
+        )
         try:
-            server = metrics_.Server(metrics, addr, ready)
-        except OSError as e:
+            server = endpoint.serve(served, metrics, ready, heartbeats, kube)
+        except (OSError, ValueError) as e:
             log.error("cannot serve metrics on %s:%d: %s", *addr, e)
             return 1
     for thread in threads:

@@ -36,19 +36,37 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.cluster import configmaps, nodes
+from reconciler.cluster import configmaps, nodes, watching
 from reconciler.cluster import kube as kube_
 from reconciler.decide import capublished, desired, policy, status, wakeup
 from reconciler.model import actions, hoststate, nodespec
 from reconciler.node import execute
 from reconciler.node import host as host_
-from reconciler.run import filewatch, node_report, once, turn
+from reconciler.run import filewatch, health, node_report, once, turn
 
 log = logging.getLogger(__name__)
 
 # How long the first pass waits for the Node watch's first answer before going on with what it
 # has (the last good desired state, or the recovery path when the API server is down).
 FIRST_LIST_WAIT_SECONDS = 10.0
+# Liveness (run.health): the idle wait is cut into slices of this many seconds, each a heartbeat
+# due within the slice plus the grace; a pass is given ``pass_budget`` seconds.
+IDLE_SLICE_SECONDS = 30.0
+HEARTBEAT_GRACE_SECONDS = 30.0
+# A pass restarts at most the four static pods and the kubelet, each possibly rolled back (a
+# second wait), each wait up to healthTimeout plus the manifest grace; the margin covers the
+# rest (API calls with their retries, key generation, file I/O).
+RESTARTS_PER_PASS = 5
+PASS_MARGIN_SECONDS = 600.0
+HEARTBEAT_PASS = "node-pass"
+HEARTBEAT_WATCH = "node-watch"
+
+
+def pass_budget(spec: nodespec.NodeSpec | None, manifest_grace: float) -> float:
+    """Seconds a healthy pass may take before ``/healthz`` calls the node loop wedged."""
+    health_timeout = spec.kubeadm.health_timeout.total_seconds() if spec else 300.0
+    waits = 2 * RESTARTS_PER_PASS * (health_timeout + manifest_grace)
+    return PASS_MARGIN_SECONDS + waits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +90,10 @@ class NodeDaemon:
         kube: kube_.Kube | None,
         observer: Callable[[once.PassResult, float], None] | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        heartbeats: health.Heartbeats | None = None,
     ) -> None:
         self.config = config
+        self.heartbeats = heartbeats or health.Heartbeats()
         self._kube = kube
         self._observer = observer  # metrics
         self._clock = clock
@@ -153,6 +173,7 @@ class NodeDaemon:
                 threading.Thread(
                     target=self._kube.watch_forever,
                     args=(nodes.PATH, params, self._on_node, stop, self._on_node_list),
+                    kwargs={"on_alive": self._watch_alive},
                     name="node-watch",
                     daemon=True,
                 )
@@ -187,14 +208,24 @@ class NodeDaemon:
         while not stop.is_set():
             delay = (next_at - self._clock()).total_seconds()
             if delay > 0:
-                self._wake.wait(delay)
+                chunk = min(delay, IDLE_SLICE_SECONDS)
+                self.heartbeats.beat(HEARTBEAT_PASS, chunk + HEARTBEAT_GRACE_SECONDS)
+                if not self._wake.wait(chunk) and delay > IDLE_SLICE_SECONDS:
+                    continue  # one slice of a longer wait: beat again
             if stop.is_set():
                 break
             self._wake.clear()
+            budget = pass_budget(self._good, self.config.execute.manifest_grace_seconds)
+            self.heartbeats.beat(HEARTBEAT_PASS, budget)
             next_at = self._one_pass()
         self.turn.end()
+        self.heartbeats.retire(HEARTBEAT_PASS)
+        self.heartbeats.retire(HEARTBEAT_WATCH)
         log.info("stopped")
         return 0
+
+    def _watch_alive(self) -> None:
+        self.heartbeats.beat(HEARTBEAT_WATCH, watching.ALIVE_WITHIN_SECONDS)
 
     def _wake_on(self, stop: threading.Event) -> None:
         stop.wait()

@@ -127,9 +127,8 @@ class Reporter:
         while self._owed:
             reason, note, type_ = self._owed[0]
             event = events.body(ref, str(reason), note, type_, instance=self._node_name)
-            namespace = event["metadata"]["namespace"]
             try:
-                self._kube.create(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events", event)
+                events.record(self._kube, event)  # a repeat counts in the Event's series
             except kube_.TRANSIENT as e:
                 log.info("Event %s kept for later: %s", reason, e)
                 return

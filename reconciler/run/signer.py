@@ -5,8 +5,11 @@ It watches CSRs of signer ``kubernetes.io/kubelet-serving`` (field selector), an
 pending one to a small thread pool, so one slow request (a Node lookup that retries, a large
 RSA key) never holds back the others. For each (``run.csrwork``): read the requesting Node (from
 a Node watch kept here, labels and addresses only; a miss asks the API), resolve the
-``csrSigner`` policy for that Node's labels, and ask the pure checks (``decide.csr``) for a
-verdict:
+``csrSigner`` policy for that Node's labels, add what this node's host says about its API server
+(``node.apiserver``: the names and addresses of its certificate, its Service range; never
+refused to this node's own kubelet, ``node_name``), and ask the pure checks (``decide.csr``)
+for a verdict; with ``resolveDNSNames`` the names that passed every other check are looked up
+(``node.resolver``, or the ``resolve`` given) and the checks asked again with the answers:
 
 - approve: load the CA (``node.castore``, reloaded when its files change), refuse it if it is
   expired, not yet valid or does not match its key (Failed condition, Warning Event, metric),
@@ -48,7 +51,7 @@ from reconciler.cluster import csr as csr_api
 from reconciler.cluster import kube as kube_
 from reconciler.cluster import nodes
 from reconciler.decide import csr
-from reconciler.node import castore
+from reconciler.node import apiserver, castore, resolver
 from reconciler.node import host as host_
 from reconciler.run import csrwork
 
@@ -82,8 +85,15 @@ class Signer:
         metrics: metrics_.Metrics | None = None,
         workers: int = WORKERS,
         now: Now = _utcnow,
+        node_name: str | None = None,
+        resolve: csrwork.Resolve = resolver.resolve,
     ) -> None:
-        self.cas = castore.CAStore(host_.Host(host_root))
+        host = host_.Host(host_root)
+        self.cas = castore.CAStore(host)
+        # the API server's certificate and Service range on this (the leader's) node; its
+        # names are not refused to ``node_name``'s own kubelet, which kubeadm put in it
+        self.apiserver = apiserver.APIServerFacts(host, node_name)
+        self.resolve = resolve
         self.metrics = metrics or metrics_.Metrics()
         self.workers = workers
         self.now = now

@@ -95,3 +95,36 @@ def _moved(docs: Iterable[dict[str, Any]], namespace: str) -> Iterator[dict[str,
         elif doc["kind"] == "RoleBinding" and doc["roleRef"]["kind"] == "ClusterRole":
             doc["roleRef"]["name"] += f"-{namespace}"
         yield doc
+
+
+@contextlib.contextmanager
+def metrics_reader(door: kube.Kube, namespace: str, account: str) -> Iterator[None]:
+    """Bind ``namespace/account`` to the monitoring component's ClusterRole
+    (kucero-metrics-reader, as kustomize/ renders it), as an operator binds Prometheus's
+    ServiceAccount; both are removed afterwards."""
+    (role,) = [
+        o
+        for o in tools.objects("kustomize/overlays/custom")
+        if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "kucero-metrics-reader"
+    ]
+    name = f"kucero-metrics-reader-{namespace}-{account}"
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+    }
+    made = []
+    try:
+        for kind, doc in (
+            ("ClusterRole", {**role, "metadata": {"name": name}}),
+            ("ClusterRoleBinding", binding),
+        ):
+            door.create(_COLLECTIONS[kind], doc)
+            made.append(f"{_COLLECTIONS[kind]}/{name}")
+        yield
+    finally:
+        for path in reversed(made):
+            with contextlib.suppress(kube.NotFound):
+                door.delete(path)

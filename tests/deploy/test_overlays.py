@@ -239,8 +239,9 @@ def test_pod_has_probes_resources_and_its_node_name(
     daemonsets: dict[str, dict[str, Any]], name: str
 ) -> None:
     c = container(daemonsets[name])
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    probe = {"port": "metrics", "scheme": "HTTPS"}  # the endpoint speaks only HTTPS
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", **probe}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", **probe}
     (port,) = c["ports"]
     assert f"--metrics-addr=:{port['containerPort']}" in c["args"]
     assert {"cpu", "memory"} <= c["resources"]["requests"].keys()
@@ -290,8 +291,9 @@ def test_nothing_grants_secrets_wildcards_or_escalation() -> None:
     for overlay in tools.OVERLAYS:
         for item in tools.objects(f"kustomize/overlays/{overlay}"):
             for rule in item.get("rules", []):
-                assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
-                assert "secrets" not in rule["resources"], rule
+                resources = rule.get("resources", [])  # none for a nonResourceURLs rule
+                assert "*" not in rule["verbs"] and "*" not in resources, rule
+                assert "secrets" not in resources and "*" not in rule.get("nonResourceURLs", [])
                 assert not {"escalate", "bind", "impersonate", "delete", "deletecollection"} & set(
                     rule["verbs"]
                 ), rule

@@ -47,6 +47,9 @@ ALLOWED = [
     (CP, "update", f"{CSR}:status", None, True),
     (CP, "approve", SERVING, None, True),
     (CP, "sign", SERVING, None, True),
+    # /metrics: ask the API server who a scraper's token is and whether it may get /metrics
+    *[(sa, "create", "tokenreviews.authentication.k8s.io", None, True) for sa in BOTH],
+    *[(sa, "create", "subjectaccessreviews.authorization.k8s.io", None, True) for sa in BOTH],
 ]
 DENIED = [
     # nothing on Secrets, anywhere
@@ -116,6 +119,15 @@ DENIED = [
     ],
     *[(sa, "create", "rolebindings.rbac.authorization.k8s.io", NS, False) for sa in BOTH],
     *[(sa, "patch", "daemonsets.apps", NS, False) for sa in BOTH],
+]
+DENIED += [
+    # the reviews answer questions and grant nothing: no way to mint a token from them
+    *[
+        (sa, v, "tokenreviews.authentication.k8s.io", None, False)
+        for sa in BOTH
+        for v in ("get", "list")
+    ],
+    *[(sa, "get", "/metrics", None, False) for sa in BOTH],  # kucero does not read its own
 ]
 # CA renewal (kustomize/base/roles/ca.yaml): every node reads the published CA certificates,
 # the leader replaces them (never creates a ConfigMap: the kustomization ships kucero-ca) and

@@ -83,6 +83,7 @@ class ControllerProcess:
             f"--ds-namespace={namespace}",
             f"--policy-configmap={namespace}/kucero-policy",
             f"--metrics-addr=127.0.0.1:{self.port}",
+            "--metrics-secure=false",  # loopback, plain HTTP: the test scrapes it
             f"--leader-election-identity={identity}",
             *ELECTION_FLAGS,
             *extra,

@@ -164,7 +164,7 @@ def start(
         "--rotation-lease-duration",
         LEASE,
         "--slot-retry-period",
-        "300ms",
+        "1s",
         "--retry-period",
         "2s",
         "--kubelet-restart-command",
@@ -173,6 +173,8 @@ def start(
         "0.5",
         "--metrics-addr",
         "127.0.0.1:0",
+        # loopback and plain HTTP, scraped by the test (docs/deploy.md: the loopback mode)
+        "--metrics-secure=false",
         *extra,
     ]
     log = node.log.open("ab")

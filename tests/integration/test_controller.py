@@ -168,8 +168,8 @@ INVALID = [
         id="duplicate-key",
     ),
     pytest.param(
-        HEAD + "spec:\n  csrSigner:\n    extraIPRanges: [10.0.0.1/8]\n",
-        "spec.csrSigner.extraIPRanges[0]: '10.0.0.1/8' is not a CIDR",
+        HEAD + "spec:\n  csrSigner:\n    allowedIPRanges: [10.0.0.1/8]\n",
+        "spec.csrSigner.allowedIPRanges[0]: '10.0.0.1/8' is not a CIDR",
         id="cidr-with-host-bits",
     ),
 ]

@@ -1,6 +1,8 @@
 """kucero's kubelet serving CSR signer against the real kube-apiserver, every CSR created as
 the node user (a client certificate ``CN=system:node:<n>, O=system:nodes`` from the API server's
-client CA), never as admin.
+client CA), never as admin. The signer's host root holds the control plane's own apiserver.crt,
+as the leader's node does; its policy allows what the test kubelets ask for
+(``signer_env.KUBELET_ALLOWLIST``).
 
 Most tests use a control plane of their own without kube-controller-manager, so that kucero is
 the only signer and "signed by the configured CA" proves kucero signed. The race with
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,7 +32,7 @@ from reconciler.cluster import events
 from reconciler.cluster import kube as kube_
 from reconciler.decide import csr, pki
 from tests import csrs, signer_env
-from tests.controlplane import binaries, cluster
+from tests.controlplane import binaries, cluster, kubeadm_node
 
 pytestmark = pytest.mark.controlplane
 N1 = [("InternalIP", "10.20.0.1"), ("Hostname", "n1"), ("InternalDNS", "n1.cluster.internal")]
@@ -55,8 +58,11 @@ def admin(plane: cluster.ControlPlane) -> Iterator[kube_.Kube]:
 
 
 @pytest.fixture(scope="module")
-def ca_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
-    return signer_env.host_root_with_ca(tmp_path_factory.mktemp("host"))
+def ca_root(
+    tmp_path_factory: pytest.TempPathFactory, plane: cluster.ControlPlane
+) -> tuple[Path, Any, Any]:
+    root = tmp_path_factory.mktemp("host")
+    return signer_env.host_root_with_ca(root, apiserver_crt=plane.pki / "apiserver.crt")
 
 
 @pytest.fixture  # one signer at a time: tests with another policy start their own
@@ -148,8 +154,17 @@ HOSTILE = [
     pytest.param(
         "n1",
         {"pem": _pem(dns=["kubernetes.default.svc"])},
-        csr.Reason.DNS_NOT_OWNED,
-        id="dns-not-an-address",
+        csr.Reason.API_SERVER_NAME,
+        id="the-api-servers-name",
+    ),
+    pytest.param(
+        "n1", {"pem": _pem(dns=["n1.example.org"])}, csr.Reason.DNS_NOT_ALLOWED, id="foreign-dns"
+    ),
+    pytest.param(
+        "n1", {"pem": _pem(ips=["10.96.0.1"])}, csr.Reason.SERVICE_IP, id="the-service-ip"
+    ),
+    pytest.param(
+        "n1", {"pem": _pem(ips=["192.168.1.1"])}, csr.Reason.IP_NOT_ALLOWED, id="outside-ranges"
     ),
     pytest.param(
         "n1", {"pem": _pem(emails=["admin@n1"])}, csr.Reason.FORBIDDEN_SAN, id="email-san"
@@ -207,6 +222,114 @@ def test_hostile_request_from_a_node_is_denied_and_never_signed(
     assert not signer_env.signed(obj)
     notes = _events(admin, name, reason)
     assert notes and notes[0]["type"] == "Warning"
+
+
+# The attack of issue 17: a node adds the API server's names and addresses to its own
+# Node.status (NodeRestriction lets it) and asks for a serving certificate for them.
+ATTACKS = [
+    pytest.param(
+        ["kubernetes.default.svc"], [], csr.Reason.API_SERVER_NAME, id="kubernetes-default-svc"
+    ),
+    pytest.param([], ["10.96.0.1"], csr.Reason.SERVICE_IP, id="the-kubernetes-service-ip"),
+    # in the control plane's apiserver.crt (tests/controlplane/flags.py: APISERVER_SANS)
+    pytest.param(["localhost"], [], csr.Reason.API_SERVER_NAME, id="localhost"),
+    pytest.param([], ["127.0.0.1"], csr.Reason.RESERVED_IP, id="loopback"),
+    pytest.param(
+        ["n-evil", "kubernetes.default.svc", "localhost"],
+        ["10.20.0.66", "10.96.0.1"],
+        csr.Reason.API_SERVER_NAME,
+        id="all-of-them-beside-its-own",
+    ),
+]
+
+
+@pytest.mark.parametrize(("dns", "ips", "reason"), ATTACKS)
+def test_node_that_claims_the_api_servers_names_in_its_own_status_is_denied(
+    plane: cluster.ControlPlane,
+    admin: kube_.Kube,
+    signer: Any,
+    dns: list[str],
+    ips: list[str],
+    reason: csr.Reason,
+) -> None:
+    node = "n-evil"
+    own = [("InternalIP", "10.20.0.66"), ("Hostname", node)]
+    signer_env.make_node(admin, node, own)
+    evil = signer_env.node_kube(plane, node)
+    claimed = own + [("InternalDNS", d) for d in dns] + [("InternalIP", i) for i in ips]
+    addresses = [{"type": t, "address": a} for t, a in dict.fromkeys(claimed)]
+    # as the node itself: NodeRestriction lets a node write its own status
+    evil.patch(f"/api/v1/nodes/{node}/status", {"status": {"addresses": addresses}})
+    assert admin.get(f"/api/v1/nodes/{node}")["status"]["addresses"] == addresses
+    time.sleep(0.5)  # the signer's Node watch sees the claim before the request
+    denied_before = signer.metrics.csr_decisions.labels("denied", reason)._value.get()
+    name = _unique("attack")
+    signer_env.create_csr(evil, name, csrs.request_pem(node, dns=dns, ips=ips))
+    obj = signer_env.wait_for(admin, name, signer_env.decided)
+    assert set(signer_env.conditions(obj)) == {"Denied"}, signer_env.conditions(obj)
+    assert signer_env.conditions(obj)["Denied"]["reason"] == reason
+    assert not signer_env.signed(obj)
+    notes = _events(admin, name, reason)
+    assert notes and notes[0]["type"] == "Warning", notes
+    assert _counted(signer.metrics.csr_decisions.labels("denied", reason), denied_before + 1) == (
+        denied_before + 1
+    )
+
+
+def test_leaders_own_kubelet_gets_the_names_kubeadm_put_in_its_api_server_certificate(
+    plane: cluster.ControlPlane, admin: kube_.Kube, tmp_path: Path
+) -> None:
+    """A control-plane node tree made by the real kubeadm (node cp-1, 10.0.0.11, its CA,
+    apiserver.crt and kube-apiserver manifest): the leader on cp-1 signs its own kubelet's
+    request for cp-1 and 10.0.0.11, which are in apiserver.crt, and refuses them to a worker
+    that claims 10.0.0.11 in its status."""
+    binaries.require("kubeadm")
+    if os.geteuid() != 0:
+        binaries.gate("kubeadm --rootfs chroots into the node tree: needs root")
+    root = kubeadm_node.build(tmp_path / "cp-1", kubeadm_node.free_ports(), "cp-1", "10.0.0.11")
+    ca_cert = pki.load_cert((root / "etc/kubernetes/pki/ca.crt").read_bytes())
+    loaded = signer_env.load_policy(allowedIPRanges=["10.0.0.0/24"])
+    signer_env.make_node(admin, "cp-1", [("InternalIP", "10.0.0.11"), ("Hostname", "cp-1")])
+    signer_env.make_node(admin, "w-claims", [("InternalIP", "10.0.0.11"), ("Hostname", "w-claims")])
+    with signer_env.running_signer(plane, root, loaded, node_name="cp-1"):
+        own = _unique("own")
+        cp1 = signer_env.node_kube(plane, "cp-1")
+        signer_env.create_csr(cp1, own, csrs.request_pem("cp-1", dns=["cp-1"], ips=["10.0.0.11"]))
+        signed = signer_env.wait_for(admin, own, signer_env.signed)  # AssertionError if not
+        worker = signer_env.node_kube(plane, "w-claims")
+        claim = _unique("claim")
+        signer_env.create_csr(worker, claim, csrs.request_pem("w-claims", ips=["10.0.0.11"]))
+        denied = signer_env.wait_for(admin, claim, signer_env.decided)
+    assert set(signer_env.conditions(signed)) == {"Approved"}
+    assert pki.issued_by(_certificate(signed), ca_cert)
+    assert signer_env.conditions(denied)["Denied"]["reason"] == csr.Reason.API_SERVER_IP
+    assert "/etc/kubernetes/pki/apiserver.crt" in signer_env.conditions(denied)["Denied"]["message"]
+
+
+def test_dns_check_signs_a_name_that_resolves_to_the_node_and_denies_one_that_does_not(
+    plane: cluster.ControlPlane, admin: kube_.Kube, n1: kube_.Kube, ca_root: tuple[Path, Any, Any]
+) -> None:
+    """resolveDNSNames with an injected resolver (no DNS in tests): only the names that passed
+    every other check are looked up."""
+    asked: list[str] = []
+
+    def resolve(names: Any) -> dict[str, tuple[str, ...]]:
+        asked.extend(names)
+        return {n: ("10.20.0.1",) for n in names if n == "n1.cluster.internal"}
+
+    loaded = signer_env.load_policy(resolveDNSNames=True)
+    with signer_env.running_signer(plane, ca_root[0], loaded, resolve=resolve):
+        good, bad, hostile = _unique("resolves"), _unique("unresolved"), _unique("hostile")
+        signer_env.create_csr(n1, good, _pem(dns=["n1.cluster.internal"]))
+        signer_env.create_csr(n1, bad, _pem(dns=["n1"]))
+        signer_env.create_csr(n1, hostile, _pem(dns=["n1.example.org"]))
+        signed = signer_env.wait_for(admin, good, signer_env.signed)
+        denied = signer_env.wait_for(admin, bad, signer_env.decided)
+        refused = signer_env.wait_for(admin, hostile, signer_env.decided)
+    assert pki.issued_by(_certificate(signed), ca_root[1])
+    assert signer_env.conditions(denied)["Denied"]["reason"] == csr.Reason.DNS_NOT_RESOLVED
+    assert signer_env.conditions(refused)["Denied"]["reason"] == csr.Reason.DNS_NOT_ALLOWED
+    assert sorted(asked) == ["n1", "n1.cluster.internal"]
 
 
 def _bind_node_bootstrapper(admin: kube_.Kube, kind: str, name: str, namespace: str = "") -> None:

@@ -155,7 +155,9 @@ def test_component_that_fails_is_rolled_back_to_its_old_certificate(
     serial = served(ports[component]).serial_number
     standin.fail_next_start(component, mode)
 
-    done = node_once(root, policy(tmp_path, "manifest-move", timeout="2s"), "--manifest-grace", "1")
+    done = node_once(
+        root, policy(tmp_path, "manifest-move", timeout="10s"), "--manifest-grace", "1"
+    )
 
     assert done.returncode == 1, done.stdout
     report = json.loads(done.stdout)
@@ -278,7 +280,7 @@ def test_sigkill_in_the_middle_of_a_rollback_is_finished_by_the_next_pass(
     root, ports, standin = node
     old = (root / "etc/kubernetes/pki/apiserver.crt").read_bytes()
     standin.fail_next_start("kube-apiserver", "never")
-    policy_file = policy(tmp_path, "manifest-move", timeout="1s")
+    policy_file = policy(tmp_path, "manifest-move", timeout="10s")
     argv = [sys.executable, "-m", "reconciler", "node", "--once", "--host-root", str(root)]
     argv += ["--policy", str(policy_file), "--kubelet-restart-command", "true"]
     proc = subprocess.Popen([*argv, "--manifest-grace", "2"], stdout=subprocess.DEVNULL)

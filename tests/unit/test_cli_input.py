@@ -177,8 +177,8 @@ def test_renewed_kubeconfig_gets_the_ca_data_from_the_ca_on_disk(
     ("body", "field"),
     [
         (
-            "spec: {kubeadm: {certificateValidity: 720h0m0.000000001s, renewBefore: 720h}}\n",
-            "spec.kubeadm.certificateValidity: 720h0m0.000000001s leaves 1ns",
+            "spec: {checkInterval: 49h, kubeadm: {certificateValidity: 768h, renewBefore: 720h}}\n",
+            "spec.kubeadm.certificateValidity: 768h leaves 48h0m0s",
         ),
         (
             "spec:\n  kubeadm: {renewBefore: 720h}\n  overrides:\n  - nodeSelector: {}\n"

@@ -38,19 +38,35 @@ def make(components: tuple[Any, ...] = ()) -> controller.Controller:
     return controller.Controller(None, settings, metrics.Metrics(), components)  # type: ignore[arg-type]
 
 
+ADDRESSES = [{"type": "InternalIP", "address": "10.0.0.21"}, {"type": "Hostname", "address": "w1"}]
+
+
 @pytest.mark.parametrize(
-    ("components", "enabled", "active"),
+    ("components", "signer", "active"),
     [
-        pytest.param((), "true", False, id="no-signer-running"),
-        pytest.param((Signer(),), "true", True, id="signer-running-and-enabled"),
-        pytest.param((Signer(),), "false", False, id="signer-running-but-policy-disables-it"),
+        pytest.param((), "{allowedIPRanges: [10.0.0.0/24]}", False, id="no-signer-running"),
+        pytest.param(
+            (Signer(),), "{allowedIPRanges: [10.0.0.0/24]}", True, id="signer-running-and-enabled"
+        ),
+        pytest.param(
+            (Signer(),),
+            "{enabled: false, allowedIPRanges: [10.0.0.0/24]}",
+            False,
+            id="signer-running-but-policy-disables-it",
+        ),
+        pytest.param(
+            (Signer(),),
+            "{}",
+            False,
+            id="signer-running-but-its-allowlist-would-deny-what-the-kubelet-asks-for",
+        ),
     ],
 )
 def test_signer_flag_needs_a_running_signer_and_the_policy(
-    components: tuple[Any, ...], enabled: str, active: bool
+    components: tuple[Any, ...], signer: str, active: bool
 ) -> None:
-    loaded = policy.load(HEAD + f"spec:\n  csrSigner: {{enabled: {enabled}}}\n", "p.yaml")
-    value = make(components).desired_for({}, loaded)
+    loaded = policy.load(HEAD + f"spec:\n  csrSigner: {signer}\n", "p.yaml")
+    value = make(components).desired_for({}, loaded, "w1", ADDRESSES)
     assert json.loads(value)["spec"]["csrSigner"] == {"enabled": active}
     assert desired.decode(value).revision == loaded.revision  # the node can read it
 

@@ -1,5 +1,6 @@
 """The pure verdict on kubelet serving CSRs: one row per rule of the issue, and the resolution
-of the csrSigner policy per node."""
+of the csrSigner policy per node. The SAN rules themselves (allowlist, refused names and
+addresses, the Node's addresses narrowing) have their own table in test_csr_sans.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from reconciler.decide import csr, policy
+from reconciler.decide import csr, policy, sans
 from tests import csrs
 
 NOW = dt.datetime(2026, 6, 1, 12, 5, tzinfo=dt.UTC)
@@ -27,15 +28,23 @@ NODE = csrs.node_object(
         ("InternalIP", "fd00::1"),
     ],
 )
+ALLOW = sans.Allowlist(
+    dns_suffixes=("internal", "example.com", "nodes.example.org"),
+    ip_ranges=tuple(
+        ipaddress.ip_network(r)
+        for r in ("10.0.0.0/16", "203.0.113.0/24", "fd00::/64", "192.168.100.0/24")
+    ),
+)
 SPEC = csr.SignerSpec(
     enabled=True,
     ca_cert_path="/etc/kubernetes/pki/ca.crt",
     ca_key_path="/etc/kubernetes/pki/ca.key",
     certificate_validity=dt.timedelta(days=365),
-    extra_dns_suffixes=("nodes.example.org",),
-    extra_ip_ranges=(ipaddress.ip_network("192.168.100.0/24"),),
     on_reject="deny",
+    allow=ALLOW,
+    service_cidrs=(ipaddress.ip_network("10.96.0.0/12"),),
 )
+REFUSED = SPEC.refused()
 
 
 def _verdict(
@@ -45,7 +54,8 @@ def _verdict(
     **object_kwargs: Any,
 ) -> csr.Verdict:
     pem = object_kwargs.pop("pem", None) or csrs.request_pem("n1", **(pem_kwargs or {}))
-    return csr.check(csrs.csr_object(pem, "n1", **object_kwargs), node, spec, NOW)
+    obj = csrs.csr_object(pem, "n1", **object_kwargs)
+    return csr.check(obj, node, spec, spec.refused(), NOW)
 
 
 APPROVED = [
@@ -57,8 +67,6 @@ APPROVED = [
     ),
     pytest.param({"ips": ["fd00::1"]}, {}, id="own-ipv6"),
     pytest.param({"dns": ["N1.Example.COM"], "ips": []}, {}, id="dns-only-case-insensitive"),
-    pytest.param({"dns": ["a.nodes.example.org"]}, {}, id="dns-under-extra-suffix"),
-    pytest.param({"ips": ["192.168.100.9"]}, {}, id="ip-in-extra-range"),
     pytest.param({"key_kind": "rsa"}, {"usages": csrs.RSA_USAGES}, id="rsa-2048-with-encipherment"),
     pytest.param({"key_kind": "rsa"}, {"usages": csrs.ECDSA_USAGES}, id="rsa-without-encipherment"),
     pytest.param({"key_kind": "ecdsa-p384"}, {}, id="ecdsa-p384"),
@@ -91,10 +99,28 @@ DENIED = [
     ),
     pytest.param({"ips": ["10.0.0.2"]}, {}, csr.Reason.IP_NOT_OWNED, id="ip-of-another-node"),
     pytest.param(
-        {"dns": ["n2.example.com"]}, {}, csr.Reason.DNS_NOT_OWNED, id="dns-not-an-address"
+        {"dns": ["n2.example.com"]}, {}, csr.Reason.DNS_NOT_ALLOWED, id="dns-of-another-node"
     ),
     pytest.param(
-        {"dns": ["nodes.example.org"]}, {}, csr.Reason.DNS_NOT_OWNED, id="the-suffix-itself"
+        {"dns": ["nodes.example.org"]}, {}, csr.Reason.DNS_NOT_ALLOWED, id="the-suffix-itself"
+    ),
+    pytest.param(
+        {"dns": ["a.nodes.example.org"]},
+        {},
+        csr.Reason.DNS_NOT_ALLOWED,
+        id="a-name-under-the-suffix-that-is-not-the-node",
+    ),
+    pytest.param(
+        {"dns": ["n1.nodes.example.org"]},
+        {},
+        csr.Reason.DNS_NOT_OWNED,
+        id="allowed-name-the-node-does-not-have",
+    ),
+    pytest.param(
+        {"ips": ["192.168.100.9"]},
+        {},
+        csr.Reason.IP_NOT_OWNED,
+        id="allowed-range-address-the-node-does-not-have",
     ),
     pytest.param(
         {"dns": ["*.nodes.example.org"]},
@@ -103,7 +129,19 @@ DENIED = [
         id="wildcard-under-suffix",
     ),
     pytest.param(
-        {"dns": ["evilnodes.example.org"]}, {}, csr.Reason.DNS_NOT_OWNED, id="suffix-without-dot"
+        {"dns": ["n1nodes.example.org"]},
+        {},
+        csr.Reason.DNS_NOT_ALLOWED,
+        id="node-name-glued-to-the-suffix",
+    ),
+    pytest.param(
+        {"dns": ["kubernetes.default.svc"]},
+        {},
+        csr.Reason.API_SERVER_NAME,
+        id="the-api-servers-service-name",
+    ),
+    pytest.param(
+        {"ips": ["10.96.0.1"]}, {}, csr.Reason.SERVICE_IP, id="the-api-servers-service-ip"
     ),
     pytest.param({"emails": ["a@b.c"]}, {}, csr.Reason.FORBIDDEN_SAN, id="email-san"),
     pytest.param({"uris": ["spiffe://x/y"]}, {}, csr.Reason.FORBIDDEN_SAN, id="uri-san"),
@@ -183,7 +221,7 @@ def test_tampered_request_fails_its_self_signature() -> None:
 def test_request_body_that_is_not_base64_is_denied() -> None:
     obj = csrs.csr_object(csrs.request_pem("n1"), "n1")
     obj["spec"]["request"] = "%%%"
-    assert csr.check(obj, NODE, SPEC, NOW).reason is csr.Reason.UNPARSEABLE
+    assert csr.check(obj, NODE, SPEC, REFUSED, NOW).reason is csr.Reason.UNPARSEABLE
 
 
 def test_other_signer_is_left_untouched() -> None:
@@ -200,6 +238,13 @@ def test_on_reject_ignore_leaves_a_failing_request_pending() -> None:
     spec = csr.SignerSpec(**{**SPEC.__dict__, "on_reject": "ignore"})
     verdict = _verdict({"ips": ["10.0.0.2"]}, spec=spec)
     assert (verdict.decision, verdict.reason) == (csr.Decision.LEAVE, csr.Reason.IP_NOT_OWNED)
+
+
+def test_request_outside_the_allowlist_is_denied_before_its_node_exists() -> None:
+    """No need to wait for a Node to refuse the API server's address: only the narrowing by the
+    Node's own addresses waits for it."""
+    verdict = _verdict({"ips": ["10.96.0.1"]}, node=None, created=NOW)
+    assert (verdict.decision, verdict.reason) == (csr.Decision.DENY, csr.Reason.SERVICE_IP)
 
 
 def test_missing_node_waits_then_is_denied() -> None:
@@ -250,14 +295,15 @@ def test_override_for_the_node_is_used() -> None:
             "apiVersion": policy.API_VERSION,
             "kind": policy.KIND,
             "spec": {
-                "csrSigner": {"extraIPRanges": ["10.1.0.0/16"]},
+                "csrSigner": {"allowedIPRanges": ["10.1.0.0/16"], "maxDNSNames": 2},
                 "overrides": [
                     {
                         "nodeSelector": {"matchLabels": {"pool": "edge"}},
                         "spec": {
                             "csrSigner": {
                                 "onReject": "ignore",
-                                "extraDNSSuffixes": [".edge.example"],
+                                "allowedDNSSuffixes": [".edge.example"],
+                                "requireNodeAddresses": False,
                             }
                         },
                     }
@@ -267,7 +313,24 @@ def test_override_for_the_node_is_used() -> None:
     )
     edge = csr.signer_spec(loaded, {"pool": "edge"})
     plain = csr.signer_spec(loaded, {})
-    assert (edge.on_reject, edge.extra_dns_suffixes) == ("ignore", ("edge.example",))
-    assert edge.extra_ip_ranges == (ipaddress.ip_network("10.1.0.0/16"),)
-    assert (plain.on_reject, plain.extra_dns_suffixes) == ("deny", ())
+    assert (edge.on_reject, edge.allow.dns_suffixes) == ("ignore", ("edge.example",))
+    assert edge.allow.ip_ranges == (ipaddress.ip_network("10.1.0.0/16"),)
+    assert (edge.allow.max_dns_names, edge.allow.require_node_addresses) == (2, False)
+    assert (plain.on_reject, plain.allow.dns_suffixes) == ("deny", ())
+    assert plain.allow.require_node_addresses and not plain.allow.resolve_dns_names
     assert plain.certificate_validity == dt.timedelta(hours=8760)
+    assert plain.service_cidrs == (ipaddress.ip_network("10.96.0.0/12"),)
+    assert plain.cluster_domain == "cluster.local"
+
+
+def test_default_policy_allows_the_node_name_and_no_ip_address() -> None:
+    """The defaults approve nothing a kubelet's IP SAN could make dangerous: no IP range."""
+    spec = csr.signer_spec(
+        policy.from_mapping({"apiVersion": policy.API_VERSION, "kind": policy.KIND}), {}
+    )
+    node = csrs.node_object("n1", [("Hostname", "n1"), ("InternalIP", "10.0.0.1")])
+    named = csrs.csr_object(csrs.request_pem("n1", dns=["n1"], ips=[]), "n1")
+    addressed = csrs.csr_object(csrs.request_pem("n1", dns=["n1"], ips=["10.0.0.1"]), "n1")
+    assert csr.check(named, node, spec, spec.refused(), NOW).decision is csr.Decision.APPROVE
+    denied = csr.check(addressed, node, spec, spec.refused(), NOW)
+    assert (denied.decision, denied.reason) == (csr.Decision.DENY, csr.Reason.IP_NOT_ALLOWED)

@@ -11,7 +11,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from reconciler import fabricate
 from reconciler.decide import csr, csrsign, pki
 from tests import csrs
-from tests.unit.test_csr_checks import NODE, NOW, SPEC
+from tests.unit.test_csr_checks import NODE, NOW, REFUSED, SPEC
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def ca() -> tuple[x509.Certificate, pki.PrivateKey]:
 def _approved(**pem_kwargs: object) -> csr.Verdict:
     usages = csrs.RSA_USAGES if pem_kwargs.get("key_kind") == "rsa" else csrs.ECDSA_USAGES
     pem = csrs.request_pem("n1", **pem_kwargs)  # type: ignore[arg-type]
-    verdict = csr.check(csrs.csr_object(pem, "n1", usages=usages), NODE, SPEC, NOW)
+    verdict = csr.check(csrs.csr_object(pem, "n1", usages=usages), NODE, SPEC, REFUSED, NOW)
     assert verdict.decision is csr.Decision.APPROVE, verdict.message
     return verdict
 

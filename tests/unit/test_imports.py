@@ -87,7 +87,7 @@ spec:
   checkInterval: 5
   kubeadm: {renewBefore: -3h, backup: {retain: 2.5}, certificates: [apiserver, apiserver]}
   rollout: {maxConcurrentNodes: true}
-  csrSigner: {extraIPRanges: [10.0.0.1/8]}
+  csrSigner: {allowedIPRanges: [10.0.0.1/8]}
   bogus: 1
   overrides:
   - nodeSelector: {matchExpressions: [{key: "", operator: Maybe}]}
@@ -95,7 +95,7 @@ spec:
 INVALID_OUTPUT = b"""\
 bad.yaml: spec: unknown field 'bogus'
 bad.yaml: spec.checkInterval: 5 is not a valid duration (write it as a string with a unit, e.g. 720h)
-bad.yaml: spec.csrSigner.extraIPRanges[0]: '10.0.0.1/8' is not a CIDR (e.g. 10.0.0.0/8)
+bad.yaml: spec.csrSigner.allowedIPRanges[0]: '10.0.0.1/8' is not a CIDR (e.g. 10.0.0.0/8)
 bad.yaml: spec.kubeadm.backup.retain: 2.5 is not of type integer
 bad.yaml: spec.kubeadm.certificates: ['apiserver', 'apiserver'] has non-unique elements
 bad.yaml: spec.kubeadm.renewBefore: '-3h' is not a valid duration (must be positive)

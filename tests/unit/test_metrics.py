@@ -1,4 +1,4 @@
-"""The metrics endpoint, scraped over HTTP: every DESIGN.md metric is declared, certificate
+"""The metrics endpoint, scraped over plain HTTP (--metrics-secure=false): every DESIGN.md metric is declared, certificate
 series follow the latest observation, counters have no _created series, probes answer."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from reconciler import __version__, metrics
+from reconciler.run import endpoint, health
 
 DESIGN = (
     "kucero_certificate_expiration_timestamp_seconds",
@@ -26,15 +27,16 @@ DESIGN = (
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[metrics.Metrics, metrics.Server, list[bool]]]:
+def served() -> Iterator[tuple[metrics.Metrics, endpoint.Endpoint, list[bool]]]:
     m = metrics.Metrics()
     ready = [False]
-    server = metrics.Server(m, ("127.0.0.1", 0), lambda: ready[0])
+    options = endpoint.Options(("127.0.0.1", 0), secure=False)
+    server = endpoint.serve(options, m, lambda: ready[0], health.Heartbeats(), None)
     yield m, server, ready
     server.close()
 
 
-def get(server: metrics.Server, path: str) -> tuple[int, str]:
+def get(server: endpoint.Endpoint, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=5) as r:
             return r.status, r.read().decode()
@@ -47,7 +49,7 @@ def samples(text: str) -> list[str]:
 
 
 def test_every_design_metric_is_declared(
-    served: tuple[metrics.Metrics, metrics.Server, list[bool]],
+    served: tuple[metrics.Metrics, endpoint.Endpoint, list[bool]],
 ) -> None:
     _, server, _ = served
     status, text = get(server, "/metrics")
@@ -58,7 +60,7 @@ def test_every_design_metric_is_declared(
 
 
 def test_certificate_series_follow_the_latest_observation(
-    served: tuple[metrics.Metrics, metrics.Server, list[bool]],
+    served: tuple[metrics.Metrics, endpoint.Endpoint, list[bool]],
 ) -> None:
     m, server, _ = served
     rows = [
@@ -89,7 +91,7 @@ def test_certificate_series_follow_the_latest_observation(
 
 
 def test_counters_have_no_created_series_and_policy_info_has_one_revision(
-    served: tuple[metrics.Metrics, metrics.Server, list[bool]],
+    served: tuple[metrics.Metrics, endpoint.Endpoint, list[bool]],
 ) -> None:
     m, server, _ = served
     m.renewals.labels("cp-1", "apiserver", "success").inc()
@@ -105,9 +107,11 @@ def test_counters_have_no_created_series_and_policy_info_has_one_revision(
     assert "kucero_policy_valid 0.0" in lines
 
 
-def test_health_and_readiness(served: tuple[metrics.Metrics, metrics.Server, list[bool]]) -> None:
+def test_health_and_readiness(
+    served: tuple[metrics.Metrics, endpoint.Endpoint, list[bool]],
+) -> None:
     _, server, ready = served
-    assert get(server, "/healthz") == (200, "ok\n")
+    assert get(server, "/healthz") == (200, "[+]ping ok\nhealthz check passed\n")
     assert get(server, "/readyz")[0] == 503
     ready[0] = True
     assert get(server, "/readyz") == (200, "ok\n")

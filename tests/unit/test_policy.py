@@ -111,13 +111,13 @@ def test_seed_flag_defaults_apply_only_where_the_policy_is_silent() -> None:
             id="unknown-restart",
         ),
         pytest.param(
-            "spec:\n  csrSigner:\n    extraIPRanges: [10.0.0.1/8]\n",
-            "spec.csrSigner.extraIPRanges[0]: '10.0.0.1/8' is not a CIDR",
+            "spec:\n  csrSigner:\n    allowedIPRanges: [10.0.0.1/8]\n",
+            "spec.csrSigner.allowedIPRanges[0]: '10.0.0.1/8' is not a CIDR",
             id="cidr-with-host-bits",
         ),
         pytest.param(
-            "spec:\n  csrSigner:\n    extraIPRanges: [10.0.0.0]\n",
-            "spec.csrSigner.extraIPRanges[0]: '10.0.0.0' is not a CIDR",
+            "spec:\n  csrSigner:\n    allowedIPRanges: [10.0.0.0]\n",
+            "spec.csrSigner.allowedIPRanges[0]: '10.0.0.0' is not a CIDR",
             id="address-not-cidr",
         ),
         pytest.param(
