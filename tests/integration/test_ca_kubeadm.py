@@ -33,8 +33,8 @@ spec:
   kubeadm: {restart: none}
   kubelet: {restart: none}
 """
-# the same, with the 1-hour leaves not due: only the CAs change
-CA_ONLY = RENEW.replace("restart: none}", "restart: none, renewBefore: 30m}", 1)
+# the same, with leaf renewal off: only the CAs change
+CA_ONLY = RENEW.replace("restart: none}", "restart: none, enabled: false}", 1)
 CA_FILES = {"ca": "ca", "front-proxy-ca": "front-proxy-ca", "etcd-ca": "etcd/ca"}
 # every leaf kubeadm made, by the CA that signed it
 LEAVES = {

@@ -58,13 +58,18 @@ def test_ca_fields_reach_the_node_spec() -> None:
             id="unknown-field",
         ),
         pytest.param(
+            "spec: {ca: {renewBefore: 30m}}\n",
+            "p.yaml: spec.ca.renewBefore: '30m' is below the minimum of 1h",
+            id="renew-before-below-its-floor",
+        ),
+        pytest.param(
             "spec: {ca: {renewBefore: 87600h}}\n",
             "p.yaml: spec.ca.renewBefore: 87600h must be shorter than ca.certificateValidity",
             id="renew-before-not-shorter-than-validity",
         ),
         pytest.param(
-            "spec: {checkInterval: 2h, ca: {renewBefore: 1h, certificateValidity: 2h}}\n",
-            "p.yaml: spec.ca.certificateValidity: 2h leaves 1h0m0s before a renewed CA is due again",
+            "spec: {checkInterval: 2h, ca: {renewBefore: 8000h, certificateValidity: 8001h}}\n",
+            "p.yaml: spec.ca.certificateValidity: 8001h leaves 1h0m0s before a renewed CA is due again",
             id="due-again-before-the-next-check",
         ),
     ],
