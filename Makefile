@@ -1,10 +1,10 @@
-# One command per task, the same locally and in CI (.ci/run calls `make lint test`).
+# One command per task, the same locally and in CI (.ci/run calls `make lint test matrix`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit fuzz lint lock bench bench-nodes testbin clean
+.PHONY: demo test matrix unit fuzz lint lock bench bench-nodes testbin clean
 
 # The environment comes from the hashed lock file (requirements/dev.txt: runtime and dev tools,
 # every version pinned, every file's sha256 checked), then kucero itself, editable, without
@@ -36,6 +36,15 @@ testbin:
 ## make test: the whole suite, including the real control plane
 test: $(STAMP) testbin
 	$(BIN)/python -m pytest
+
+## make matrix: every supported Kubernetes minor's kubeadm makes node trees (init: RSA and ECDSA,
+## stacked and external etcd; join: workers), kucero renews them, and that kubeadm reads them
+## back (tests/integration/test_kubeadm_matrix.py). Builds each minor's kubeadm first
+## (tests/controlplane/matrix.sh, cached like testbin). Not part of `make test`.
+matrix: $(STAMP)
+	tests/controlplane/build.sh
+	tests/controlplane/matrix.sh
+	$(BIN)/python -m pytest -m matrix tests/integration/test_kubeadm_matrix.py
 
 ## make unit: only the tests that need no binaries
 unit: $(STAMP)

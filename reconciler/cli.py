@@ -9,13 +9,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from reconciler import config, flags
+from reconciler import config, flags, logs
 from reconciler.decide import duration
 
 if TYPE_CHECKING:
@@ -40,8 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate-policy": _validate_policy,
         "run": _daemon,
         "controller": _controller,
+        "status": _status,
     }
-    return commands[settings.command](settings)
+    with logs.setup(args.log_format, args.log_level):
+        try:
+            return commands[settings.command](settings)
+        except BrokenPipeError:  # `kucero status -o json | head`: the reader has had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
 
 
 def _now(settings: config.Settings) -> dt.datetime:
@@ -144,7 +149,7 @@ def _node(settings: config.Settings) -> int:
     if not settings.args.once:
         return _daemon(settings)
     from reconciler.decide import caplan, policy, report
-    from reconciler.node import execute, interrupt
+    from reconciler.node import execute, hostcommands, interrupt
     from reconciler.node import host as host_
     from reconciler.run import once
 
@@ -158,26 +163,21 @@ def _node(settings: config.Settings) -> int:
             print(report.printable(f"recovered: {note}"), file=sys.stderr)
         return 1
     try:
-        restart_command = config.kubelet_restart_command(settings, spec)
-        crictl = config.crictl_command(settings, spec)
+        commands = hostcommands.for_spec(_given_commands(settings), spec)
         publication = _ca_bundle(settings)
-    except config.UsageError as e:
-        print(e, file=sys.stderr)
+    except hostcommands.Refused as e:
+        print(f"kucero: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         print(report.printable(f"kucero: --ca-bundle: {e.strerror or e}"), file=sys.stderr)
         return 1
-    if not logging.getLogger().handlers:  # restarts and rollbacks are logged on stderr
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
-        )
     with interrupt.on_signals(interrupt.Stop()) as stop:
         exec_settings = execute.Settings(
-            kubelet_restart_command=restart_command,
+            kubelet_restart_command=commands.kubelet_restart,
             manifest_grace_seconds=settings.args.manifest_grace,
             failpoint=settings.args.failpoint,
             stop=stop,
-            crictl_command=crictl,
+            crictl_command=commands.crictl,
         )
         result = once.run_once(
             host_.Host(settings.host_root),
@@ -206,40 +206,30 @@ def _node(settings: config.Settings) -> int:
     return 0 if result.converged else 1
 
 
-def _daemon_exec_settings(settings: config.Settings, stop: Any) -> Any:
-    """For a daemon, whose policy is not known yet: the kubelet restart command is decided for
-    the default ``kubelet.restart`` (systemctl), so a missing flag fails at start-up."""
-    from reconciler.decide import policy
-    from reconciler.node import execute
+def _given_commands(settings: config.Settings) -> Any:
+    from reconciler.node import hostcommands
 
-    defaults = policy.from_mapping(
-        {"apiVersion": policy.API_VERSION, "kind": policy.KIND}, "flags", settings.policy_defaults
-    )
-    spec = policy.resolve(defaults, {})
-    return execute.Settings(
-        kubelet_restart_command=config.kubelet_restart_command(settings, spec),
-        manifest_grace_seconds=settings.args.manifest_grace,
-        failpoint=settings.args.failpoint,
-        stop=stop,
-        crictl_command=config.crictl_command(settings, spec),
+    return hostcommands.Given(
+        settings.host_root, settings.args.kubelet_restart_command, settings.args.crictl_command
     )
 
 
 def _daemon(settings: config.Settings) -> int:
-    """``kucero node`` (and ``kucero run``): the long-running node reconciler."""
-    from reconciler.node import interrupt
+    """``kucero node`` (and ``kucero run``): the long-running node reconciler. The host
+    commands are decided for each desired state, before each pass (``node_daemon``)."""
+    from reconciler.node import execute, interrupt
     from reconciler.run import daemon  # the cluster layer: only daemons pay for it
 
     args = settings.args
     if not settings.node_name:
         print("kucero: --node-name (or $NODE_NAME) is required", file=sys.stderr)
         return 2
-    stop = interrupt.Stop()
-    try:
-        exec_settings = _daemon_exec_settings(settings, stop)
-    except config.UsageError as e:
-        print(e, file=sys.stderr)
-        return 2
+    exec_settings = execute.Settings(
+        kubelet_restart_command=(),
+        manifest_grace_seconds=args.manifest_grace,
+        failpoint=args.failpoint,
+        stop=interrupt.Stop(),
+    )
     return daemon.main(
         daemon.Options(
             command=settings.command,
@@ -258,6 +248,7 @@ def _daemon(settings: config.Settings) -> int:
             slot_retry=duration.parse_timedelta(args.slot_retry_period),
             failure_retry=duration.parse_timedelta(args.retry_period),
             execute=exec_settings,
+            commands=_given_commands(settings),
             controller=settings.controller if settings.command == "run" else None,
             components=_leader_components(settings),
         )
@@ -283,10 +274,42 @@ def _validate_policy(settings: config.Settings) -> int:
     return 0 if ok else 1
 
 
+def _status(settings: config.Settings) -> int:
+    """One line per Node from its kucero annotations (``decide.overview``)."""
+    from reconciler.cluster import kube as kube_
+    from reconciler.cluster import nodes
+    from reconciler.decide import desired, overview, report, status
+
+    args = settings.args
+    try:
+        door = kube_.connect(args.kubeconfig)
+        try:
+            listed = nodes.list_all(door, args.selector)
+        finally:
+            door.close()
+    except kube_.KubeError as e:
+        print(report.printable(f"kucero: {e}"), file=sys.stderr)
+        return 1
+    rows = [
+        overview.row(
+            nodes.name(n),
+            nodes.annotation(n, desired.ANNOTATION),
+            nodes.annotation(n, status.ANNOTATION),
+        )
+        for n in sorted(listed, key=nodes.name)
+    ]
+    if args.output == "json":
+        print(overview.dumps(rows))
+    elif rows:
+        print(overview.table(rows, _now(settings)), end="")
+    else:
+        print("No Nodes found.", file=sys.stderr)
+    return 0
+
+
 def _controller(settings: config.Settings) -> int:
     from reconciler.run import controller
 
-    _log_setup()
     return controller.main(settings.controller, _leader_components(settings))
 
 
@@ -304,12 +327,3 @@ def _leader_components(settings: config.Settings) -> Callable[[Any], tuple[Any, 
         return (made, publisher)
 
     return make
-
-
-def _log_setup() -> None:
-    import logging
-
-    logging.basicConfig(
-        level=os.environ.get("KUCERO_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )

@@ -1,23 +1,14 @@
 """What the parsed flags mean: one frozen ``Settings`` for the command, the policy defaults
-the seed flags give, the controller's settings (every bad value reported at once), and the host
-commands (kubelet restart, crictl) that are safe to run from this ``--host-root``."""
+the seed flags give, and the controller's settings (every bad value reported at once). The
+host commands a pass may run are decided per desired state (``node.hostcommands``)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import shlex
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.decide import duration
-
-if TYPE_CHECKING:
-    from reconciler.model import nodespec
-
-# PID 1's view of /: the default kubelet restart (nsenter --target 1) acts on its machine.
-PID1_ROOT = "/proc/1/root"
-NSENTER = ("nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,73 +134,3 @@ def _controller_settings(settings: Settings) -> Any:
         metrics_cert_file=args.metrics_cert_file,
         metrics_key_file=args.metrics_key_file,
     )
-
-
-class UsageError(Exception):
-    """A flag is missing or wrong for this host; exit 2 before anything runs."""
-
-
-def kubelet_restart_command(settings: Settings, spec: nodespec.NodeSpec) -> tuple[str, ...]:
-    """The command that restarts this node's kubelet.
-
-    The default, ``systemctl restart kubelet`` (through ``nsenter`` into PID 1 from a
-    container), restarts the kubelet of the machine PID 1 runs, so it is used only when
-    ``--host-root`` is that machine's root: ``/`` outside a container, or the same directory
-    (device and inode) as ``/proc/1/root``. Repairing a mounted disk under another root would
-    otherwise restart this machine's kubelet. A policy with ``kubelet.restart: none`` never
-    restarts it and needs no command. Decided before the pass, whatever it will find to do, so
-    a missing flag fails the same way on every run instead of weeks later, unattended.
-    """
-    if spec.kubelet.restart == "none" and not settings.args.kubelet_restart_command:
-        return ()
-    return host_command(
-        settings,
-        settings.args.kubelet_restart_command,
-        ("systemctl", "restart", "kubelet"),
-        "the default kubelet restart (systemctl through nsenter into PID 1) would restart "
-        "another machine's kubelet; give --kubelet-restart-command, or set kubelet.restart: "
-        "none in the policy",
-    )
-
-
-def crictl_command(settings: Settings, spec: nodespec.NodeSpec) -> tuple[str, ...]:
-    """The host's ``crictl``, found the same way as the kubelet restart (needed only for
-    ``kubeadm.restart: crictl``)."""
-    if spec.kubeadm.restart != "crictl" and not settings.args.crictl_command:
-        return ("crictl",)
-    return host_command(
-        settings,
-        settings.args.crictl_command,
-        ("crictl",),
-        "the default crictl (through nsenter into PID 1) would stop another machine's pods; "
-        "give --crictl-command, or choose another kubeadm.restart in the policy",
-    )
-
-
-def host_command(
-    settings: Settings, given: str | None, default: tuple[str, ...], refusal: str
-) -> tuple[str, ...]:
-    """``given`` (split like a shell), else ``default`` run on the machine PID 1 runs."""
-    if given:
-        return tuple(shlex.split(given))
-    in_container = (
-        os.path.exists("/.dockerenv")
-        or os.path.exists("/run/.containerenv")
-        or "KUBERNETES_SERVICE_HOST" in os.environ
-    )
-    if _same_directory(settings.host_root, "/") and not in_container:
-        return default
-    if _same_directory(settings.host_root, PID1_ROOT):
-        return NSENTER + default
-    raise UsageError(
-        f"kucero: --host-root {settings.host_root} is not the root of PID 1 ({PID1_ROOT}), so "
-        + refusal
-    )
-
-
-def _same_directory(a: str, b: str) -> bool:
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)

@@ -12,8 +12,9 @@ import argparse
 import datetime as dt
 import math
 import os
+import shlex
 
-from reconciler import __version__
+from reconciler import __version__, logs
 from reconciler.decide import duration
 
 
@@ -75,6 +76,17 @@ def _grace_seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds, 0 or more")
     return value
+
+
+def _command(text: str) -> str:
+    """A command line split like a shell's, checked here so a stray quote is a usage error."""
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from e
+    if not words:
+        raise argparse.ArgumentTypeError("an empty command")
+    return text
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -182,7 +194,9 @@ def _host_flags(p: argparse.ArgumentParser, policy_flag: bool = True) -> None:
 def _node_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--kubelet-restart-command",
-        help="command that restarts the kubelet (default: systemctl restart kubelet, through nsenter into PID 1 when in a container or --host-root is not /)",
+        type=_command,
+        help="command that restarts the kubelet (default: systemctl restart kubelet, through "
+        "nsenter into PID 1 from a container; only when --host-root is PID 1's root)",
     )
     s.add_argument(
         "--manifest-grace",
@@ -193,7 +207,8 @@ def _node_flags(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--crictl-command",
-        help="crictl for restart: crictl (default: crictl, through nsenter into PID 1 like the kubelet restart)",
+        type=_command,
+        help="crictl for kubeadm.restart: crictl (default: crictl, found like the kubelet restart)",
     )
     # crash tests only: SIGKILL this process at the n-th transaction step
     s.add_argument("--failpoint", type=int, default=0, help=argparse.SUPPRESS)
@@ -252,26 +267,57 @@ def _election_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _log_level(text: str) -> str:
+    lowered = text.lower()
+    lowered = {"warn": "warning"}.get(lowered, lowered)
+    if lowered not in logs.LEVELS:
+        raise argparse.ArgumentTypeError(f"invalid level {text!r} (use {', '.join(logs.LEVELS)})")
+    return lowered
+
+
+def _log_flags() -> argparse.ArgumentParser:
+    """Every command logs the same way (``reconciler.logs``)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("logging (on stderr)")
+    g.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="text (default): one readable line per record; json: one object per line",
+    )
+    default = os.environ.get("KUCERO_LOG_LEVEL") or "info"
+    g.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=default,
+        metavar="{debug,info,warning,error}",
+        help="least severe level logged (default $KUCERO_LOG_LEVEL, else info)",
+    )
+    return p
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kucero", description="Keeps kubeadm control-plane certificates from expiring."
     )
     p.add_argument("--version", action="version", version=f"kucero {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    log_flags = _log_flags()
 
-    s = sub.add_parser(
-        "check-expiration", help="every certificate, kubeconfig and CA with its expiry"
-    )
+    def command(name: str, what: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=what, parents=[log_flags])
+
+    s = command("check-expiration", "every certificate, kubeconfig and CA with its expiry")
     _host_flags(s, policy_flag=False)
     s.add_argument("--now", type=_rfc3339, help="pretend it is this time (RFC 3339)")
 
-    s = sub.add_parser("plan", help="what one pass would do, changing nothing")
+    s = command("plan", "what one pass would do, changing nothing")
     _host_flags(s)
     _seed_flags(s)
     s.add_argument("--now", type=_rfc3339, help="plan as if it were this time (RFC 3339)")
     _ca_bundle_flag(s)
 
-    s = sub.add_parser("node", help="the node reconciler (--once: one offline pass)")
+    s = command("node", "the node reconciler (--once: one offline pass)")
     _host_flags(s)
     _seed_flags(s)
     s.add_argument(
@@ -280,29 +326,30 @@ def parser() -> argparse.ArgumentParser:
     _node_flags(s)
     _ca_bundle_flag(s)
 
-    s = sub.add_parser(
-        "validate-policy", help="validate policy files; exit 1 on the first invalid one"
-    )
+    s = command("validate-policy", "validate policy files; exit 1 on the first invalid one")
     s.add_argument("files", nargs="+")
 
-    s = sub.add_parser("run", help="node reconciler and leader-elected controller in one process")
+    s = command("run", "node reconciler and leader-elected controller in one process")
     _host_flags(s)
     _seed_flags(s)
     _node_flags(s)
     _election_flags(s)
-    s = sub.add_parser(
-        "controller", help="leader-elected: writes each Node's desired state from the policy"
-    )
+    s = command("controller", "leader-elected: writes each Node's desired state from the policy")
     _host_flags(s)
     _seed_flags(s)
     _election_flags(s)
+    s = command("status", "one line per Node: phase, revision, next renewal, last rotation")
+    s.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    s.add_argument("-l", "--selector", help="only Nodes with these labels (kubectl's -l)")
+    s.add_argument("--now", type=_rfc3339, help="count residual times from this time (RFC 3339)")
     for s in (sub.choices["run"], sub.choices["controller"], sub.choices["node"]):
         s.add_argument(
             "--policy-configmap",
             default="kube-system/kucero-policy",
             help="namespace/name of the policy ConfigMap (cluster mode)",
         )
-        s.add_argument(
+    for name in ("run", "controller", "node", "status"):
+        sub.choices[name].add_argument(
             "--kubeconfig",
             help="default: in-cluster, then $KUBECONFIG, then ~/.kube/config (cluster mode)",
         )

@@ -8,7 +8,14 @@ functions are idempotent.
 
 Drain evicts the node's pods through the Eviction API (PodDisruptionBudgets apply), except
 DaemonSet pods and static (mirror) pods, which a drain cannot move. It waits at most
-``timeout`` for them to go and reports what is left rather than failing the rotation.
+``timeout`` for them to go and reports what is left rather than failing the rotation. Its
+``kube`` is the node's kubelet (run/turn.py): it lists only with ``spec.nodeName=<node>``, the
+one list of Pods the Node authorizer grants a kubelet, and evicts only pods of that list, the
+ones NodeRestriction lets a kubelet evict.
+
+The patches of ``cordon``/``uncordon`` are exactly what kustomize/base/roles/node-writes.yaml
+lets a node's ServiceAccount write on its own Node: ``spec.unschedulable`` and the mark,
+together, and the mark only on a Node nobody had cordoned.
 """
 
 from __future__ import annotations

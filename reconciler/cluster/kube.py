@@ -3,15 +3,15 @@
 The official client is used for what it does well, configuration (kubeconfig, in-cluster) and
 TLS, through a urllib3 pool built by its ``RESTClientObject``; its generated models are not used
 (strict pydantic classes cost memory and start-up and reject what the server may add, see
-PITFALLS.md). The client is imported inside ``connect`` so the offline commands never load it.
+docs/pitfalls.md). The client is imported inside ``connect`` so the offline commands never load it.
 
 Edge cases handled here rather than in every caller:
 
 - errors become ``NotFound``, ``Conflict``, ``Gone``, ``Forbidden``, ``Unauthorized``,
   ``Invalid``, ``TooManyRequests``, ``Unavailable`` (5xx, refused, reset, timed out), raised
   ``from`` the original, with the API's own message;
-- only ``Unavailable`` and ``TooManyRequests`` are retried (tenacity, exponential back-off with
-  jitter, bounded); a 4xx never is, except 409 when a read-modify-write caller asks for it;
+- only ``Unavailable`` and ``TooManyRequests`` are retried (tenacity, the process's back-off
+  from ``retrying``, bounded); a 4xx never is;
 - a bound service-account token file (in-cluster, or a kubeconfig ``tokenFile``) is re-read
   whenever the file changes (a stat per request) and once more after a 401, so a process keeps
   working across kubelet token rotation; the client's own in-cluster refresh waits a minute;
@@ -35,6 +35,8 @@ import tenacity
 import urllib3
 import yaml
 
+from reconciler import retrying
+
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -46,13 +48,13 @@ READ_TIMEOUT_SECONDS = 30.0
 # declares a silent connection dead (a restarted server closes the socket, so this only
 # matters for a connection lost without a FIN).
 WATCH_READ_MARGIN_SECONDS = 30.0
-# Transient failures are retried with exponential back-off and jitter: about 0.2, 0.4, 0.8 ...
-# seconds, capped at 5 s, at most 6 attempts and 30 s in all; then the caller decides.
 # Items per list request: client-go's pager asks for 500 (k8s.io/client-go/tools/pager).
 LIST_PAGE_SIZE = 500
+# Transient failures are retried with the process's back-off (``retrying``): 0.2, 0.4, 0.8 ...
+# seconds (jittered to 50-100 %), capped at 5 s, at most 6 attempts and 30 s in all; then the
+# caller decides.
 RETRY_ATTEMPTS = 6
-RETRY_BASE_SECONDS = 0.2
-RETRY_MAX_WAIT_SECONDS = 5.0
+RETRY_BACKOFF = retrying.backoff(first=0.2, cap=5.0)
 RETRY_MAX_TOTAL_SECONDS = 30.0
 
 PATCH_TYPES = {
@@ -290,25 +292,24 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        retrying = tenacity.Retrying(
+        attempts = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TRANSIENT),
-            wait=tenacity.wait_random_exponential(
-                multiplier=RETRY_BASE_SECONDS, max=RETRY_MAX_WAIT_SECONDS
-            ),
+            wait=RETRY_BACKOFF,
             stop=(
                 tenacity.stop_after_attempt(self.retry_attempts)
                 | tenacity.stop_after_delay(RETRY_MAX_TOTAL_SECONDS)
             ),
             reraise=True,
             before_sleep=lambda state: log.info(
-                "retrying %s %s after: %s",
+                "retrying %s %s in %.1fs after: %s",
                 method,
                 path,
-                state.outcome and state.outcome.exception(),
+                retrying.next_wait(state),
+                retrying.failure(state),
             ),
         )
         timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)
-        for attempt in retrying:
+        for attempt in attempts:
             with attempt:
                 resp = self._send(method, path, params, body, content_type, timeout)
                 result: dict[str, Any] = json.loads(resp.data) if resp.data else {}

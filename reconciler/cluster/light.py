@@ -86,6 +86,49 @@ def connect(
     return kube_.Kube(str(cluster["server"]), _pool(tls), auth, token_file)
 
 
+def as_client_certificate(kube: kube_.Kube, pem: bytes) -> kube_.Kube:
+    """A connection to ``kube``'s API server, trusting the CA ``kube`` trusts, that
+    authenticates with the client certificate and key in ``pem`` (one PEM holding both, as the
+    kubelet's ``kubelet-client-current.pem`` does) and with nothing else: no bearer token.
+
+    The drain of ``rollout.drain`` runs as the node's kubelet through this (run/turn.py says
+    why). Raises ``KubeError`` when ``pem`` holds no usable pair or ``kube``'s trust cannot be
+    copied (a configuration only the client library reads, with a CA it keeps elsewhere).
+    """
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    settings = getattr(kube._pool, "connection_pool_kw", {})
+    base = settings.get("ssl_context")
+    try:
+        if isinstance(base, ssl.SSLContext) and base.verify_mode == ssl.CERT_NONE:
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE
+        elif isinstance(base, ssl.SSLContext) and (cas := base.get_ca_certs(binary_form=True)):
+            tls.load_verify_locations(cadata=b"".join(cas))
+        elif settings.get("ca_certs"):  # the client library's pool
+            tls.load_verify_locations(cafile=settings["ca_certs"])
+        else:
+            raise kube_.KubeError(
+                "cannot tell which CA the API server's certificate is checked against"
+            )
+        directory = tempfile.mkdtemp(prefix="kucero-client-")  # mode 0700
+        try:
+            path = os.path.join(directory, "tls.pem")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+            tls.load_cert_chain(path)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    except (OSError, ssl.SSLError, ValueError) as e:
+        raise kube_.KubeError(f"client certificate: {e}") from e
+    pool = _pool(tls)
+    # a kubeconfig's tls-server-name, as the client library passed it on
+    pool.connection_pool_kw.update(
+        {k: settings[k] for k in ("server_hostname", "assert_hostname") if k in settings}
+    )
+    return kube_.Kube(kube.host, pool, lambda: None, None)
+
+
 def _named(doc: Mapping[str, Any], section: str, name: object, key: str) -> dict[str, Any]:
     for entry in doc.get(section) or []:
         if entry.get("name") == name:

@@ -90,7 +90,7 @@ def decode(text: str | None) -> Status | None:
             revision=revision,
             phase=phase,
             message=message,
-            last_rotation=_time(last) if isinstance(last, str) else None,
+            last_rotation=parse_time(last) if isinstance(last, str) else None,
             certificates=certificates,
             ca=ca,
         )
@@ -124,7 +124,8 @@ def rfc3339(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _time(text: str) -> dt.datetime | None:
+def parse_time(text: str) -> dt.datetime | None:
+    """An RFC 3339 time with a zone, in UTC; None for anything else."""
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

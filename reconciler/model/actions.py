@@ -67,6 +67,7 @@ class Reason(enum.StrEnum):
     INVALID_DESIRED = "InvalidDesiredState"
     ROTATED_WITHOUT_SLOT = "RotatedWithoutSlot"
     PASS_FAILED = "PassFailed"
+    HOST_COMMAND_REFUSED = "HostCommandRefused"  # a default host command would act elsewhere
 
 
 class Severity(enum.StrEnum):
@@ -89,6 +90,19 @@ class Action:
             "reason": self.reason,
             "detail": self.detail,
         }
+
+    def log_fields(self) -> dict[str, str]:
+        """What a log line about this action carries: a log search asks for a certificate, a
+        component or a file by that name."""
+        target = _TARGET_FIELD.get(self.kind, "file")
+        return {target: self.target, "action": str(self.kind), "reason": str(self.reason)}
+
+
+_TARGET_FIELD = {
+    ActionKind.RENEW: "certificate",
+    ActionKind.RESTART_STATIC_POD: "component",
+    ActionKind.RESTART_KUBELET: "component",
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from cryptography import x509
 
@@ -28,7 +28,7 @@ from reconciler.model import actions, hoststate, kubeadm, nodespec, paths, stati
 from reconciler.node import carenew, interrupt, keys, observe, restart, transaction
 from reconciler.node import host as host_
 
-log = logging.getLogger("kucero")
+log = logging.getLogger(__name__)
 
 
 def _no_metric(node: str | None, component: str, result: str) -> None:
@@ -73,7 +73,7 @@ def execute(
 ) -> list[actions.Result]:
     """Carry out ``the_plan``; ``built`` (when given) is filled with what the renewals built
     and verified, for ``observe.refresh`` to reuse when it reads those very bytes back."""
-    results: list[actions.Result] = []
+    results = _Logged()
     writes: list[transaction.Write] = []
     written: list[actions.Action] = []
     ca_keys: dict[str, pki.PrivateKey] = {}
@@ -123,13 +123,13 @@ def execute(
             )
         except (transaction.TransactionError, host_.HostError) as e:
             note = _prune(host, spec.kubeadm.backup_retain, getattr(e, "backup", None))
-            results += [actions.Result(a, False, f"{e}{note}") for a in written]
+            results.extend(actions.Result(a, False, f"{e}{note}") for a in written)
         else:
             owed = new_owed
             note = _prune(host, spec.kubeadm.backup_retain, backup)
-            results += [
+            results.extend(
                 actions.Result(a, True, f"done (backup in {backup}{note})") for a in written
-            ]
+            )
     elif not spec.paused:
         # every pass prunes, so a smaller backup.retain or a failed pass's backup is honoured
         _prune(host, spec.kubeadm.backup_retain, None)
@@ -177,7 +177,25 @@ def execute(
             )
         owed.discard(action.target)
         _save_state(host, owed)
-    return results
+    return list(results)
+
+
+class _Logged(list[actions.Result]):
+    """The pass's results, each logged as it is known (a restart can take minutes: its line
+    comes when it is done, not at the end of the pass)."""
+
+    def append(self, result: actions.Result) -> None:
+        fields: dict[str, object] = {**result.action.log_fields()}
+        if result.restart is not None:
+            fields["result"] = result.restart.get("result")
+        level = logging.INFO if result.ok else logging.ERROR
+        message = result.message or "done"
+        log.log(level, "%s %s: %s", result.action.kind, result.action.target, message, extra=fields)
+        super().append(result)
+
+    def extend(self, results: Iterable[actions.Result]) -> None:
+        for result in results:
+            self.append(result)
 
 
 def _restart_static_pod(
@@ -188,18 +206,16 @@ def _restart_static_pod(
     backup: str | None,
     settings: Settings,
 ) -> actions.Result:
-    """Restart, verify and, on failure, roll back one component; log and count it."""
+    """Restart, verify and, on failure, roll back one component; count it."""
     pod = observed.static_pods.get(action.target)
     if pod is None:
         return actions.Result(action, False, f"{action.target}: its manifest could not be read")
     try:
         outcome = _run_restart(host, spec, pod, backup, settings)
     except interrupt.Interrupted as e:
-        log.error("%s %s", pod.name, e)
         settings.on_restart(observed.node_name, pod.name, "interrupted")
         return actions.Result(action, False, str(e))
     line = f"{outcome.result} in {outcome.seconds:.1f}s (waited {outcome.waited:.1f}s): {outcome.message}"
-    (log.info if outcome.ok else log.error)("%s %s", pod.name, line)
     settings.on_restart(observed.node_name, pod.name, outcome.result)
     return actions.Result(action, outcome.ok, line, outcome.to_dict())
 

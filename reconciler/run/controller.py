@@ -16,7 +16,7 @@ Edge cases:
   so the Nodes keep the desired state the previous leader gave them;
 - no ConfigMap (or it is deleted): built-in defaults and the seed flags;
 - API errors (403 included) while writing: logged, counted in ``kucero_api_errors_total``, and
-  the Node retried with back-off; watches back off on their own (``watching``);
+  the Node retried with back-off (``retrying``); watches back off on their own;
 - leadership lost: the work stops (threads joined) before the election is entered again.
 
 Leader-only components (the CSR signer) run beside it while leading; one that says it
@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from reconciler import metrics as metrics_
+from reconciler import retrying
 from reconciler.cluster import configmaps, events, nodes, watching
 from reconciler.cluster import kube as kube_
 from reconciler.decide import csr, desired, policy
@@ -47,13 +48,16 @@ POLICY_KEY = "policy.yaml"
 REASON_INVALID = "InvalidPolicy"
 REASON_APPLIED = "PolicyApplied"
 STOP_POLL_SECONDS = 0.5
+# Nodes whose desired state could not be written are tried again after 0.5 s, doubling to 30 s.
+WRITE_BACKOFF_MAX_SECONDS = 30.0
+WRITE_BACKOFF = retrying.backoff(first=0.5, cap=WRITE_BACKOFF_MAX_SECONDS)
 # Liveness (run.health): the work loop beats each time round and before each Node it writes;
 # one write is bounded by the door's timeouts and retries, then comes at most one back-off.
 WRITE_WITHIN_SECONDS = (
     kube_.CONNECT_TIMEOUT_SECONDS
     + kube_.READ_TIMEOUT_SECONDS
     + kube_.RETRY_MAX_TOTAL_SECONDS
-    + watching.BACKOFF_MAX_SECONDS
+    + WRITE_BACKOFF_MAX_SECONDS
     + STOP_POLL_SECONDS
 )
 HEARTBEATS = ("controller-work", "watch-policy", "watch-nodes")
@@ -222,7 +226,12 @@ class Controller:
             version = configmap.get("metadata", {}).get("resourceVersion")
             new = version != self._reported
             self._reported = version
-        log.error("policy refused, revision in force: %s\n%s", in_force, error)
+        log.error(
+            "policy refused, revision in force: %s: %s",
+            in_force,
+            "; ".join(error.errors),
+            extra={"revision": self.policy.revision if self.policy else None},
+        )
         if new:
             events.emit(
                 self.kube, configmap, REASON_INVALID, str(error), events.WARNING, "Validate"
@@ -238,7 +247,9 @@ class Controller:
                 self._pending.update(self._nodes)
                 self._lock.notify_all()
         if changed:
-            log.info("policy revision %s in force", loaded.revision)
+            log.info(
+                "policy revision %s in force", loaded.revision, extra={"revision": loaded.revision}
+            )
             if configmap is not None:
                 note = f"policy revision {loaded.revision} is in force"
                 events.emit(
@@ -286,7 +297,7 @@ class Controller:
         return desired.encode_for_node(policy.resolve(loaded, labels), signer)
 
     def _work(self, stop: threading.Event) -> None:
-        backoff = watching.Backoff()
+        failures = 0  # write rounds in a row with a Node that could not be written
         alive = self._alive("controller-work", WRITE_WITHIN_SECONDS)
         while not stop.is_set():
             alive()
@@ -309,12 +320,11 @@ class Controller:
                 alive()  # each write is bounded; a thousand of them are not
                 if not self._write(name, node, loaded):
                     failed.append(name)
+            failures = failures + 1 if failed else 0
             if failed:
                 with self._lock:
                     self._pending.update(failed)
-                stop.wait(backoff.next())
-            else:
-                backoff.reset()
+                stop.wait(retrying.delay(WRITE_BACKOFF, failures))
 
     def _write(self, name: str, node: _Node, loaded: policy.Policy) -> bool:
         """Patch the Node's desired state if it differs; False when it should be retried."""
@@ -327,10 +337,13 @@ class Controller:
             return True  # the Node is gone; its DELETED event follows
         except kube_.KubeError as e:
             self.metrics.api_errors.labels("write-desired", type(e).__name__).inc()
-            log.error("cannot write %s on node %s: %s", desired.ANNOTATION, name, e)
+            log.error(
+                "cannot write %s on node %s: %s", desired.ANNOTATION, name, e, extra={"node": name}
+            )
             return False
         node.desired = value
-        log.info("node %s: desired revision %s", name, loaded.revision)
+        fields = {"node": name, "revision": loaded.revision}
+        log.info("node %s: desired revision %s", name, loaded.revision, extra=fields)
         return True
 
 

@@ -1,5 +1,5 @@
-"""Process wiring of ``kucero node`` (daemon) and ``kucero run``: logging, signals, the API
-connection, the metrics endpoint, and the threads that run the roles.
+"""Process wiring of ``kucero node`` (daemon) and ``kucero run``: signals, the API connection,
+the metrics endpoint, and the threads that run the roles (``cli`` has set up logging).
 
 ``kucero run`` is the drop-in replacement of the original DaemonSet: the node reconciler and,
 with ``--enable-kucero-controller`` (default true), the leader-elected controller, in one
@@ -19,10 +19,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import os
 import re
 import signal
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -31,10 +29,11 @@ from reconciler import metrics as metrics_
 from reconciler.cluster import kube as kube_
 from reconciler.decide import castatus, report, status
 from reconciler.model import actions
-from reconciler.node import execute
+from reconciler.node import execute, hostcommands
 from reconciler.run import endpoint, health, node_daemon, node_report, once
 
-log = logging.getLogger("kucero")
+log = logging.getLogger(__name__)
+# decide.caplan words a refusal "<name> refused (<carenewal.Refusal>): ..."
 _REFUSAL = re.compile(r" refused \((\w+)\)")
 
 
@@ -52,7 +51,8 @@ class Options:
     lease_duration: dt.timedelta
     slot_retry: dt.timedelta
     failure_retry: dt.timedelta
-    execute: execute.Settings
+    execute: execute.Settings  # its host commands are decided before each pass
+    commands: hostcommands.Given
     controller: Any = None  # run.controller.Settings when `kucero run` leads too
     # leader-only components, made with the process's metrics (the CSR signer)
     components: Callable[[Any], Sequence[Any]] = lambda _: ()
@@ -61,18 +61,7 @@ class Options:
     metrics_key_file: str | None = None
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=os.environ.get("KUCERO_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # urllib3 warns about each connection retry; the door logs the failure that matters
-    logging.getLogger("urllib3").setLevel(logging.ERROR)
-
-
 def main(options: Options) -> int:
-    configure_logging()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -163,6 +152,7 @@ def _config(options: Options) -> node_daemon.Config:
         slot_retry=options.slot_retry,
         failure_retry=options.failure_retry,
         execute=options.execute,
+        commands=options.commands,
     )
 
 
@@ -184,7 +174,7 @@ def observer(metrics: metrics_.Metrics, node_name: str) -> Any:
             refusal = f.reason == actions.Reason.CA_REFUSED and f.severity == "error"
             if refusal and f.detail not in refused:
                 refused.add(f.detail)
-                found = _REFUSAL.search(f.detail)  # caplan: "<name> refused (<Refusal>)"
+                found = _REFUSAL.search(f.detail)
                 why = found.group(1) if found else "Unparseable"
                 metrics.ca_refusals.labels(node_name, f.target, why).inc()
         phase = node_report.status_of(result, None, None).phase

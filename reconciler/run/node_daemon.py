@@ -19,9 +19,18 @@ records an Event once the API answers again.
 
 After each pass it writes ``kucero.io/status`` only when its value changed and records Events
 on its Node for renewals, restarts and failures. A ``kucero.io/desired`` that cannot be decoded
-leaves the last good desired state in force and shows ``Failed`` with the reason. SIGTERM lets
-the pass in flight finish (its journal makes that the safe choice), releases a held slot and
-exits 0.
+leaves the last good desired state in force and shows ``Failed`` with the reason. A failed pass
+is tried again after ``failure_retry``, doubling (jittered) with each failure in a row up to
+the desired ``checkInterval`` (``retrying``): a restart that keeps failing is not retried every
+minute for ever.
+
+The host commands a pass may run (``node.hostcommands``) are decided for each desired state,
+before its pass: the daemon starts whatever the policy says, and when the state in force needs
+the default kubelet restart (or crictl) but ``--host-root`` is not PID 1's root, that pass
+changes nothing (it only finishes an interrupted one), reports ``Failed`` with what to give,
+and records a ``HostCommandRefused`` Event once; a desired state with ``kubelet.restart:
+none`` then simply runs. SIGTERM lets the pass in flight finish (its journal makes that the
+safe choice), releases a held slot and exits 0.
 """
 
 from __future__ import annotations
@@ -36,11 +45,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from reconciler import logs, retrying
 from reconciler.cluster import configmaps, nodes, watching
 from reconciler.cluster import kube as kube_
 from reconciler.decide import capublished, desired, policy, status, wakeup
 from reconciler.model import actions, hoststate, nodespec
-from reconciler.node import execute
+from reconciler.node import execute, hostcommands
 from reconciler.node import host as host_
 from reconciler.run import filewatch, health, node_report, once, turn
 
@@ -49,6 +59,9 @@ log = logging.getLogger(__name__)
 # How long the first pass waits for the Node watch's first answer before going on with what it
 # has (the last good desired state, or the recovery path when the API server is down).
 FIRST_LIST_WAIT_SECONDS = 10.0
+# Failures in a row with no desired state to take checkInterval from back off up to 5 min: a
+# new kucero.io/desired wakes the daemon at once anyway.
+NO_SPEC_RETRY_CAP = dt.timedelta(minutes=5)
 # Liveness (run.health): the idle wait is cut into slices of this many seconds, each a heartbeat
 # due within the slice plus the grace; a pass is given ``pass_budget`` seconds.
 IDLE_SLICE_SECONDS = 30.0
@@ -79,8 +92,9 @@ class Config:
     node_labels: Mapping[str, str]  # for --policy without a cluster
     lease_seconds: int  # rotation slot lease duration
     slot_retry: dt.timedelta  # between two tries for a slot
-    failure_retry: dt.timedelta  # after a failed pass
-    execute: execute.Settings
+    failure_retry: dt.timedelta  # after a failed pass (then doubling up to checkInterval)
+    execute: execute.Settings  # its host commands are decided for each desired state
+    commands: hostcommands.Given
 
 
 class NodeDaemon:
@@ -108,9 +122,16 @@ class NodeDaemon:
         self._spec_error: str | None = None
         self._report = node_report.Reporter(kube, config.node_name)
         self.turn = turn.Turn(
-            kube, config.node_name, config.namespace, config.lease_seconds, self._report, clock
+            kube,
+            config.node_name,
+            config.namespace,
+            config.lease_seconds,
+            self._report,
+            clock,
+            host=self._host,
         )
         self._pass_spec: nodespec.NodeSpec | None = None
+        self._failures = 0  # passes in a row that failed or could not run
         # the leader's published CA certificates (ConfigMap kucero-ca data; None: none yet)
         self._ca_data: dict[str, Any] | None = None
         self.passes = 0
@@ -166,12 +187,16 @@ class NodeDaemon:
     # --- main loop ---------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> int:
+        with logs.fields(node=self.config.node_name):  # every line of this role names its node
+            return self._run(stop)
+
+    def _run(self, stop: threading.Event) -> int:
         threads = []
         if self._kube is not None:
             params = {"fieldSelector": f"metadata.name={self.config.node_name}"}
             threads.append(
                 threading.Thread(
-                    target=self._kube.watch_forever,
+                    target=logs.carried(self._kube.watch_forever),
                     args=(nodes.PATH, params, self._on_node, stop, self._on_node_list),
                     kwargs={"on_alive": self._watch_alive},
                     name="node-watch",
@@ -181,7 +206,7 @@ class NodeDaemon:
         if self._kube is not None:
             threads.append(
                 threading.Thread(
-                    target=self._kube.watch_forever,
+                    target=logs.carried(self._kube.watch_forever),
                     args=(
                         configmaps.collection(self.config.namespace),
                         configmaps.watch_params(capublished.NAME),
@@ -197,7 +222,9 @@ class NodeDaemon:
         watcher = filewatch.Watcher(
             Path(self.config.host_root), policy_file, self._on_file_change, stop
         )
-        threads.append(threading.Thread(target=watcher.run, name="filewatch", daemon=True))
+        threads.append(
+            threading.Thread(target=logs.carried(watcher.run), name="filewatch", daemon=True)
+        )
         for thread in threads:
             thread.start()
         if self._kube is not None:
@@ -235,15 +262,20 @@ class NodeDaemon:
         """Run one pass and report it; returns when the next one is due."""
         started = time.monotonic()
         spec = self._current_spec()
-        now = self._clock()
         if spec is None:
-            for note in once.recover_only(self._host):
-                log.warning("recovered: %s", note)
-            self._report.write(
-                status.Status(None, status.Phase.FAILED, status.message(self._spec_error or ""))
-            )
-            self.ready.set()
-            return now + self.config.failure_retry
+            error = self._spec_error or "no desired state"
+            # no Event while the controller has not written one yet (every node, at install)
+            event = self._desired_text is not None or self.config.policy_file is not None
+            return self._not_run(None, actions.Reason.INVALID_DESIRED, error, event)
+        try:
+            commands = hostcommands.for_spec(self.config.commands, spec)
+        except hostcommands.Refused as e:
+            return self._not_run(spec, actions.Reason.HOST_COMMAND_REFUSED, str(e))
+        settings = dataclasses.replace(
+            self.config.execute,
+            kubelet_restart_command=commands.kubelet_restart,
+            crictl_command=commands.crictl,
+        )
         self._in_pass = True
         self._pass_spec = spec
         try:
@@ -252,25 +284,14 @@ class NodeDaemon:
                 spec,
                 self.config.node_name,
                 self._clock,
-                self.config.execute,
+                settings,
                 self._gate,
                 self._publication if self._kube is not None else None,
             )
             self.passes += 1
             if self._observer is not None:  # metrics before status: a reader sees both agree
                 self._observer(result, time.monotonic() - started)
-            log.info(
-                "pass %d: revision %s, %d action(s), %s in %.2fs",
-                self.passes,
-                spec.revision,
-                len(result.results),
-                "converged" if result.converged else "not converged",
-                time.monotonic() - started,
-            )
-            for failure in result.failures:
-                log.error("%s", failure)
-            if result.withheld:
-                log.info("waiting for a rotation slot: %s", result.withheld)
+            self.turn.uncordon()  # a node reported Converged is schedulable
             # the final status before the slot goes: a watcher never sees two nodes Rotating
             self._report.after_pass(result, self._spec_error, self._clock())
         finally:
@@ -279,12 +300,41 @@ class NodeDaemon:
             self._quiet_until = time.monotonic() + 2 * filewatch.DEBOUNCE_MS / 1000
         self.ready.set()
         retry: dt.timedelta | None = None
-        if result.withheld:
+        if result.withheld:  # a poll for a free slot, not a failure
             retry = self.config.slot_retry * random.uniform(0.8, 1.2)
-        elif not result.converged or self._report.pending:
-            retry = self.config.failure_retry
+        elif not result.converged:
+            retry = self._failed(spec)
+        else:
+            self._failures = 0
+            retry = self.config.failure_retry if self._report.pending else None
         moments = wakeup.renewal_moments(spec, result.observed) if result.observed else []
         return wakeup.next_wake((m for _, m in moments), spec.check_interval, self._clock(), retry)
+
+    def _not_run(
+        self,
+        spec: nodespec.NodeSpec | None,
+        reason: actions.Reason,
+        message: str,
+        event: bool = True,
+    ) -> dt.datetime:
+        """A pass that cannot run: no usable desired state, or one whose host commands would
+        act on another machine. Finish an interrupted pass only, say why (``Failed``, a Warning
+        Event per new message), and try again later (at once when the desired state changes)."""
+        for note in once.recover_only(self._host):
+            log.warning("recovered: %s", note)
+        revision = spec.revision if spec is not None else None
+        log.error("pass not run: %s", message, extra={"revision": revision, "reason": reason})
+        self._report.not_run(revision, reason, message, event)
+        self.ready.set()
+        return self._clock() + self._failed(spec)
+
+    def _failed(self, spec: nodespec.NodeSpec | None) -> dt.timedelta:
+        """The wait before the next try after one more failure in a row."""
+        self._failures += 1
+        first = self.config.failure_retry.total_seconds()
+        cap = spec.check_interval if spec is not None else NO_SPEC_RETRY_CAP
+        wait = retrying.backoff(first, max(first, cap.total_seconds()))
+        return dt.timedelta(seconds=retrying.delay(wait, self._failures))
 
     # --- the published CAs ---------------------------------------------------------------
 
@@ -345,8 +395,10 @@ class NodeDaemon:
             self._good = desired.decode(text)
             self._spec_error = None
         except desired.DesiredError as e:
-            kept = f"; keeping revision {self._good.revision}" if self._good else ""
-            self._spec_error = f"{e}{kept}"
+            if self._good is None:  # no pass runs: _not_run says why
+                self._spec_error = str(e)
+                return
+            self._spec_error = f"{e}; keeping revision {self._good.revision}"
             log.error("%s", self._spec_error)
 
     def _load_policy_file(self) -> None:

@@ -92,6 +92,24 @@ class Reporter:
         self.flush()
         self.write(status_of(result, spec_error, self.last_rotation))
 
+    def not_run(self, revision: str | None, reason: str, message: str, event: bool) -> None:
+        """A pass that could not run: ``Failed`` with ``message``, and (``event``) a Warning
+        Event the first time this message is seen. The certificates and last rotation stay as
+        last reported: nothing was changed."""
+        if event and message != self._reported_error:
+            self.owe(reason, message, events.WARNING)
+        self._reported_error = message
+        self.flush()
+        with self._lock:
+            previous = status.decode(self._status_text)
+        if self.last_rotation is None and previous is not None:
+            self.last_rotation = previous.last_rotation
+        certificates = previous.certificates if previous else {}
+        failed = status.Status(
+            revision, status.Phase.FAILED, status.message(message), self.last_rotation, certificates
+        )
+        self.write(failed)
+
     def write(self, value: status.Status) -> None:
         if self._kube is None:
             return

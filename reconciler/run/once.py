@@ -4,18 +4,27 @@ This wires the pure modules (``policy``, ``plan``) to the ones that act (``obser
 ``execute``); it holds no decisions of its own. A pass always finishes an interrupted earlier
 pass first, and ends by reading back what it wrote and planning again, so "converged" means
 what the next pass would see, not what this one hoped to have done.
+
+Every line a pass logs carries ``node`` and ``revision`` (``logs.fields``): each action's result
+as it comes (``execute``, with ``certificate``, ``component`` or ``file``, ``action`` and
+``reason``), each warning or error finding, and one line when it ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
+import time
 from collections.abc import Callable
 
+from reconciler import logs
 from reconciler.decide import caplan, plan
 from reconciler.model import actions, hoststate, kubeadm, nodespec, paths
 from reconciler.node import execute, observe, transaction
 from reconciler.node import host as host_
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +113,23 @@ def run_once(
     gate: Gate | None = None,
     publication: Publication | None = None,
 ) -> PassResult:
+    started = time.monotonic()
+    with logs.fields(node=node_name, revision=spec.revision):
+        result = _pass(host, spec, node_name, clock, settings, gate, publication)
+        with logs.fields(node=result.node_name):
+            _log(result, time.monotonic() - started)
+    return result
+
+
+def _pass(
+    host: host_.Host,
+    spec: nodespec.NodeSpec,
+    node_name: str | None,
+    clock: Callable[[], dt.datetime],
+    settings: execute.Settings,
+    gate: Gate | None,
+    publication: Publication | None = None,
+) -> PassResult:
     empty = actions.Plan((), ())
     if not host.root.is_dir():
         return PassResult(
@@ -119,6 +145,38 @@ def run_once(
             return _locked_pass(host, spec, node_name, clock, settings, gate, publication)
     except host_.HostError as e:
         return PassResult(spec, (), empty, (), empty, str(e))
+
+
+def _log(result: PassResult, seconds: float) -> None:
+    """A line per warning or error finding, then the pass's outcome (``execute`` logged each
+    action's result as it came)."""
+    for note in result.recovered:
+        log.warning("recovered: %s", note)
+    for f in result.findings:
+        level = {
+            actions.Severity.ERROR: logging.ERROR,
+            actions.Severity.WARNING: logging.WARNING,
+        }.get(f.severity, logging.DEBUG)
+        log.log(
+            level,
+            "%s: %s: %s",
+            f.reason,
+            f.target,
+            f.detail,
+            extra={"finding": str(f.reason), "target": f.target},
+        )
+    if result.error:
+        log.error("%s", result.error)
+    if result.withheld:
+        log.info("waiting: %s", result.withheld)
+    outcome = "converged" if result.converged else "not converged"
+    log.info(
+        "pass %s: %d action(s) in %.2fs",
+        outcome,
+        len(result.results),
+        seconds,
+        extra={"converged": result.converged, "seconds": round(seconds, 3)},
+    )
 
 
 def recover_only(host: host_.Host) -> list[str]:
@@ -151,6 +209,19 @@ def _locked_pass(
     observed = observe.observe(host, node_name)
     if publication is not None:
         observed = dataclasses.replace(observed, published=publication(observed))
+    with logs.fields(node=node_name or observed.node_name):  # from the kubelet's certificate
+        return _observed_pass(host, spec, observed, recovered, clock, settings, gate)
+
+
+def _observed_pass(
+    host: host_.Host,
+    spec: nodespec.NodeSpec,
+    observed: hoststate.Observed,
+    recovered: list[str],
+    clock: Callable[[], dt.datetime],
+    settings: execute.Settings,
+    gate: Gate | None,
+) -> PassResult:
     first = plan.plan(spec, observed, clock())
     withheld = gate(first, observed) if gate is not None and first.actions else None
     if withheld is not None:

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from reconciler import logs, retrying
 from reconciler import metrics as metrics_
 from reconciler.cluster import csr as csr_api
 from reconciler.cluster import kube as kube_
@@ -60,10 +61,10 @@ log = logging.getLogger(__name__)
 # Concurrent CSRs: each is a few milliseconds of CPU and three API requests; 8 keeps two cores
 # busy while requests wait on the API server, and bounds what a burst of CSRs can cost.
 WORKERS = 8
-# A CSR whose Node is missing (or with no valid policy yet) is looked at again after 2 s,
-# doubling to 30 s, until decide.csr.NODE_WAIT after its creation.
-REQUEUE_FIRST_SECONDS = 2.0
-REQUEUE_MAX_SECONDS = 30.0
+# A CSR whose Node is missing (or with no valid policy yet, or the API failed) is looked at
+# again after 2 s, doubling to 30 s (jittered); a missing Node until decide.csr.NODE_WAIT after
+# the CSR's creation, then it is denied.
+REQUEUE_BACKOFF = retrying.backoff(first=2.0, cap=30.0)
 
 Now = Callable[[], dt.datetime]
 CurrentPolicy = csrwork.CurrentPolicy
@@ -209,7 +210,7 @@ class _Work(csrwork.Handler):
             self.submit(obj, attempt)
 
     def _later(self, name: str, attempt: int) -> None:
-        delay = min(REQUEUE_MAX_SECONDS, REQUEUE_FIRST_SECONDS * 2**attempt)
+        delay = retrying.delay(REQUEUE_BACKOFF, attempt + 1)
         with self.s._lock:
             heapq.heappush(self.owner._later, (time.monotonic() + delay, name, attempt + 1))
             self.s._lock.notify_all()
@@ -218,7 +219,8 @@ class _Work(csrwork.Handler):
         name = csr_api.name(obj)
         requeue = False
         try:
-            requeue = self.process(obj)
+            with logs.fields(csr=name):  # every line about this CSR names it
+                requeue = self.process(obj)
         except kube_.KubeError as e:
             log.warning("CSR %s: %s; trying again later", name, e)
             self._count("error", type(e).__name__)

@@ -11,6 +11,15 @@ because of it), the pass goes ahead alone, says so at CRITICAL, and owes the clu
 ``RotatedWithoutSlot`` Event. Without a cluster at all (``--policy`` alone) a node is alone by
 definition. A failed cordon or drain is logged and the rotation goes ahead: certificates that
 expire hurt more than pods left on a node.
+
+The drain runs as the node's kubelet (``system:node:<name>``, with the client certificate the
+kubelet itself uses, ``kubelet-client-current.pem``), never as kucero's ServiceAccount. RBAC
+cannot limit a list of Pods to one node nor an eviction to the pods of one node, so a
+ServiceAccount allowed to drain could read every pod spec of the cluster and evict any pod.
+The kubelet's identity is limited by the API server itself: the Node authorizer lets it list
+only the pods bound to it (``fieldSelector=spec.nodeName=<name>``) and NodeRestriction lets it
+evict only those. Root on the node holds that certificate anyway, so kucero widens nothing,
+and its ServiceAccounts need no right on Pods at all (docs/deploy.md, "Threat model").
 """
 
 from __future__ import annotations
@@ -20,10 +29,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from reconciler.cluster import cordon, events, rotation
+from reconciler.cluster import cordon, events, light, rotation
 from reconciler.cluster import kube as kube_
 from reconciler.decide import slots
-from reconciler.model import actions, hoststate, nodespec
+from reconciler.model import actions, hoststate, kubeadm, nodespec
+from reconciler.node import host as host_
 from reconciler.run import node_report
 
 log = logging.getLogger(__name__)
@@ -38,8 +48,11 @@ class Turn:
         lease_seconds: int,
         report: node_report.Reporter,
         clock: Callable[[], dt.datetime],
+        *,
+        host: host_.Host | None = None,  # where drain reads the kubelet's client certificate
     ) -> None:
         self._kube = kube
+        self._host = host
         self._node = node_name
         self._report = report
         self._clock = clock
@@ -88,14 +101,19 @@ class Turn:
             self._cordon(spec)
         return None
 
-    def end(self) -> None:
-        """Uncordon (only kucero's own cordon) and release the slot; never raises."""
+    def uncordon(self) -> None:
+        """Undo kucero's own cordon (never an administrator's); never raises. Called before
+        the pass's final status, so a node reported ``Converged`` is schedulable again."""
         if self._cordoned and self._kube is not None:
             try:
                 cordon.uncordon(self._kube, self._node)
                 self._cordoned = False
             except kube_.KubeError as e:
                 log.error("could not uncordon %s: %s", self._node, e)
+
+    def end(self) -> None:
+        """Uncordon if not done yet and release the slot; never raises."""
+        self.uncordon()
         if self._slots is not None:
             self._slots.release()
 
@@ -104,9 +122,23 @@ class Turn:
         try:
             self._cordoned = cordon.cordon(self._kube, self._node)
             if spec.rollout.drain:
-                timeout = spec.kubeadm.health_timeout.total_seconds()
-                left = cordon.drain(self._kube, self._node, timeout)
+                left = self._drain(spec.kubeadm.health_timeout.total_seconds())
                 if left:
                     log.warning("drain left %d pod(s): %s", len(left), ", ".join(left))
-        except kube_.KubeError as e:
+        except (kube_.KubeError, host_.HostError) as e:
             log.warning("cordon/drain of %s failed, rotating anyway: %s", self._node, e)
+
+    def _drain(self, timeout: float) -> list[str]:
+        """``cordon.drain`` as the node's kubelet (see the module docstring for why)."""
+        assert self._kube is not None
+        pem = None if self._host is None else self._host.read(kubeadm.KUBELET_CLIENT_CURRENT)
+        if pem is None:
+            raise kube_.KubeError(
+                f"drain evicts as the node's kubelet, whose {kubeadm.KUBELET_CLIENT_CURRENT} "
+                "is missing"
+            )
+        kubelet = light.as_client_certificate(self._kube, pem)
+        try:
+            return cordon.drain(kubelet, self._node, timeout)
+        finally:
+            kubelet.close()

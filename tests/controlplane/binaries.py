@@ -29,11 +29,18 @@ K8S_VERSION = _required(HERE / "k8s" / "go.mod", "k8s.io/kubernetes")
 ETCD_VERSION = _required(HERE / "etcd" / "go.mod", "go.etcd.io/etcd/server/v3")
 
 
-def directory() -> Path:
-    cache = os.environ.get("KUCERO_TESTBIN") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kucero-testbin"
+def cache() -> Path:
+    """The root of the binary cache (build.sh and matrix.sh build under it)."""
+    return Path(
+        os.environ.get("KUCERO_TESTBIN")
+        or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kucero-testbin"
+        )
     )
-    return Path(cache) / f"{K8S_VERSION}-etcd-{ETCD_VERSION}"
+
+
+def directory() -> Path:
+    return cache() / f"{K8S_VERSION}-etcd-{ETCD_VERSION}"
 
 
 def missing() -> list[str]:

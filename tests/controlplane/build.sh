@@ -29,20 +29,10 @@ mkdir -p "$out"
 start=$SECONDS
 echo "testbin: building ${missing[*]} (Kubernetes $k8s_version, etcd $etcd_version) into $out with $(go version | awk '{print $3}'); a cold build takes several minutes"
 
-# The version ldflags make `--version` tell the truth (a bare `go build` reports v0.0.0, which
-# kubeadm rejects as a control-plane version).
-minor="${k8s_version#v1.}"; minor="${minor%%.*}"
-# The module proxy serves no VCS origin, so the commit is only known when `go mod download`
-# reports one; otherwise say "unknown" rather than invent one.
-origin_hash() { (cd "$1" && go mod download -json "$2" 2>/dev/null | awk -F'"' '/"Hash"/ {print $4; exit}'); }
-commit="$(origin_hash "$here/k8s" k8s.io/kubernetes@"$k8s_version")"
+# The version ldflags make `--version` tell the truth (k8s-ldflags.sh).
+source "$here/k8s-ldflags.sh"
 etcd_commit="$(origin_hash "$here/etcd" go.etcd.io/etcd/server/v3@"$etcd_version")"
-build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-k8s_ldflags=""
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date -X $pkg.gitCommit=${commit:-unknown}"
-done
+k8s_ldflags="$(k8s_ldflags "$here/k8s" "$k8s_version")"
 
 # Static binaries, as Kubernetes releases them: kubeadm must run chrooted into a node tree.
 export CGO_ENABLED=0

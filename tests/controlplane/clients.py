@@ -95,6 +95,43 @@ class Clients:
         assert status is not None and status.token, f"no token for {namespace}/{account}"
         return str(status.token)
 
+    def bound_token(self, namespace: str, account: str, node: str) -> str:
+        """A token for ``namespace/account`` as the kubelet of ``node`` gets it for a pod there:
+        bound to a Pod with ``spec.nodeName: node`` (made if missing; no kubelet runs it), so
+        the API server adds ``authentication.kubernetes.io/node-name: node`` to the user's
+        extra. The token stops working when that Pod is deleted."""
+        core = client.CoreV1Api(self.admin())
+        self.token(namespace, account)  # creates the service account if missing
+        name = f"{account}-{node}"
+        body = client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PodSpec(
+                service_account_name=account,
+                node_name=node,
+                # never evicted from a Node whose kubelet never reports (there is none)
+                tolerations=[client.V1Toleration(operator="Exists")],
+                containers=[client.V1Container(name="kucero", image="kucero")],
+            ),
+        )
+        try:
+            pod = core.create_namespaced_pod(namespace, body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            pod = core.read_namespaced_pod(name, namespace)
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(
+                audiences=[],
+                expiration_seconds=TOKEN_SECONDS,
+                bound_object_ref=client.V1BoundObjectReference(
+                    api_version="v1", kind="Pod", name=name, uid=pod.metadata.uid
+                ),
+            )
+        )
+        status = core.create_namespaced_service_account_token(account, namespace, request).status
+        assert status is not None and status.token, f"no token for {namespace}/{account}"
+        return str(status.token)
+
     def close(self) -> None:
         for made in self._made.values():
             made.close()

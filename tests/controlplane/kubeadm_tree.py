@@ -108,8 +108,15 @@ def build(
     return root
 
 
-def check_expiration(root: Path) -> dict[str, Any]:
+def check_expiration(
+    root: Path, kubeadm: str | None = None, kubeadm_config: str | None = None
+) -> dict[str, Any]:
     """kubeadm's ``certs check-expiration -o json`` for the node tree at ``root``, parsed.
+
+    ``kubeadm`` is the binary (default: the test binaries' kubeadm) and ``kubeadm_config`` the
+    configuration it is given (default: ``config()``, stacked etcd); the version matrix passes
+    another minor's kubeadm, or an external-etcd configuration (kubeadm then leaves the etcd
+    certificates out of its report).
 
     The result has ``certificates`` and ``certificateAuthorities``: lists of objects with
     ``name``, ``expirationDate`` (RFC 3339), ``residualTime`` (seconds), ``externallyManaged``,
@@ -119,7 +126,8 @@ def check_expiration(root: Path) -> dict[str, Any]:
     etc = (root / "etc/kubernetes").resolve(strict=True)
     with tempfile.TemporaryDirectory(prefix="kucero-kubeadm-") as scratch:
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _CHECK, "sh"]
-        done = _run([*argv, scratch, str(etc), binaries.path("kubeadm")], stdin=config())
+        kubeadm = kubeadm or binaries.path("kubeadm")
+        done = _run([*argv, scratch, str(etc), kubeadm], stdin=kubeadm_config or config())
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 

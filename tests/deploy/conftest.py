@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.controlplane import cluster
-from tests.deploy import tools
+from tests.deploy import identities, tools
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +71,13 @@ def own_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clus
     directory = tmp_path_factory.mktemp("own-controlplane")
     with cluster.guarded(directory) as plane:
         yield plane
+
+
+@pytest.fixture(scope="module")
+def world(
+    admin_kube: Any, clients: Any, control_plane: cluster.ControlPlane
+) -> Iterator[identities.World]:
+    """Nodes, pods and the identities of an attacker with root on a node (identities.py), with
+    the RBAC and admission policies kustomize/ ships, in force."""
+    with identities.build(admin_kube, clients, control_plane) as made:
+        yield made

@@ -1,4 +1,5 @@
-"""The RBAC kucero ships, for the tests that run kucero's processes with a ServiceAccount token.
+"""The RBAC and admission policies kucero ships, for the tests that run kucero's processes with
+a ServiceAccount token.
 
 kustomize/ is the single source of kucero's RBAC: the integration tests of the controller, the
 node daemon and the signer, and the end-to-end test of the deployment, all take an identity's
@@ -6,6 +7,11 @@ objects from the default overlay's output (the test suite's kubectl renders it),
 copy. ``apply_identities`` moves them from kube-system into a test's namespace, so tests can run
 side by side; objects outside it (cluster-scoped, or in ``default``) get the namespace as a
 suffix and are deleted afterwards.
+
+The ValidatingAdmissionPolicies (kustomize/base/roles/*-writes.yaml) come with them: they match
+kucero's ServiceAccounts by name in any namespace, so the moved identities are held to them, and
+a process writing to its Node or a slot needs a token bound to a Pod on that Node, as a
+DaemonSet pod's is (``clients.Clients.bound_token``).
 """
 
 from __future__ import annotations
@@ -27,12 +33,20 @@ _COLLECTIONS = {
     "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
     "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
     "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+    "ValidatingAdmissionPolicy": (
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+    ),
+    "ValidatingAdmissionPolicyBinding": (
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+    ),
 }
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 
 
 def identity(*service_accounts: str) -> list[dict[str, Any]]:
     """The ServiceAccounts, every binding naming one of them and every role those bindings
-    reference, as the default overlay renders them (in kube-system), roles before bindings."""
+    reference, as the default overlay renders them (in kube-system), roles before bindings,
+    then every admission policy and its binding."""
     items = tools.objects("kustomize/overlays/default")
     wanted = set(service_accounts)
     accounts = [
@@ -56,7 +70,16 @@ def identity(*service_accounts: str) -> list[dict[str, Any]]:
         if o["kind"] in ("Role", "ClusterRole")
         and (o["kind"], o["metadata"]["name"], _scope(o["kind"], o)) in refs
     ]
-    return accounts + roles + bindings
+    return accounts + roles + bindings + admission_policies()
+
+
+def admission_policies() -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicies of the default overlay, each before its binding."""
+    items = tools.objects("kustomize/overlays/default")
+    return sorted(
+        (o for o in items if o["kind"] in POLICY_KINDS),
+        key=lambda o: (o["kind"] != POLICY_KINDS[0], o["metadata"]["name"]),
+    )
 
 
 def _scope(kind: str, obj: dict[str, Any]) -> str | None:
@@ -92,6 +115,8 @@ def _moved(docs: Iterable[dict[str, Any]], namespace: str) -> Iterator[dict[str,
             meta["name"] += f"-{namespace}"
             if "roleRef" in doc:
                 doc["roleRef"]["name"] += f"-{namespace}"
+            if "policyName" in doc.get("spec", {}):
+                doc["spec"]["policyName"] += f"-{namespace}"
         elif doc["kind"] == "RoleBinding" and doc["roleRef"]["kind"] == "ClusterRole":
             doc["roleRef"]["name"] += f"-{namespace}"
         yield doc

@@ -142,17 +142,23 @@ class Pod:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+Tokens = Callable[[str, str], Path]
+
+
 @pytest.fixture
 def tokens(
     admin_kube: kube.Kube, namespace: str, clients: Any, control_plane: cluster.ControlPlane
-) -> Iterator[dict[str, Path]]:
-    """ServiceAccount -> kubeconfig holding only a TokenRequest token for it, with the RBAC of
-    kustomize/ moved into the test's namespace."""
+) -> Iterator[Tokens]:
+    """``tokens(service_account, node)`` -> a kubeconfig holding only the token the kubelet of
+    ``node`` gets for a pod of that ServiceAccount (TokenRequest, bound to a Pod on the node),
+    with the RBAC and admission policies of kustomize/ moved into the test's namespace."""
+
+    def kubeconfig(sa: str, node: str) -> Path:
+        token = clients.bound_token(namespace, sa, node)
+        return control_plane.token_kubeconfig(f"{sa}-{node}-{namespace}", token)
+
     with shipped.apply_identities(admin_kube, namespace, shipped.CONTROL_PLANE, shipped.NODE):
-        yield {
-            sa: control_plane.token_kubeconfig(f"{sa}-{namespace}", clients.token(namespace, sa))
-            for sa in (shipped.CONTROL_PLANE, shipped.NODE)
-        }
+        yield kubeconfig
 
 
 @pytest.fixture
@@ -164,15 +170,13 @@ def pods(tmp_path: Path) -> Iterator[list[Pod]]:
         print(f"--- {pod.daemonset} on {pod.node} ---\n{pod.output()[-6000:]}")
 
 
-def control_plane_pod(
-    node: str, root: Path, tokens: dict[str, Path], namespace: str, tmp_path: Path
-) -> Pod:
+def control_plane_pod(node: str, root: Path, tokens: Tokens, namespace: str, tmp_path: Path) -> Pod:
     """The shipped control-plane DaemonSet's pod on ``node``, with its ServiceAccount's token."""
     return Pod(
         "kucero-control-plane",
         node,
         root,
-        tokens[shipped.CONTROL_PLANE],
+        tokens(shipped.CONTROL_PLANE, node),
         namespace,
         tmp_path / f"{node}.log",
     )
@@ -225,7 +229,7 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
     clients: Any,
     namespace: str,
     make_node: Callable[..., Any],
-    tokens: dict[str, Path],
+    tokens: Tokens,
     pods: list[Pod],
     tmp_path: Path,
 ) -> None:
@@ -246,13 +250,18 @@ def test_policy_rollout_with_the_shipped_daemonsets_and_rbac_alone(
     cp2_root = nodesim.tree(tmp_path, cp2, True, due=("apiserver",))
     for command in ("controller", "node"):
         log = tmp_path / f"{cp2}-{command}.log"
-        token = tokens[shipped.CONTROL_PLANE]
+        token = tokens(shipped.CONTROL_PLANE, cp2)
         pods.append(Pod("kucero-control-plane", cp2, cp2_root, token, namespace, log, command))
     for name in workers:
         root = nodesim.tree(tmp_path, name, False)
         pods.append(
             Pod(
-                "kucero-node", name, root, tokens[shipped.NODE], namespace, tmp_path / f"{name}.log"
+                "kucero-node",
+                name,
+                root,
+                tokens(shipped.NODE, name),
+                namespace,
+                tmp_path / f"{name}.log",
             )
         )
 
@@ -313,7 +322,7 @@ def test_kubelet_serving_csr_is_approved_and_signed_with_the_shipped_rbac_alone(
     admin_kube: kube.Kube,
     namespace: str,
     make_node: Callable[..., Any],
-    tokens: dict[str, Path],
+    tokens: Tokens,
     pods: list[Pod],
     control_plane: cluster.ControlPlane,
     tmp_path: Path,

@@ -15,8 +15,9 @@ import jsonschema
 import pytest
 import yaml
 
-from reconciler import config, flags
+from reconciler import flags
 from reconciler.decide import policy
+from reconciler.node import hostcommands
 from tests.deploy import tools
 
 DAEMONSETS = {"kucero-control-plane": "control-plane", "kucero-node": "node"}
@@ -48,6 +49,7 @@ def test_overlay_builds_and_puts_everything_in_its_namespace(overlay: str) -> No
     items = tools.objects(f"kustomize/overlays/{overlay}")
     namespace = tools.NAMESPACES[overlay]
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+    cluster_scoped |= {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     # Events about Nodes and CSRs live in `default`: the Role and bindings for them stay there.
     in_default = {
         "Role/kucero-events",
@@ -78,6 +80,12 @@ def test_overlay_builds_and_puts_everything_in_its_namespace(overlay: str) -> No
     assert {"DaemonSet", "ConfigMap", "ServiceAccount", "ClusterRole", "Role"} <= {
         i["kind"] for i in items
     }
+    # what binds kucero's identities to their node (kustomize/base/roles/*-writes.yaml)
+    policies = {i["metadata"]["name"] for i in items if i["kind"] == "ValidatingAdmissionPolicy"}
+    bound = {
+        i["spec"]["policyName"] for i in items if i["kind"] == "ValidatingAdmissionPolicyBinding"
+    }
+    assert policies == bound == {"kucero-node-writes", "kucero-lease-writes"}
 
 
 @pytest.mark.parametrize("overlay", tools.OVERLAYS)
@@ -252,14 +260,16 @@ def test_pod_has_probes_resources_and_its_node_name(
     # /host is not PID 1's root: the kubelet restart is spelt out, kucero's own default
     (restart,) = [a for a in c["args"] if a.startswith("--kubelet-restart-command=")]
     assert shlex.split(restart.partition("=")[2]) == [
-        *config.NSENTER,
+        *hostcommands.NSENTER,
         "systemctl",
         "restart",
         "kubelet",
     ]
     crictl = [a for a in c["args"] if a.startswith("--crictl-command=")]
     if name == "kucero-control-plane":  # static pods are only there
-        assert [shlex.split(a.partition("=")[2]) for a in crictl] == [[*config.NSENTER, "crictl"]]
+        assert [shlex.split(a.partition("=")[2]) for a in crictl] == [
+            [*hostcommands.NSENTER, "crictl"]
+        ]
     else:
         assert crictl == []
 

@@ -2,7 +2,10 @@
 (`kubectl auth can-i --as=system:serviceaccount:...` with the groups a real token carries),
 can do what its processes call and nothing else: a table of allowed and denied requests.
 
-The same RBAC drives real processes in test_e2e.py; this table is the readable summary.
+The same RBAC drives real processes in test_e2e.py; this table is the readable summary. RBAC
+is only the first gate: which Node, which fields of it and which Lease names (a `create` RBAC
+cannot limit by name) are the admission policies' to decide, tried in test_node_identity.py
+and test_lease_and_pod_identity.py.
 """
 
 from __future__ import annotations
@@ -35,9 +38,6 @@ ALLOWED = [
     *[(sa, v, ROTATION, NS, True) for sa in BOTH for v in ("get", "update")],
     (NODE, "update", "leases.coordination.k8s.io/kucero-rotation-9", NS, True),
     *[(sa, "create", "leases.coordination.k8s.io", NS, True) for sa in BOTH],
-    # rollout.drain: list the Node's pods, evict them (PodDisruptionBudgets apply)
-    *[(sa, "list", "pods", None, True) for sa in BOTH],
-    *[(sa, "create", "pods:eviction", "default", True) for sa in BOTH],
     # the controller: the policy by name, its leader Lease, CSRs of the kubelet-serving signer
     *[(CP, v, "configmaps/kucero-policy", NS, True) for v in ("get", "list", "watch")],
     (CP, "create", "events.events.k8s.io", NS, True),  # InvalidPolicy on the ConfigMap
@@ -59,12 +59,15 @@ DENIED = [
         for v in ("get", "list", "watch", "create")
         for ns in (NS, "default")
     ],
-    # Pods are listed (drain) and nothing else: not read one by one, patched, deleted, exec'd
+    # Nothing on Pods: rollout.drain lists and evicts as the node's kubelet, which the API server
+    # limits to that node's pods (test_lease_and_pod_identity.py); RBAC could limit neither
     *[
-        (sa, v, "pods", NS, False)
+        (sa, v, "pods", ns, False)
         for sa in BOTH
-        for v in ("get", "watch", "patch", "delete", "create", "update")
+        for v in ("list", "get", "watch", "patch", "delete", "create", "update")
+        for ns in (NS, None)
     ],
+    *[(sa, "create", "pods:eviction", ns, False) for sa in BOTH for ns in (NS, "default")],
     *[(sa, "create", "pods:exec", NS, False) for sa in BOTH],
     # Nodes are only patched: never deleted, created, replaced, nor their status written
     *[

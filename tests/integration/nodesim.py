@@ -147,7 +147,11 @@ def start(
     *extra: str,
     env: Mapping[str, str] | None = None,
     command: str = "node",
+    kubelet_restart: str | None = "true",
 ) -> SimNode:
+    """Start ``kucero <command>`` for ``node``; ``kubelet_restart=None`` leaves the flag out
+    (kucero's own default, refused for a host root that is not PID 1's)."""
+    restart = ["--kubelet-restart-command", kubelet_restart] if kubelet_restart else []
     argv = [
         sys.executable,
         "-m",
@@ -167,8 +171,7 @@ def start(
         "1s",
         "--retry-period",
         "2s",
-        "--kubelet-restart-command",
-        "true",
+        *restart,
         "--manifest-grace",
         "0.5",
         "--metrics-addr",

@@ -215,7 +215,7 @@ def test_expired_certificate_with_api_server_down_rotates_alone_and_tells_afterw
         "a renewal without a slot",
         lambda: (
             "rotating WITHOUT a rotation slot" in sim.log.read_text()
-            and "pass 1:" in sim.log.read_text()
+            and "reconciler.run.once: pass " in sim.log.read_text()  # and that pass ended
         ),
         120,
         [sim],

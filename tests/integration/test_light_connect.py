@@ -136,3 +136,52 @@ def test_exec_plugin_goes_through_the_client_library(
         "user": f"system:serviceaccount:{namespace}:light-exec",
         "client_library": True,
     }
+
+
+def _whoami(door: Any) -> str:
+    review = door.create(
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+    )
+    return str(review["status"]["userInfo"]["username"])
+
+
+@pytest.mark.parametrize("shape", ["light", "client-library"])
+def test_a_connection_as_the_kubelets_certificate_keeps_the_servers_trust(
+    control_plane: cluster.ControlPlane, clients: Any, namespace: str, tmp_path: Path, shape: str
+) -> None:
+    """What drain uses (run/turn.py): the same server and CA as the ServiceAccount's
+    connection, the kubelet's certificate and key as the only credential."""
+    from reconciler.cluster import kube, light
+
+    token = clients.token(namespace, "drainer")
+    kubeconfig = control_plane.token_kubeconfig(f"drainer-{namespace}", token)
+    if shape == "client-library":  # an exec plugin: light.connect hands it on
+        doc = yaml.safe_load(kubeconfig.read_text())
+        credential = {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "kind": "ExecCredential",
+            "status": {"token": token},
+        }
+        doc["users"][0]["user"] = {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "command": "/bin/echo",
+                "args": [json.dumps(credential)],
+                "interactiveMode": "Never",
+            }
+        }
+        kubeconfig = tmp_path / "exec.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(doc))
+    door = kube.connect(str(kubeconfig))
+    crt, key = control_plane.ca().issue(tmp_path, "kubelet", "system:node:n1", ("system:nodes",))
+    kubelet = light.as_client_certificate(door, crt.read_bytes() + key.read_bytes())
+    try:
+        assert _whoami(door) == f"system:serviceaccount:{namespace}:drainer"
+        assert _whoami(kubelet) == "system:node:n1"
+    finally:
+        kubelet.close()
+        door.close()
+    assert not list(Path("/tmp").glob("kucero-client-*")), "the key was left on disk"
+    with pytest.raises(kube.KubeError, match="client certificate"):
+        light.as_client_certificate(door, b"-----BEGIN CERTIFICATE-----\nnot one\n")

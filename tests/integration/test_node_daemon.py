@@ -9,7 +9,10 @@ the node reconciler alone; the end-to-end loop with controllers is in test_clust
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,6 +24,7 @@ import pytest
 
 from reconciler.cluster import kube, leases, nodes
 from reconciler.decide import desired, slots, status
+from reconciler.model import kubeadm
 from tests.controlplane import cluster
 from tests.deploy import shipped
 from tests.integration import nodesim
@@ -393,8 +397,10 @@ def test_node_reconciler_works_with_a_service_account_token_and_the_shipped_rbac
     clients: Any,
 ) -> None:
     # The worker identity's RBAC exactly as kustomize/ ships it (the single source).
+    # A token bound to a Pod on the node, as the DaemonSet pod's: the admission policies
+    # shipped with the RBAC let a node write its own Node and slots only with it.
     with shipped.apply_identities(admin_kube, namespace, shipped.NODE):
-        token = clients.token(namespace, shipped.NODE)
+        token = clients.bound_token(namespace, shipped.NODE, f"{prefix}-cp-1")
         kubeconfig = control_plane.token_kubeconfig(f"kucero-node-{namespace}", token)
         sim = sims(
             f"{prefix}-cp-1",
@@ -488,3 +494,99 @@ def test_rollout_cordon_never_undoes_an_administrators_cordon(
     node = nodes.get(admin_kube, sim.name)
     assert bool(node.get("spec", {}).get("unschedulable")) is cordoned_by_admin
     assert nodes.annotation(node, "kucero.io/cordoned") is None
+
+
+def test_default_kubelet_restart_is_judged_per_desired_state_not_at_start_up(
+    admin_kube: kube.Kube,
+    sims: Callable[..., nodesim.SimNode],
+    prefix: str,
+    control_plane: cluster.ControlPlane,
+    namespace: str,
+) -> None:
+    # A host root that is not PID 1's, no --kubelet-restart-command: the daemon starts, and a
+    # desired state that restarts the kubelet with the default gets a pass that changes nothing
+    # and says so (status, one Event), retried with back-off, never a crash loop.
+    sim = sims(f"{prefix}-cp-1", due=("apiserver",), desired_body="", start=False)
+    nodesim.start(sim, control_plane.admin_kubeconfig, namespace, kubelet_restart=None)
+    before = nodesim.hashes(sim.root)
+    refused = nodesim.wait_for(
+        "Failed: the default kubelet restart refused",
+        lambda: (
+            (s := nodesim.status_of(admin_kube, sim.name))
+            and s.phase == Phase.FAILED
+            and "--kubelet-restart-command" in s.message
+            and s
+        ),
+        sims=[sim],
+    )
+    assert "kubelet.restart: none" in refused.message and "PID 1" in refused.message
+    time.sleep(4)  # two more tries (1-2 s, then 2-4 s): still one Event, still running
+    reasons = [e["reason"] for e in nodesim.node_events(admin_kube, sim.name)]
+    assert reasons.count("HostCommandRefused") == 1, reasons
+    assert sim.proc is not None and sim.proc.poll() is None
+    assert nodesim.hashes(sim.root) == before
+    body = "spec: {kubelet: {restart: none}, kubeadm: {restart: none}}\n"
+    never = nodesim.set_desired(admin_kube, sim.name, body, nodesim.CONTROL_PLANE)
+    nodesim.wait_for(
+        "converged with kubelet.restart: none",
+        lambda: nodesim.converged(admin_kube, [sim.name], never),
+        sims=[sim],
+    )
+    reported = nodesim.status_of(admin_kube, sim.name)
+    assert reported is not None and reported.last_rotation is not None  # apiserver renewed
+
+
+def test_kucero_status_shows_one_line_per_node_from_the_annotations(
+    admin_kube: kube.Kube,
+    sims: Callable[..., nodesim.SimNode],
+    prefix: str,
+    control_plane: cluster.ControlPlane,
+    make_node: Callable[..., Any],
+) -> None:
+    body = "spec: {kubeadm: {restart: none}}\n"
+    fleet = [
+        sims(f"{prefix}-cp-1", due=("apiserver",), desired_body=body),
+        sims(f"{prefix}-w-1", control_plane=False, desired_body=body),
+    ]
+    make_node(f"{prefix}-x-1")  # kucero never reached it
+    revision = str(desired.decode(nodesim.desired_value(body)).revision)
+    names = [s.name for s in fleet]
+    nodesim.wait_for(
+        "converged", lambda: nodesim.converged(admin_kube, names, revision), sims=fleet
+    )
+    fleet[1].stop()  # a node that does not follow a new desired state
+    newer = nodesim.set_desired(admin_kube, fleet[1].name, "spec: {checkInterval: 2h}\n")
+
+    def kucero_status(*extra: str) -> str:
+        argv = [sys.executable, "-m", "reconciler", "status"]
+        argv += ["--kubeconfig", str(control_plane.admin_kubeconfig), *extra]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    rows = {r["node"]: r for r in json.loads(kucero_status("-o", "json"))}
+    cp, worker, other = (rows[f"{prefix}-{n}"] for n in ("cp-1", "w-1", "x-1"))
+    assert (cp["phase"], cp["revision"], cp["upToDate"]) == ("Converged", revision, True)
+    reported = nodesim.status_of(admin_kube, fleet[0].name)
+    assert reported is not None and reported.last_rotation is not None
+    assert cp["lastRotation"] == status.rfc3339(reported.last_rotation)
+    renew_before = dt.timedelta(hours=720)
+    leaves = {n: t for n, t in reported.certificates.items() if n in kubeadm.NAMES}
+    first = min(leaves, key=lambda n: leaves[n])
+    assert cp["nextRenewalCertificate"] == first
+    assert cp["nextRenewal"] == status.rfc3339(
+        dt.datetime.fromisoformat(leaves[first]) - renew_before
+    )
+    assert (worker["revision"], worker["desiredRevision"], worker["upToDate"]) == (
+        revision,
+        newer,
+        False,
+    )
+    assert worker["nextRenewal"] is None  # a worker has no kubeadm certificate
+    assert (other["phase"], other["upToDate"], other["desiredRevision"]) == ("<none>", None, None)
+    table = kucero_status().splitlines()
+    assert table[0].split()[:4] == ["NODE", "PHASE", "REVISION", "UP-TO-DATE"]
+    lines = {line.split()[0]: line.split() for line in table[1:]}
+    assert lines[fleet[0].name][1:4] == ["Converged", revision, "yes"]
+    assert lines[fleet[1].name][1:4] == ["Converged", revision, "no"]
+    assert lines[f"{prefix}-x-1"][1:4] == ["<none>", "<none>", "-"]

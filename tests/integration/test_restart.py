@@ -76,7 +76,7 @@ def serves_file(root: Path, ports: dict[str, int], what: str) -> bool:
     )
 
 
-def policy(tmp_path: Path, restart: str, timeout: str = "3s") -> Path:
+def policy(tmp_path: Path, restart: str, timeout: str = "10s") -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(
         "apiVersion: kucero.io/v1alpha1\nkind: RotationPolicy\n"
@@ -131,8 +131,10 @@ def test_full_renewal_restarts_exactly_the_components_one_at_a_time_in_order(
     for what in SERVED:
         assert serves_file(root, ports, what), what
         assert served(ports[SERVED[what][0]]).serial_number != old[what]
-    for line in ("kube-apiserver restarted in", "etcd restarted in"):
-        assert line in done.stderr  # logged with component, duration and result
+    for component in ("kube-apiserver", "etcd"):  # logged with component, duration and result
+        (line,) = [x for x in done.stderr.splitlines() if f" {component}: restarted in " in x]
+        assert f"component={component} action=restart-static-pod" in line, line
+        assert line.endswith("result=restarted"), line
 
 
 @pytest.mark.parametrize(

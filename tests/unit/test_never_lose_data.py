@@ -26,7 +26,7 @@ from cryptography import x509
 from reconciler import cli, config, fabricate, flags
 from reconciler.decide import pki
 from reconciler.model import paths
-from reconciler.node import host, observe
+from reconciler.node import host, hostcommands, observe
 
 DAY = dt.timedelta(days=1)
 REAL_NOW = dt.datetime.now(dt.UTC)
@@ -534,6 +534,48 @@ def test_no_kubelet_restart_command_is_needed_when_the_policy_never_restarts_it(
     assert code == 0, out + err
 
 
+@pytest.mark.parametrize(
+    ("spec", "given", "expected"),
+    [
+        pytest.param(
+            "{kubelet: {restart: none}}", {}, ((), ("crictl",)), id="nothing-needed-nothing-refused"
+        ),
+        pytest.param("{}", {}, "--kubelet-restart-command", id="default-kubelet-restart-refused"),
+        pytest.param(
+            "{kubelet: {restart: none}, kubeadm: {restart: crictl}}",
+            {},
+            "--crictl-command",
+            id="default-crictl-refused-when-the-policy-uses-it",
+        ),
+        pytest.param(
+            "{kubeadm: {restart: crictl}}",
+            {"kubelet_restart": "true", "crictl": "/opt/bin/crictl --timeout 5s"},
+            (("true",), ("/opt/bin/crictl", "--timeout", "5s")),
+            id="given-commands-are-always-used",
+        ),
+    ],
+)
+def test_host_commands_are_judged_from_the_desired_state(
+    tmp_path: Path, spec: str, given: dict[str, str], expected: Any
+) -> None:
+    """What the node daemon asks before each pass: a mounted tree (not PID 1's root) needs a
+    command only when the desired state would run it."""
+    desired_spec = cli_policy_spec(policy(tmp_path, spec))
+    commands = hostcommands.Given(str(tmp_path), **given)
+    if isinstance(expected, str):
+        with pytest.raises(hostcommands.Refused, match=expected) as refused:
+            hostcommands.for_spec(commands, desired_spec)
+        assert str(refused.value).startswith("give ") and "PID 1's root" in str(refused.value)
+    else:
+        found = hostcommands.for_spec(commands, desired_spec)
+        assert (found.kubelet_restart, found.crictl) == expected
+
+
+def cli_policy_spec(path: Path) -> Any:
+    settings = config.settings_from(flags.parser().parse_args(["plan", "--policy", str(path)]))
+    return cli._load_spec(settings)
+
+
 @pytest.mark.parametrize("same", [True, False], ids=["pid1s-root", "another-root"])
 def test_default_kubelet_restart_enters_pid1_only_when_host_root_is_its_root(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, same: bool
@@ -541,17 +583,18 @@ def test_default_kubelet_restart_enters_pid1_only_when_host_root_is_its_root(
     (tmp_path / "host").mkdir()
     (tmp_path / "disk").mkdir()
     (tmp_path / "pid1-root").symlink_to(tmp_path / "host")  # as /proc/1/root is a link
-    monkeypatch.setattr(config, "PID1_ROOT", str(tmp_path / "pid1-root"))
+    monkeypatch.setattr(hostcommands, "PID1_ROOT", str(tmp_path / "pid1-root"))
     root = tmp_path / ("host" if same else "disk")
     settings = config.settings_from(
         flags.parser().parse_args(["node", "--once", "--host-root", str(root)])
     )
     spec = cli._load_spec(settings)
+    given = hostcommands.Given(str(root))
     if same:
-        assert config.kubelet_restart_command(settings, spec) == (
-            *config.NSENTER,
+        assert hostcommands.kubelet_restart(given, spec) == (
+            *hostcommands.NSENTER,
             *("systemctl", "restart", "kubelet"),
         )
     else:
-        with pytest.raises(config.UsageError, match="--kubelet-restart-command"):
-            config.kubelet_restart_command(settings, spec)
+        with pytest.raises(hostcommands.Refused, match="--kubelet-restart-command"):
+            hostcommands.kubelet_restart(given, spec)
