@@ -6,6 +6,7 @@ Exit codes: 0 success/converged, 1 something failed or is invalid, 2 bad usage.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -66,12 +67,14 @@ def _check_expiration(settings: config.Settings) -> int:
     if error := _check_root(settings):
         print(report.printable(error), file=sys.stderr)
         return 1
-    observed = observe.observe(host_.Host(settings.host_root), settings.node_name)
-    rows = report.expiration(observed, _now(settings))
+    host = host_.Host(settings.host_root)
+    observed = observe.observe(host, settings.node_name)
+    previous = observe.read_state(host).get("caPrevious", {})  # CA certificates renewals replaced
+    rows = report.expiration(observed, _now(settings), previous)
     if settings.args.output == "json":
         print(json.dumps(rows, indent=2))
     else:
-        print(report.expiration_table(rows), end="")
+        print(report.expiration_table(rows, _now(settings)), end="")
     return 1 if any(r.get("error") for r in rows) else 0
 
 
@@ -95,6 +98,20 @@ def _load_spec(settings: config.Settings) -> nodespec.NodeSpec:
     return policy.resolve(loaded, settings.args.node_labels)
 
 
+def _ca_bundle(settings: config.Settings) -> Any:
+    """``--ca-bundle FILE`` as a publication for ``once.run_once`` (None without it): the
+    file is read now (OSError), matched to the node's CAs when the pass has observed them."""
+    path = getattr(settings.args, "ca_bundle", None)
+    if not path:
+        return None
+    from reconciler.decide import capublished
+
+    with open(path, "rb") as f:
+        data = f.read(capublished.MAX_PEM_BYTES + 1)
+    source = f"--ca-bundle {path}"
+    return lambda observed: capublished.from_bundle(data, source, observed.cas)
+
+
 def _plan(settings: config.Settings) -> int:
     from reconciler.decide import plan, policy, report
     from reconciler.node import host as host_
@@ -110,6 +127,13 @@ def _plan(settings: config.Settings) -> int:
         print("\n".join(map(report.printable, e.errors)), file=sys.stderr)
         return 1
     observed = observe.observe(host_.Host(settings.host_root), settings.node_name)
+    try:
+        publication = _ca_bundle(settings)
+    except OSError as e:
+        print(report.printable(f"kucero: --ca-bundle: {e.strerror or e}"), file=sys.stderr)
+        return 1
+    if publication is not None:
+        observed = dataclasses.replace(observed, published=publication(observed))
     the_plan = plan.plan(spec, observed, _now(settings))
     if settings.args.output == "json":
         print(json.dumps({"revision": spec.revision, **the_plan.to_dict()}, indent=2))
@@ -124,7 +148,7 @@ def _plan(settings: config.Settings) -> int:
 def _node(settings: config.Settings) -> int:
     if not settings.args.once:
         return _daemon(settings)
-    from reconciler.decide import policy, report
+    from reconciler.decide import caplan, policy, report
     from reconciler.node import execute, hostcommands, interrupt
     from reconciler.node import host as host_
     from reconciler.run import once
@@ -140,9 +164,13 @@ def _node(settings: config.Settings) -> int:
         return 1
     try:
         commands = hostcommands.for_spec(_given_commands(settings), spec)
+        publication = _ca_bundle(settings)
     except hostcommands.Refused as e:
         print(f"kucero: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(report.printable(f"kucero: --ca-bundle: {e.strerror or e}"), file=sys.stderr)
+        return 1
     with interrupt.on_signals(interrupt.Stop()) as stop:
         exec_settings = execute.Settings(
             kubelet_restart_command=commands.kubelet_restart,
@@ -157,6 +185,7 @@ def _node(settings: config.Settings) -> int:
             settings.node_name,
             lambda: dt.datetime.now(dt.UTC),
             exec_settings,
+            publication=publication,
         )
     if settings.args.output == "json":
         print(json.dumps(result.to_dict(), indent=2))
@@ -170,6 +199,8 @@ def _node(settings: config.Settings) -> int:
             print("\nFAILED:\n" + "\n".join(f"  {report.printable(f)}" for f in failures))
         elif result.converged:
             print(f"\nconverged to policy revision {spec.revision}")
+        if result.ca_renewed:
+            print("\n" + report.printable(f"OTHER NODES: {caplan.other_nodes(result.ca_renewed)}"))
     if stop.requested:
         print(report.printable(f"kucero: {result.error}"), file=sys.stderr)
     return 0 if result.converged else 1
@@ -289,13 +320,15 @@ def _controller(settings: config.Settings) -> int:
 
 def _leader_components(settings: config.Settings) -> Callable[[Any], tuple[Any, ...]]:
     """What only the leader runs besides the policy loop: the kubelet serving CSR signer,
-    reading the CA and the API server's certificate under ``--host-root``; ``--node-name`` is
-    the node those files belong to. Made with the process's metrics."""
+    reading the CA and the API server's certificate under ``--host-root`` (``--node-name`` is
+    the node those files belong to), and the CA publisher. Made with the process's metrics."""
 
     def make(metrics: Any) -> tuple[Any, ...]:
-        from reconciler.run import signer
+        from reconciler.run import capublisher, signer
 
         made = signer.Signer(settings.host_root, metrics, node_name=settings.node_name)
-        return (made,)
+        # with ca.mode renew: renews the CAs once and publishes the certificates
+        publisher = capublisher.CAPublisher(settings.host_root, settings.args.ds_namespace, metrics)
+        return (made, publisher)
 
     return make

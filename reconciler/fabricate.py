@@ -5,8 +5,10 @@ all`` write (subjects, SANs, key usages, file names, PEM containers, kubeconfig 
 reconciler meets the same files it meets on a real node. The test suite also builds trees with
 the real kubeadm binary and cross-checks the two.
 
-``expiries`` maps a kubeadm name (or ``kubelet-client``) to a lifetime left from ``now``, which is
-how the demo and tests put some certificates inside the renewal window.
+``expiries`` maps a kubeadm name (or ``kubelet-client``, or a CA's name: ``ca``,
+``front-proxy-ca``, ``etcd-ca``) to a lifetime left from ``now``, which is how the demo and tests
+put some certificates inside the renewal window. ``ca_from`` reuses the CAs (certificates and
+keys) of another tree, as every node of one cluster shares them.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class Options:
     expiries: tuple[tuple[str, dt.timedelta], ...] = ()
     # ports the manifests name, by component (and "etcd-peer"); kubeadm's defaults otherwise
     ports: tuple[tuple[str, int], ...] = ()
+    # a tree whose CAs this one shares (one cluster); "" makes new ones
+    ca_from: str = ""
 
 
 def new_key(key_type: str) -> pki.PrivateKey:
@@ -61,7 +65,7 @@ def make_ca(
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(min(now - dt.timedelta(minutes=5), now + lifetime - TEN_YEARS))
         .not_valid_after(now + lifetime)
         .add_extension(
             x509.KeyUsage(True, False, True, False, False, True, False, False, False), critical=True
@@ -135,11 +139,18 @@ def build(root: str | Path, now: dt.datetime, options: Options = Options()) -> P
     def life(name: str) -> dt.timedelta:
         return expiries.get(name, YEAR)
 
-    ca = make_ca("kubernetes", now, kt)
+    def ca_pair(cn: str, name: str, base: str) -> tuple[x509.Certificate, pki.PrivateKey]:
+        if options.ca_from:
+            shared = Path(options.ca_from) / kubeadm.PKI.lstrip("/")
+            cert = pki.load_cert((shared / f"{base}.crt").read_bytes())
+            return cert, pki.load_key((shared / f"{base}.key").read_bytes())
+        return make_ca(cn, now, kt, expiries.get(name, TEN_YEARS))
+
+    ca = ca_pair("kubernetes", "ca", "ca")
     _write_pair(root, "ca", ca)
     if options.control_plane:
         node, ip = options.node_name, options.node_ip
-        fp = make_ca("front-proxy-ca", now, kt)
+        fp = ca_pair("front-proxy-ca", "front-proxy-ca", "front-proxy-ca")
         _write_pair(root, "front-proxy-ca", fp)
         apiserver_sans = (
             node,
@@ -162,7 +173,7 @@ def build(root: str | Path, now: dt.datetime, options: Options = Options()) -> P
             "front-proxy-client": (fp, "front-proxy-client", (), CLIENT, ()),
         }
         if options.etcd:
-            etcd = make_ca("etcd-ca", now, kt)
+            etcd = ca_pair("etcd-ca", "etcd-ca", "etcd/ca")
             _write_pair(root, "etcd/ca", etcd)
             etcd_sans = (node, "localhost", ip, "127.0.0.1", "::1")
             leaves.update(
@@ -339,12 +350,25 @@ def _flags(component: str, ip: str, ports: dict[str, int]) -> list[str]:
             f"--trusted-ca-file={e}/ca.crt",
         ]
     conf = "controller-manager.conf" if component == "kube-controller-manager" else "scheduler.conf"
-    return [
+    common = [
         f"--authentication-kubeconfig=/etc/kubernetes/{conf}",
         f"--authorization-kubeconfig=/etc/kubernetes/{conf}",
         "--bind-address=127.0.0.1",
         f"--kubeconfig=/etc/kubernetes/{conf}",
         f"--secure-port={port[component]}",
+    ]
+    if component == "kube-scheduler":
+        return common
+    # kubeadm's controller manager also loads the CAs: it signs CSRs with the cluster CA and
+    # publishes --root-ca-file as every namespace's kube-root-ca.crt
+    return [
+        *common,
+        f"--client-ca-file={p}/ca.crt",
+        f"--cluster-signing-cert-file={p}/ca.crt",
+        f"--cluster-signing-key-file={p}/ca.key",
+        f"--requestheader-client-ca-file={p}/front-proxy-ca.crt",
+        f"--root-ca-file={p}/ca.crt",
+        f"--service-account-private-key-file={p}/sa.key",
     ]
 
 

@@ -234,6 +234,14 @@ def _node_flags(s: argparse.ArgumentParser) -> None:
     )
 
 
+def _ca_bundle_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ca-bundle",
+        help="with ca.mode renew, offline: a PEM file of renewed CA certificates to install "
+        "(each accepted only with this node's CA subject and key), instead of renewing here",
+    )
+
+
 def _election_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("leader election (client-go's defaults)")
     g.add_argument(
@@ -308,6 +316,7 @@ def parser() -> argparse.ArgumentParser:
     _host_flags(s)
     _seed_flags(s)
     s.add_argument("--now", type=_rfc3339, help="plan as if it were this time (RFC 3339)")
+    _ca_bundle_flag(s)
 
     s = command("node", "the node reconciler (--once: one offline pass)")
     _host_flags(s)
@@ -316,6 +325,7 @@ def parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="run one pass and exit: 0 converged, 1 failed"
     )
     _node_flags(s)
+    _ca_bundle_flag(s)
 
     s = command("validate-policy", "validate policy files; exit 1 on the first invalid one")
     s.add_argument("files", nargs="+")

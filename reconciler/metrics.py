@@ -139,6 +139,52 @@ class Metrics:
             registry=r,
         )
         self._revision_lock = threading.Lock()
+        self._ca_metrics(r)
+
+    def _ca_metrics(self, r: prometheus_client.CollectorRegistry) -> None:
+        """CA renewal (issue 16): what each node trusts, what the leader publishes, what
+        handed-out kubeconfigs trust, refusals of a published CA."""
+        self.ca_trusted = prometheus_client.Gauge(
+            "kucero_ca_expiration_timestamp_seconds",
+            "notAfter of the CA certificate a node trusts, as a Unix time: the earliest over "
+            "its trust anchors of that CA (pki files, kubeconfigs, the kubelet's clientCAFile)",
+            ["node", "name"],
+            registry=r,
+        )
+        self.ca_renew_before = prometheus_client.Gauge(
+            "kucero_ca_renew_before_seconds",
+            "The policy's ca.renewBefore as a node resolved it, in seconds: a CA certificate a "
+            "node trusts that ends sooner than this is due (KuceroNodeTrustsExpiringCA)",
+            ["node"],
+            registry=r,
+        )
+        self.ca_refusals = prometheus_client.Counter(
+            "kucero_ca_refusals",
+            "Published CA certificates a node refused (not its CA's subject and key, garbage, "
+            "a wrong fingerprint), once per distinct content",
+            ["node", "name", "reason"],
+            registry=r,
+        )
+        self.ca_published = prometheus_client.Gauge(
+            "kucero_ca_published_expiration_timestamp_seconds",
+            "notAfter of the CA certificate the leader publishes, as a Unix time",
+            ["name"],
+            registry=r,
+        )
+        self.ca_previous = prometheus_client.Gauge(
+            "kucero_ca_previous_expiration_timestamp_seconds",
+            "notAfter of the CA certificate a renewal replaced, as a Unix time: kubeconfigs "
+            "handed out before the renewal embed it and stop working then",
+            ["name"],
+            registry=r,
+        )
+        self.ca_copy_current = prometheus_client.Gauge(
+            "kucero_ca_cluster_copy_current",
+            "1 when a cluster-level copy of the cluster CA (cluster-info, kubeadm-config, "
+            "kube-root-ca.crt) holds the published certificate, 0 when it still holds an older one",
+            ["copy"],
+            registry=r,
+        )
 
     def set_phase(self, node: str, phase: str, phases: Iterable[str]) -> None:
         """One series per phase, 1 for ``phase`` (a state set, so a change never leaves a

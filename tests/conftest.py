@@ -164,15 +164,23 @@ def make_node(admin: Any) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def kubeadm_node(tmp_path: Path) -> Callable[..., Path]:
-    """``kubeadm_node(node="cp-1", ip="10.0.0.11", algorithm="RSA-2048")`` -> a host root whose
-    ``etc/kubernetes`` (pki/ and the kubeconfigs) the real kubeadm made."""
+    """``kubeadm_node(node="cp-1", ip="10.0.0.11", algorithm="RSA-2048", ca_validity=None,
+    cert_validity=None)`` -> a host root whose ``etc/kubernetes`` (pki/ and the kubeconfigs)
+    the real kubeadm made (validities: kubeadm v1beta4's, e.g. "2h", for a CA ending soon)."""
     binaries.require("kubeadm")
     made = 0
 
-    def make(node: str = "cp-1", ip: str = "10.0.0.11", algorithm: str = "RSA-2048") -> Path:
+    def make(
+        node: str = "cp-1",
+        ip: str = "10.0.0.11",
+        algorithm: str = "RSA-2048",
+        ca_validity: str | None = None,
+        cert_validity: str | None = None,
+    ) -> Path:
         nonlocal made
         made += 1
-        return kubeadm_tree.build(tmp_path / f"kubeadm-{node}-{made}", node, ip, algorithm)
+        root = tmp_path / f"kubeadm-{node}-{made}"
+        return kubeadm_tree.build(root, node, ip, algorithm, ca_validity, cert_validity)
 
     return make
 

@@ -82,12 +82,37 @@ def parse_state(data: bytes) -> dict[str, Any]:
             "{fingerprint, serving} expected"
         )
     out: dict[str, Any] = {"pendingRestarts": sorted(set(pending))}
+    previous = _ca_previous(doc.get("caPrevious", {}))
+    if previous:
+        out["caPrevious"] = previous
     if required:
         out["restartRequired"] = {
             c: {"fingerprint": v.get("fingerprint"), "serving": bool(v.get("serving"))}
             for c, v in required.items()
         }
     return out
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+
+def _ca_previous(value: object) -> dict[str, dict[str, str]]:
+    """``caPrevious``: CA name -> {notAfter, sha256} of the certificate a CA renewal replaced
+    (kubeconfigs handed out before it work until that notAfter)."""
+    names = {ca.name for ca in kubeadm.CAS}
+    if not isinstance(value, dict) or not all(
+        name in names
+        and isinstance(v, dict)
+        and set(v) == {"notAfter", "sha256"}
+        and isinstance(v["notAfter"], str)
+        and _RFC3339.fullmatch(v["notAfter"])
+        and _is_sha(v["sha256"])
+        for name, v in value.items()
+    ):
+        raise OwnFileError(
+            f"{paths.STATE}: caPrevious: an object of CA names to {{notAfter, sha256}} expected"
+        )
+    return {name: dict(v) for name, v in value.items()}
 
 
 _PHASES = ("restart", "rollback")

@@ -5,18 +5,23 @@ tested as a table of named cases with a fixed ``now``. It follows cert-manager's
 of named checks turns each observed file into either an action with a reason
 (``NearingExpiry``, ``EmbeddedClientCert``, ...) or a finding that explains why nothing will be
 done (``ExternallyManaged``, ``KeyMismatch``, ...). It never plans anything for an externally
-managed certificate, a CA, a certificate whose key does not match, or a file it could not parse.
+managed certificate, a certificate whose key does not match, or a file it could not parse. CAs
+are ``decide.caplan``'s: reported, or with ``ca.mode: renew`` renewed with the same key and
+installed in every trust anchor.
 
-Order of actions: renewals (kubeadm order), static pod restarts (etcd last), then the kubelet
-repairs and a single kubelet restart at the end.
+Order of actions: CA renewal and trust-anchor installs, renewals (kubeadm order), static pod
+restarts (etcd last), then the kubelet repairs and a single kubelet restart at the end. A leaf
+whose CA this pass renews is signed for the renewed CA certificate (its end limits the leaf).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from reconciler.decide import components, duration, kubelet, pki, targets
+from reconciler.decide import caplan, components, duration, kubelet, pki, targets, trustanchors
 from reconciler.model import actions, hoststate, kubeadm, nodespec
+
+A = actions.ActionKind
 
 
 def plan(spec: nodespec.NodeSpec, observed: hoststate.Observed, now: dt.datetime) -> actions.Plan:
@@ -36,17 +41,25 @@ def plan(spec: nodespec.NodeSpec, observed: hoststate.Observed, now: dt.datetime
         actions.Finding(e.split(":", 1)[0], actions.Reason.UNREADABLE, actions.Severity.ERROR, e)
         for e in observed.errors
     ]
-    findings += _ca_findings(spec, observed, now)
+    cas = caplan.plan(spec, observed, now)
+    findings += cas.findings
 
-    renewals = _renewals(spec, observed, now, findings) if spec.kubeadm.enabled else []
+    renewals = _renewals(spec, observed, now, findings, cas.targets) if spec.kubeadm.enabled else []
     renewals = targets.refuse_shared(renewals, observed, findings)
+    ca_actions = _ca_actions(cas, renewals, observed, findings)
+    planned += ca_actions
     planned += renewals
-    planned += _static_pod_restarts(spec, observed, renewals, findings)
+    ca_restarts = dict(
+        caplan.restarts([a.target for a in ca_actions if a.kind == A.INSTALL_CA], observed)
+    )
+    planned += _static_pod_restarts(spec, observed, renewals, findings, ca_restarts)
     kubelet_actions = targets.refuse_shared(
         _kubelet(spec, observed, now, findings), observed, findings
     )
     planned += kubelet_actions
-    planned += _kubelet_restart(spec, observed, kubelet_actions, findings)
+    planned += _kubelet_restart(
+        spec, observed, kubelet_actions, findings, ca_restarts.get(trustanchors.KUBELET)
+    )
 
     if spec.paused and planned:
         findings.append(
@@ -62,48 +75,17 @@ def plan(spec: nodespec.NodeSpec, observed: hoststate.Observed, now: dt.datetime
     return actions.Plan(tuple(planned), tuple(findings))
 
 
-def _ca_findings(
-    spec: nodespec.NodeSpec, observed: hoststate.Observed, now: dt.datetime
-) -> list[actions.Finding]:
-    out = []
-    for ca in observed.cas.values():
-        if ca.error:
-            out.append(
-                actions.Finding(
-                    ca.name, actions.Reason.UNREADABLE, actions.Severity.ERROR, ca.error
-                )
-            )
-        elif ca.cert is not None:
-            left = ca.cert.not_valid_after_utc - now
-            if ca.cert.not_valid_before_utc > now:
-                out.append(
-                    actions.Finding(
-                        ca.name,
-                        actions.Reason.CA_NOT_YET_VALID,
-                        actions.Severity.ERROR,
-                        f"CA not valid before {ca.cert.not_valid_before_utc.isoformat()}; "
-                        "nothing it signs is renewed (check the clock)",
-                    )
-                )
-            elif left <= dt.timedelta(0):
-                out.append(
-                    actions.Finding(
-                        ca.name,
-                        actions.Reason.CA_EXPIRED,
-                        actions.Severity.ERROR,
-                        "CA expired; kucero never renews CAs, renew it by hand",
-                    )
-                )
-            elif left < spec.kubeadm.renew_before:
-                out.append(
-                    actions.Finding(
-                        ca.name,
-                        actions.Reason.CA_EXPIRING,
-                        actions.Severity.WARNING,
-                        f"CA expires in {duration.human(left)}; kucero never renews CAs, renew it by hand",
-                    )
-                )
-    return out
+def _ca_actions(
+    cas: caplan.CAPlan,
+    renewals: list[actions.Action],
+    observed: hoststate.Observed,
+    findings: list[actions.Finding],
+) -> list[actions.Action]:
+    """The CA plan's actions, without installs into a kubeconfig this pass renews anyway (its
+    renewal embeds the CA it converges to), and without any that would write a shared file."""
+    renewed = {kubeadm.LEAF_BY_NAME[a.target].path for a in renewals}
+    kept = [a for a in cas.actions if not (a.kind == A.INSTALL_CA and a.target in renewed)]
+    return targets.refuse_shared(kept, observed, findings)
 
 
 def _renewals(
@@ -111,6 +93,7 @@ def _renewals(
     observed: hoststate.Observed,
     now: dt.datetime,
     findings: list[actions.Finding],
+    ca_targets: dict[str, caplan.Target],
 ) -> list[actions.Action]:
     wanted = set(spec.kubeadm.certificates) or set(kubeadm.NAMES)
     out = []
@@ -118,7 +101,8 @@ def _renewals(
         leaf = observed.leaves.get(name)
         if leaf is None or name not in wanted:
             continue
-        action = _renewal(spec, observed, leaf, now, findings)
+        target = ca_targets.get(leaf.ca)
+        action = _renewal(spec, observed, leaf, now, findings, target)
         if action is not None:
             out.append(action)
     return out
@@ -130,7 +114,11 @@ def _renewal(
     leaf: hoststate.LeafFile,
     now: dt.datetime,
     findings: list[actions.Finding],
+    ca_target: caplan.Target | None = None,
 ) -> actions.Action | None:
+    """``ca_target``: the CA certificate this pass converges the leaf's CA to (a renewal
+    planned or published): the leaf is signed for it, so its end is what limits the leaf."""
+
     def skip(
         reason: actions.Reason, severity: actions.Severity, detail: str
     ) -> actions.Action | None:
@@ -200,13 +188,14 @@ def _renewal(
             actions.Severity.ERROR,
             f"cannot renew: {leaf.ca} is not valid before {ca.cert.not_valid_before_utc.isoformat()}",
         )
-    if ca.cert.not_valid_after_utc <= now:
+    ca_end = ca_target.not_after if ca_target is not None else ca.cert.not_valid_after_utc
+    if ca_end <= now:
         return skip(
             actions.Reason.CA_UNAVAILABLE,
             actions.Severity.ERROR,
             f"cannot renew: {leaf.ca} has expired",
         )
-    if not_after >= ca.cert.not_valid_after_utc:
+    if not_after >= ca_end:
         return skip(
             actions.Reason.LIMITED_BY_CA,
             actions.Severity.WARNING,
@@ -226,9 +215,15 @@ def _static_pod_restarts(
     observed: hoststate.Observed,
     renewals: list[actions.Action],
     findings: list[actions.Finding],
+    ca_restarts: dict[str, list[str]] | None = None,
 ) -> list[actions.Action]:
     # read from the manifests: which static pods load a renewed file (see decide.components)
     needed = dict(components.affected([a.target for a in renewals], observed.static_pods))
+    ca_restarts = ca_restarts or {}
+    ca_only = {c for c in ca_restarts if c in kubeadm.COMPONENTS and c not in needed}
+    for component, anchors in ca_restarts.items():
+        if component in kubeadm.COMPONENTS:
+            needed[component] = needed.get(component, []) + anchors
     pending = [
         c
         for c in observed.pending_restarts
@@ -260,7 +255,9 @@ def _static_pod_restarts(
                 actions.Action(
                     actions.ActionKind.RESTART_STATIC_POD,
                     component,
-                    actions.Reason.CERTIFICATE_RENEWED,
+                    actions.Reason.CA_INSTALLED
+                    if component in ca_only
+                    else actions.Reason.CERTIFICATE_RENEWED,
                     "loads " + ", ".join(needed[component]),
                 )
             )
@@ -380,11 +377,24 @@ def _kubelet_restart(
     observed: hoststate.Observed,
     kubelet_actions: list[actions.Action],
     findings: list[actions.Finding],
+    ca_anchors: list[str] | None = None,
 ) -> list[actions.Action]:
+    """``ca_anchors``: the kubelet's trust anchors this pass rewrites (kubelet.conf, its
+    clientCAFile); the kubelet loads its kubeconfig's CA only when it starts."""
     pending = "kubelet" in observed.pending_restarts
-    if not kubelet_actions and not pending:
+    if not kubelet_actions and not pending and not ca_anchors:
         return []
     if spec.kubelet.restart == "none":
+        if ca_anchors:
+            findings.append(
+                actions.Finding(
+                    "kubelet",
+                    actions.Reason.RESTART_REQUIRED,
+                    actions.Severity.INFO,
+                    "kubelet.restart is none: restart the kubelet by hand to load the renewed "
+                    "CA from " + ", ".join(ca_anchors),
+                )
+            )
         if kubelet_actions:
             findings.append(
                 actions.Finding(
@@ -396,7 +406,11 @@ def _kubelet_restart(
             )
         return []
     reason = (
-        actions.Reason.KUBELET_CONFIG_CHANGED if kubelet_actions else actions.Reason.PENDING_RESTART
+        actions.Reason.KUBELET_CONFIG_CHANGED
+        if kubelet_actions
+        else actions.Reason.CA_INSTALLED
+        if ca_anchors
+        else actions.Reason.PENDING_RESTART
     )
     return [
         actions.Action(

@@ -42,6 +42,8 @@ _DURATION_FIELDS = (
     ("kubeadm", "certificateValidity"),
     ("kubeadm", "healthTimeout"),
     ("csrSigner", "certificateValidity"),
+    ("ca", "renewBefore"),
+    ("ca", "certificateValidity"),
 )
 
 
@@ -272,6 +274,10 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
     if error.validator == "additionalProperties":
         # keys are strings in a loaded policy; from_mapping may be given anything
         extra = sorted(set(value) - set(schema_.get("properties", {})), key=repr)
+        if "ca" in extra and _is_override_spec(error.absolute_path):
+            others = [e for e in extra if e != "ca"]
+            also = f"; unknown field{'s' if len(others) > 1 else ''} {', '.join(map(repr, others))}"
+            return f"{path}.ca", _CA_IN_OVERRIDE + (also if others else "")
         return path, f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}"
     if error.validator == "not" and "renamedTo" in schema_:  # a csrSigner field renamed
         return path, f"renamed {schema_['renamedTo']}: {schema_['description']}"
@@ -306,6 +312,19 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
     if error.validator == "required":
         return path, error.message
     return path, error.message
+
+
+# One cluster, one CA: a per-node CA setting would have nodes disagree on what they trust.
+_CA_IN_OVERRIDE = (
+    "the CA settings apply to the whole cluster (one cluster, one CA) and cannot be "
+    "overridden per node: move them to spec.ca"
+)
+
+
+def _is_override_spec(parts: Iterable[str | int]) -> bool:
+    """Whether a schema path is ``spec.overrides[i].spec``."""
+    p = list(parts)
+    return len(p) == 4 and p[0] == "spec" and p[1] == "overrides" and p[3] == "spec"
 
 
 def _path(parts: Iterable[str | int]) -> str:
@@ -364,8 +383,28 @@ def _cross_field_errors(document: Mapping[str, Any]) -> list[str]:
 
 
 def _spec_errors(spec: Mapping[str, Any], where: str) -> list[str]:
-    errors = _validity_errors(spec, where) + _kubelet_errors(spec, where)
+    errors = _validity_errors(spec, where) + _kubelet_errors(spec, where) + _ca_errors(spec, where)
     return errors + _csr_signer_errors(spec["csrSigner"], f"{where}.csrSigner")
+
+
+def _ca_errors(spec: Mapping[str, Any], where: str) -> list[str]:
+    """A renewed CA certificate must not be due again at once, nor before the next check."""
+    ca = spec["ca"]
+    before = duration.parse(ca["renewBefore"])
+    validity = duration.parse(ca["certificateValidity"])
+    if before >= validity:
+        return [
+            f"{where}.ca.renewBefore: {ca['renewBefore']} must be shorter than "
+            f"ca.certificateValidity ({ca['certificateValidity']}), or every renewed CA "
+            "certificate would be renewed again at once"
+        ]
+    if validity - before < duration.parse(spec["checkInterval"]):
+        return [
+            f"{where}.ca.certificateValidity: {ca['certificateValidity']} leaves "
+            f"{duration.format(validity - before)} before a renewed CA is due again, less than "
+            f"checkInterval ({spec['checkInterval']})"
+        ]
+    return []
 
 
 def _validity_errors(spec: Mapping[str, Any], where: str) -> list[str]:
@@ -471,6 +510,11 @@ def _node_spec(
             cordon=spec["rollout"]["cordon"],
             drain=spec["rollout"]["drain"],
         ),
+        ca=nodespec.CASpec(
+            mode=spec["ca"]["mode"],
+            renew_before=duration.parse_timedelta(spec["ca"]["renewBefore"]),
+            certificate_validity=duration.parse_timedelta(spec["ca"]["certificateValidity"]),
+        ),
     )
 
 
@@ -509,6 +553,11 @@ def spec_document(node_spec: nodespec.NodeSpec) -> dict[str, Any]:
                 "maxConcurrentNodes": node_spec.rollout.max_concurrent_nodes,
                 "cordon": node_spec.rollout.cordon,
                 "drain": node_spec.rollout.drain,
+            },
+            "ca": {
+                "mode": node_spec.ca.mode,
+                "renewBefore": _fmt(node_spec.ca.renew_before),
+                "certificateValidity": _fmt(node_spec.ca.certificate_validity),
             },
         },
     }

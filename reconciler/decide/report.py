@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reconciler.decide import duration
 from reconciler.model import actions, hoststate, kubeadm
 
 
-def expiration(observed: hoststate.Observed, now: dt.datetime) -> list[dict[str, Any]]:
-    """One entry per certificate, kubeconfig and CA present on the node."""
+def expiration(
+    observed: hoststate.Observed,
+    now: dt.datetime,
+    previous: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[dict[str, Any]]:
+    """One entry per certificate, kubeconfig and CA present on the node. ``previous``: CA name
+    -> the certificate a CA renewal replaced (kucero's state file, ``caPrevious``): a CA row
+    then says until when kubeconfigs handed out before the renewal work (``handedOutUntil``)."""
     rows = [_leaf_row(leaf, now, "kucero") for leaf in observed.leaves.values()]
     if observed.kubelet.conf is not None:
         rows.append(_leaf_row(observed.kubelet.conf, now, "kubelet"))
@@ -48,11 +54,55 @@ def expiration(observed: hoststate.Observed, now: dt.datetime) -> list[dict[str,
                 if ca.cert is None or ca.cert.issuer == ca.cert.subject
                 else ca.cert.issuer.rfc4514_string(),
                 "externallyManaged": not ca.key_present,
-                "renewedBy": "nobody (CAs are never renewed silently)",
+                "renewedBy": "kucero with ca.mode: renew (same key and subject), else nobody",
                 "error": ca.error,
+                **_handed_out(ca, (previous or {}).get(ca.name)),
             }
         )
     return rows
+
+
+def _handed_out(ca: hoststate.CAFile, previous: Mapping[str, str] | None) -> dict[str, Any]:
+    """Kubeconfigs handed out embed the CA certificate of their day: the one a renewal replaced
+    (until its end), or before any renewal the current one."""
+    if previous is not None:
+        return {
+            "handedOutUntil": previous.get("notAfter"),
+            "previousNotAfter": previous.get("notAfter"),
+        }
+    end = ca.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ") if ca.cert else None
+    return {"handedOutUntil": end, "previousNotAfter": None}
+
+
+def handed_out_lines(rows: Sequence[dict[str, Any]], now: dt.datetime) -> list[str]:
+    """What an operator must know about kubeconfigs handed out to people and other systems:
+    kucero cannot reach them; they keep working until the CA certificate they embed ends."""
+    out = []
+    for r in rows:
+        if r["kind"] != "ca" or r["name"] != "ca" or not r.get("handedOutUntil"):
+            continue
+        until = dt.datetime.strptime(r["handedOutUntil"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=dt.UTC
+        )
+        left = (
+            duration.human(until - now)
+            if until > now
+            else f"ended {duration.human(now - until)} ago"
+        )
+        when = f"{until:%b %d, %Y %H:%M} UTC ({left})"
+        if r.get("previousNotAfter"):
+            out.append(
+                f"Kubeconfigs handed out before the CA renewal embed the previous ca certificate "
+                f"and work until {when}. Give their users the renewed one: "
+                "/etc/kubernetes/pki/ca.crt, or the ca.crt key of the kucero-ca ConfigMap."
+            )
+        else:
+            out.append(
+                f"Kubeconfigs handed out embed the current ca certificate and work until {when}, "
+                "or, once kucero renews the CA (ca.mode: renew), until then with the old one "
+                "(the renewed CA is published in the kucero-ca ConfigMap)."
+            )
+    return out
 
 
 def _leaf_row(leaf: hoststate.LeafFile, now: dt.datetime, renewed_by: str) -> dict[str, Any]:
@@ -78,7 +128,7 @@ def _dates(not_after: dt.datetime | None, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def expiration_table(rows: Sequence[dict[str, Any]]) -> str:
+def expiration_table(rows: Sequence[dict[str, Any]], now: dt.datetime | None = None) -> str:
     leaves = [r for r in rows if r["kind"] != "ca"]
     cas = [r for r in rows if r["kind"] == "ca"]
     out = table(
@@ -89,6 +139,9 @@ def expiration_table(rows: Sequence[dict[str, Any]]) -> str:
         ["CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED"],
         [[r["name"], *_expires(r), _yes(r["externallyManaged"])] for r in cas],
     )
+    notes = handed_out_lines(rows, now) if now is not None else []
+    if notes:
+        out += "\n" + "\n".join(printable(n) for n in notes) + "\n"
     errors = [printable(f"{r['name']}: {r['error']}") for r in rows if r.get("error")]
     if errors:
         out += "\nERRORS\n" + "\n".join(errors) + "\n"

@@ -241,7 +241,10 @@ def needs_slot(the_plan: actions.Plan, control_plane: bool) -> bool:
     plane node (its static pods' health is watched through it). Kubelet-only repairs on a
     worker need no slot."""
     kinds = {a.kind for a in the_plan.actions}
-    if kinds & {actions.ActionKind.RENEW, actions.ActionKind.RESTART_STATIC_POD}:
+    disruptive = {actions.ActionKind.RENEW, actions.ActionKind.RESTART_STATIC_POD}
+    # a CA renewal rewrites trust anchors and restarts what loads them: one node at a time
+    disruptive |= {actions.ActionKind.RENEW_CA, actions.ActionKind.INSTALL_CA}
+    if kinds & disruptive:
         return True
     return control_plane and actions.ActionKind.RESTART_KUBELET in kinds
 

@@ -1,8 +1,9 @@
 """The ``kucero.io/status`` annotation a node writes after each pass.
 
 Compact JSON with ``revision`` (the policy revision this node converged to, or is working on),
-``phase``, ``message``, ``lastRotation`` (RFC 3339, the last successful renewal) and
-``certificates`` (kubeadm or CA name -> notAfter, RFC 3339). Pure.
+``phase``, ``message``, ``lastRotation`` (RFC 3339, the last successful renewal),
+``certificates`` (kubeadm or CA name -> notAfter, RFC 3339) and ``ca`` (CA name -> its
+``phase`` on this node and the ``notAfter`` of the certificate of it the node trusts). Pure.
 
 The node writes it only when it changed (``changed``), so a node at rest costs no writes: the
 message must therefore never contain the time or anything else that moves by itself. A value
@@ -40,15 +41,20 @@ class Status:
     message: str
     last_rotation: dt.datetime | None = None
     certificates: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # CA name -> {"phase": decide.castatus.Phase, "notAfter": what the node trusts}
+    ca: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "revision": self.revision,
             "phase": str(self.phase),
             "message": self.message,
             "lastRotation": rfc3339(self.last_rotation) if self.last_rotation else None,
             "certificates": dict(sorted(self.certificates.items())),
         }
+        if self.ca:
+            out["ca"] = {name: dict(sorted(v.items())) for name, v in sorted(self.ca.items())}
+        return out
 
 
 def encode(status: Status) -> str:
@@ -72,12 +78,21 @@ def decode(text: str | None) -> Status | None:
         message = data.get("message", "")
         if not isinstance(revision, str | None) or not isinstance(message, str):
             return None
+        ca = data.get("ca") or {}
+        if not isinstance(ca, dict) or not all(
+            isinstance(k, str)
+            and isinstance(v, dict)
+            and all(isinstance(a, str) and isinstance(b, str) for a, b in v.items())
+            for k, v in ca.items()
+        ):
+            return None
         return Status(
             revision=revision,
             phase=phase,
             message=message,
             last_rotation=parse_time(last) if isinstance(last, str) else None,
             certificates=certificates,
+            ca=ca,
         )
     except (ValueError, KeyError, TypeError):
         return None

@@ -30,6 +30,8 @@ def written_by(action: actions.Action) -> tuple[str, ...]:
         return (kubeadm.KUBELET_CONF,)
     if action.kind == actions.ActionKind.SET_KUBELET_CONFIG:
         return (kubeadm.KUBELET_CONFIG,)
+    if action.kind == actions.ActionKind.INSTALL_CA:
+        return (action.target,)
     return ()
 
 
@@ -103,6 +105,10 @@ def _problem(
                 )
             mine[key] = path
             for other, other_path in users.get(key, []):
+                if action.kind == actions.ActionKind.INSTALL_CA and other_path == path:
+                    # a trust anchor is the CA's certificate file or a kubeconfig, written
+                    # through its own path: never through another name (a link to a key)
+                    continue
                 if other == _CA:
                     return actions.Reason.CA_FILE, (
                         f"{path} is the CA file {other_path} ({found.resolved}); never written"

@@ -16,6 +16,10 @@ class ActionKind(enum.StrEnum):
     FIX_KUBELET_CONF = "fix-kubelet-conf"
     SET_KUBELET_CONFIG = "set-kubelet-config"
     RESTART_KUBELET = "restart-kubelet"
+    # CA renewal (policy ca.mode: renew): make the renewed CA certificate from this node's CA
+    # key (offline only; in a cluster the leader does it once), then put it in a trust anchor
+    RENEW_CA = "renew-ca"
+    INSTALL_CA = "install-ca"
 
 
 class Reason(enum.StrEnum):
@@ -50,6 +54,15 @@ class Reason(enum.StrEnum):
     CA_AT_LEAF_PATH = "CACertificateAtLeafPath"  # CA:TRUE where kubeadm keeps a leaf
     CA_NOT_YET_VALID = "CANotYetValid"
     PAUSED = "Paused"
+    # CA renewal (decide.caplan)
+    CA_DUE = "CADue"  # renew-ca: the CA certificate ends within ca.renewBefore
+    CA_RENEWED = "CARenewed"  # install-ca: a trust anchor holds an older certificate of the CA
+    CA_INSTALLED = "CAInstalled"  # a restart that loads a trust anchor just rewritten
+    CA_REFUSED = "CARefused"  # a published CA certificate that is not this node's CA
+    CA_AWAITING_PUBLICATION = "CAAwaitingPublication"  # due; the leader has not published yet
+    CA_INSTALLS_ONLY = "CAInstallsOnly"  # no CA key here (a worker): it only installs
+    CA_NOT_SELF_SIGNED = "CANotSelfSigned"  # an intermediate: renewed where its issuer is
+    TRUST_ANCHOR_NOT_WRITABLE = "TrustAnchorNotWritable"  # outside kucero's directories, or shared
     # what the node daemon says in Events about itself
     INVALID_DESIRED = "InvalidDesiredState"
     ROTATED_WITHOUT_SLOT = "RotatedWithoutSlot"

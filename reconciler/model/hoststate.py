@@ -80,6 +80,46 @@ class Kubelet:
 
 
 @dataclasses.dataclass(frozen=True)
+class Anchor:
+    """A file that holds a CA certificate as a trust anchor (``decide.trustanchors`` says
+    which): a PEM file (``pki/ca.crt``, the kubelet's ``clientCAFile``) or a kubeconfig's
+    ``certificate-authority-data``. ``certs``: every certificate it holds (a bundle may hold
+    several); ``data``: its bytes, kept to rewrite only the certificates of this CA."""
+
+    ca: str  # the CA's name: ca, front-proxy-ca, etcd-ca
+    path: str  # host path
+    kind: str  # "pem" or "kubeconfig"
+    certs: tuple[x509.Certificate, ...] = ()
+    data: bytes | None = dataclasses.field(default=None, repr=False)
+    document: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedCA:
+    """One CA certificate published by the leader (or given with ``--ca-bundle``), parsed but
+    not yet trusted: ``decide.caplan`` accepts it only if it is this node's CA, valid longer."""
+
+    name: str
+    cert: x509.Certificate | None
+    error: str | None = None  # unparseable, fingerprint mismatch: refused as it stands
+    refusal: str | None = None  # the reason to refuse it as it stands (a carenewal.Refusal)
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """What the cluster publishes about the CAs. ``None`` in ``Observed`` means no cluster at
+    all (offline: a node with the CA key renews it itself)."""
+
+    source: str  # where it was read, for messages ("ConfigMap kube-system/kucero-ca")
+    cas: dict[str, PublishedCA] = dataclasses.field(default_factory=dict)
+    # what cannot be read at all (garbage): refused, each a line
+    refused: tuple[str, ...] = ()
+    # certificates whose subject is none of this node's CAs: ignored, each a line
+    ignored: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Observed:
     node_name: str | None
     cas: dict[str, CAFile]
@@ -95,3 +135,7 @@ class Observed:
     static_pods: dict[str, staticpod.StaticPod] = dataclasses.field(default_factory=dict)
     # components that still run an old certificate with kubeadm.restart none (state file)
     restart_required: frozenset[str] = frozenset()
+    # every trust anchor of the three CAs on this node (decide.trustanchors)
+    anchors: tuple[Anchor, ...] = ()
+    # the CA certificates the cluster publishes; None: no cluster (offline)
+    published: Published | None = None

@@ -41,6 +41,19 @@ class RolloutSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class CASpec:
+    """The policy's ``ca`` section: the same for every node (overrides cannot change it).
+
+    ``mode``: ``report`` (findings and metrics only) or ``renew`` (same key and subject, new
+    validity; every trust anchor brought in step). A later key rotation would be a third mode,
+    leaving these two as they are."""
+
+    mode: str = "report"
+    renew_before: dt.timedelta = dt.timedelta(days=365)
+    certificate_validity: dt.timedelta = dt.timedelta(days=3650)
+
+
+@dataclasses.dataclass(frozen=True)
 class NodeSpec:
     """What one node must converge to: the policy with its matching override applied."""
 
@@ -54,3 +67,4 @@ class NodeSpec:
     # kucero's CSR signer approves this node's serving CSRs (cluster mode sets it in the
     # desired state); offline it is False.
     serving_csr_approver: bool = False
+    ca: CASpec = CASpec()

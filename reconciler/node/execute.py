@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable
 
 from cryptography import x509
 
-from reconciler.decide import components, kubeconfig, kubelet, pki, slots
+from reconciler.decide import caplan, components, kubeconfig, kubelet, pki, slots
 from reconciler.model import actions, hoststate, kubeadm, nodespec, paths, staticpod
-from reconciler.node import etcdquorum, interrupt, keys, observe, restart, transaction
+from reconciler.node import carenew, etcdquorum, interrupt, keys, observe, restart, transaction
 from reconciler.node import host as host_
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,19 @@ def execute(
     writes: list[transaction.Write] = []
     written: list[actions.Action] = []
     ca_keys: dict[str, pki.PrivateKey] = {}
+    # CA renewal first: the trust-anchor writes, and the CA certificates leaves are signed for
+    cas = carenew.prepare(host, spec, observed, the_plan, now)
+    results += cas.failed
+    written += cas.renewed
+    for action, write in cas.writes:
+        writes.append(write)
+        written.append(action)
     new_keys = _new_keys(observed, the_plan)
     for action in the_plan.actions:
         try:
             if action.kind == actions.ActionKind.RENEW:
                 writes += _renewal(
-                    host, spec, observed, action.target, now, ca_keys, new_keys, built
+                    host, spec, observed, action.target, now, ca_keys, new_keys, built, cas.certs
                 )
             elif action.kind == actions.ActionKind.FIX_KUBELET_CONF:
                 writes.append(_fix_kubelet_conf(observed))
@@ -118,8 +125,9 @@ def execute(
         results += [_not_started(a, stopped) for a in written]
         writes = []
     if writes:
-        new_owed = owed | _restarts_for(the_plan, written)
-        writes.append(_state_write(host, new_owed))
+        new_owed = owed | _restarts_for(the_plan, written, observed)
+        writes.append(_state_write(host, new_owed, cas.replaced))
+        installing = set(cas.installed_paths)
         try:
             backup = transaction.apply(
                 host,
@@ -127,7 +135,8 @@ def execute(
                 now,
                 spec.kubeadm.backup_retain,
                 transaction.Failpoint(settings.failpoint),
-                protected=PROTECTED,
+                # a CA renewal writes the CA's certificate, never its key
+                protected=tuple(p for p in PROTECTED if p not in installing),
             )
         except (transaction.TransactionError, host_.HostError) as e:
             note = _prune(host, spec.kubeadm.backup_retain, getattr(e, "backup", None))
@@ -226,7 +235,8 @@ def _before_step(
         return refusal
     margin = slots.STEP_SECONDS
     if spec.kubeadm.restart == "manifest-move":
-        margin += settings.manifest_grace_seconds  # the wait for it to stop is in the step
+        # the wait for it to stop is in the step: the kubelet's notice, then its grace period
+        margin += settings.manifest_grace_seconds + pod.grace_seconds
     return settings.guard(f"the restart of {pod.name}", margin)
 
 
@@ -330,7 +340,9 @@ def _track_required(
         host.write_atomic(paths.STATE, json.dumps(state, indent=1).encode(), mode=0o600)
 
 
-def _restarts_for(the_plan: actions.Plan, written: list[actions.Action]) -> set[str]:
+def _restarts_for(
+    the_plan: actions.Plan, written: list[actions.Action], observed: hoststate.Observed
+) -> set[str]:
     """The planned restarts that load something in ``written``."""
     components = {
         c
@@ -338,6 +350,8 @@ def _restarts_for(the_plan: actions.Plan, written: list[actions.Action]) -> set[
         if a.kind == actions.ActionKind.RENEW
         for c in kubeadm.LEAF_BY_NAME[a.target].components
     }
+    installed = [a.target for a in written if a.kind == actions.ActionKind.INSTALL_CA]
+    components |= {c for c, _ in caplan.restarts(installed, observed)}
     if any(
         a.kind in (actions.ActionKind.FIX_KUBELET_CONF, actions.ActionKind.SET_KUBELET_CONFIG)
         for a in written
@@ -383,10 +397,13 @@ def _renewal(
     ca_keys: dict[str, pki.PrivateKey],
     new_keys: dict[str, pki.PrivateKey],
     built: observe.Written | None = None,
+    ca_certs: dict[str, x509.Certificate] | None = None,
 ) -> list[transaction.Write]:
+    """``ca_certs``: the CA certificates this pass converges to (renewed or published): the
+    leaf is signed for that one, and a kubeconfig embeds it."""
     leaf = observed.leaves[name]
     ca = kubeadm.CA_BY_NAME[leaf.ca]
-    ca_cert = observed.cas[leaf.ca].cert
+    ca_cert = (ca_certs or {}).get(leaf.ca) or observed.cas[leaf.ca].cert
     assert leaf.cert is not None and ca_cert is not None
     if leaf.ca not in ca_keys:
         data = host.read(ca.key)
@@ -466,9 +483,15 @@ def _set_kubelet_config(
     return transaction.Write(kubeadm.KUBELET_CONFIG, text.encode())
 
 
-def _state_write(host: host_.Host, owed: set[str]) -> transaction.Write:
+def _state_write(
+    host: host_.Host, owed: set[str], ca_replaced: dict[str, x509.Certificate] | None = None
+) -> transaction.Write:
+    """``ca_replaced``: CA certificates a CA renewal replaces; their end is kept (``caPrevious``)
+    because kubeconfigs handed out earlier embed them and work until then."""
     state = observe.read_state(host)
     state["pendingRestarts"] = sorted(owed)
+    for name, cert in (ca_replaced or {}).items():
+        state.setdefault("caPrevious", {})[name] = carenew.previous_entry(cert)
     return transaction.Write(paths.STATE, json.dumps(state, indent=1).encode(), mode=0o600)
 
 

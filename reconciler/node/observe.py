@@ -15,8 +15,10 @@ from typing import Any
 from cryptography import x509
 
 from reconciler.decide import components, kubeconfig, kubelet, ownfiles, pki
+from reconciler.decide import trustanchors as anchor_table
 from reconciler.model import actions, hoststate, kubeadm, paths, staticpod
 from reconciler.node import host as host_
+from reconciler.node import trustanchors
 
 
 @dataclasses.dataclass
@@ -55,6 +57,7 @@ def observe(host: host_.Host, node_name: str | None = None) -> hoststate.Observe
         cas=cas,
         leaves=leaves,
         kubelet=kubelet_state,
+        anchors=trustanchors.observe(host, leaves, kubelet_state, cas),
         **_read_afresh(host, leaves, kubelet_state),
     )
 
@@ -114,8 +117,9 @@ def refresh(
 
     Confirms a pass: every certificate it renewed is parsed again from disk, its key checked
     against it and its signature against the CA, as the first observation did; the kubelet's
-    files when it repaired them; what ``_read_afresh`` reads, always.
-    The rest (the CAs, which a pass never writes, and the leaves it did not touch) is reused,
+    files when it repaired them; a CA certificate and the trust anchors a CA renewal rewrote;
+    what ``_read_afresh`` reads, always.
+    The rest (the CAs no renewal wrote, and the leaves it did not touch) is reused,
     so a pass parses each file it does not write once. A change someone else makes meanwhile
     to a file the pass did not touch is seen by the next pass, as it would be a moment later.
     ``written``: what the pass built and verified before writing, reused for a file read back
@@ -123,9 +127,17 @@ def refresh(
     """
     leaves = dict(before.leaves)
     renewed = {a.target for a in done.of(actions.ActionKind.RENEW)}
+    installed = {a.target for a in done.of(actions.ActionKind.INSTALL_CA)}
+    cas = dict(before.cas)
+    for ca in kubeadm.CAS:
+        if ca.cert in installed:  # a CA renewal rewrote the CA's own certificate
+            cas[ca.name] = _read_ca(host, ca)
+    for leaf in kubeadm.LEAVES:
+        if leaf.path in installed and leaf.name not in renewed:
+            renewed.add(leaf.name)  # its kubeconfig's CA data changed: read it again
     for leaf in kubeadm.LEAVES:
         if leaf.name in renewed:
-            found = _read_leaf(host, leaf, before.cas[leaf.ca], written)
+            found = _read_leaf(host, leaf, cas[leaf.ca], written)
             if found is None:
                 leaves.pop(leaf.name, None)
             else:
@@ -133,17 +145,25 @@ def refresh(
     kubelet_state = before.kubelet
     touched = {p for name in renewed for p in _files(before.leaves, leaves, name)}
     touched.add(paths.STATE)
-    if done.of(actions.ActionKind.FIX_KUBELET_CONF) or done.of(
-        actions.ActionKind.SET_KUBELET_CONFIG
+    touched |= installed
+    if (
+        done.of(actions.ActionKind.FIX_KUBELET_CONF)
+        or done.of(actions.ActionKind.SET_KUBELET_CONFIG)
+        or installed & _kubelet_files(before.kubelet)
     ):
-        kubelet_state = _read_kubelet(host, before.cas["ca"])
+        kubelet_state = _read_kubelet(host, cas["ca"])
         touched.update(_kubelet_files(before.kubelet) | _kubelet_files(kubelet_state))
+    anchors = before.anchors
+    if installed or renewed or kubelet_state is not before.kubelet:
+        anchors = trustanchors.observe(host, leaves, kubelet_state, cas)
     # a pass replaces only what it writes: every other watched path is the file it was
     unchanged = {p: i for p, i in before.identities.items() if p not in touched}
     return dataclasses.replace(
         before,
+        cas=cas,
         leaves=leaves,
         kubelet=kubelet_state,
+        anchors=anchors,
         **_read_afresh(host, leaves, kubelet_state, unchanged),
     )
 
@@ -165,6 +185,7 @@ def _watched(leaves: dict[str, hoststate.LeafFile], kubelet_state: hoststate.Kub
     if kubelet_state.conf is not None:
         watched += kubelet_state.conf.files
     watched += [kubeadm.KUBELET_CONFIG, kubeadm.KUBELET_CLIENT_CURRENT, paths.STATE]
+    watched += [place.path for place in anchor_table.places(kubelet_state.config)]
     return watched
 
 
@@ -208,6 +229,11 @@ def _safe_exists(host: host_.Host, path: str, errors: list[str]) -> bool:
     except OSError as e:
         errors.append(f"{path}: {e}")
         return False
+
+
+def read_cas(host: host_.Host) -> dict[str, hoststate.CAFile]:
+    """The three CAs alone (the leader's CA publisher needs nothing else)."""
+    return {ca.name: _read_ca(host, ca) for ca in kubeadm.CAS}
 
 
 def _read_ca(host: host_.Host, ca: kubeadm.CA) -> hoststate.CAFile:

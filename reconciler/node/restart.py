@@ -382,7 +382,11 @@ def _said(pod: staticpod.StaticPod, expected: dict[str, x509.Certificate | None]
 def _rollback_files(host: host_.Host, pod: staticpod.StaticPod, backup: str | None) -> list[str]:
     if backup is None:
         return []
-    return sorted(p for p in pod.files if host.exists(f"{backup}/old/{p.lstrip('/')}"))
+    # A CA certificate a CA renewal replaced is not rolled back: the renewed one has the same
+    # key and subject (it cannot be what broke the component), and CA files are protected.
+    return sorted(
+        p for p in pod.files if p not in PROTECTED and host.exists(f"{backup}/old/{p.lstrip('/')}")
+    )
 
 
 def _restore(

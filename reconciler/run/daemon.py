@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import re
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -26,12 +27,14 @@ from typing import Any
 
 from reconciler import metrics as metrics_
 from reconciler.cluster import kube as kube_
-from reconciler.decide import report, status
+from reconciler.decide import castatus, report, status
 from reconciler.model import actions
 from reconciler.node import execute, hostcommands
 from reconciler.run import endpoint, health, node_daemon, node_report, once
 
 log = logging.getLogger(__name__)
+# decide.caplan words a refusal "<name> refused (<carenewal.Refusal>): ..."
+_REFUSAL = re.compile(r" refused \((\w+)\)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,11 +160,23 @@ def observer(metrics: metrics_.Metrics, node_name: str) -> Any:
     """What a finished pass puts into the metrics: certificate expiry, renewal and restart
     counters, the pass's duration."""
 
+    refused: set[str] = set()  # refusals of a published CA already counted
+
     def observe(result: once.PassResult, seconds: float) -> None:
         metrics.reconcile_duration.observe(seconds)
         if result.observed is not None:
             rows = report.expiration(result.observed, dt.datetime.now(dt.UTC))
             metrics.certificates.set(node_name, metrics_.certificate_rows(rows))
+            for name, until in castatus.trusted(result.observed).items():
+                metrics.ca_trusted.labels(node_name, name).set(until.timestamp())
+        metrics.ca_renew_before.labels(node_name).set(result.spec.ca.renew_before.total_seconds())
+        for f in result.findings:
+            refusal = f.reason == actions.Reason.CA_REFUSED and f.severity == "error"
+            if refusal and f.detail not in refused:
+                refused.add(f.detail)
+                found = _REFUSAL.search(f.detail)
+                why = found.group(1) if found else "Unparseable"
+                metrics.ca_refusals.labels(node_name, f.target, why).inc()
         phase = node_report.status_of(result, None, None).phase
         metrics.set_phase(node_name, phase, list(status.Phase))
         for r in result.results:

@@ -2,10 +2,12 @@
 
 It runs the same pass as ``--once`` (``once.run_once``) whenever something may have changed:
 a new ``kucero.io/desired`` on its own Node (one watch, field-selected by name), or with
-``--policy FILE`` a new content of that file; a change under the host's ``etc/kubernetes`` or
-``var/lib/kubelet`` (``filewatch``); and a timer at the moment the next certificate enters its
-renewal window, never later than ``checkInterval`` (``decide.wakeup``). Between wake-ups it
-sleeps on one ``threading.Event``: an idle node makes no API requests beyond its one watch.
+``--policy FILE`` a new content of that file; a change of the CA certificates the leader
+publishes (the ``kucero-ca`` ConfigMap, watched by name: ``decide.caplan`` installs what it
+accepts); a change under the host's ``etc/kubernetes`` or ``var/lib/kubelet`` (``filewatch``);
+and a timer at the moment the next certificate enters its renewal window, never later than
+``checkInterval`` (``decide.wakeup``). Between wake-ups it sleeps on one ``threading.Event``:
+an idle node makes no API requests beyond its two watches.
 
 Before anything disruptive (``decide.slots.needs_slot``) the pass takes a rotation slot through
 the gate of ``run_once``, under the node lock, after planning; the slot is released at the end
@@ -47,9 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import logs, retrying
+from reconciler.cluster import configmaps, nodes, watching
 from reconciler.cluster import kube as kube_
-from reconciler.cluster import nodes, watching
-from reconciler.decide import desired, policy, status, wakeup
+from reconciler.decide import capublished, desired, policy, status, wakeup
 from reconciler.model import actions, hoststate, nodespec
 from reconciler.node import execute, hostcommands
 from reconciler.node import host as host_
@@ -134,6 +136,8 @@ class NodeDaemon:
         )
         self._pass_spec: nodespec.NodeSpec | None = None
         self._failures = 0  # passes in a row that failed or could not run
+        # the leader's published CA certificates (ConfigMap kucero-ca data; None: none yet)
+        self._ca_data: dict[str, Any] | None = None
         self.passes = 0
         self.ready = threading.Event()  # the first pass is done
 
@@ -203,6 +207,21 @@ class NodeDaemon:
                     daemon=True,
                 )
             )
+        if self._kube is not None:
+            threads.append(
+                threading.Thread(
+                    target=logs.carried(self._kube.watch_forever),
+                    args=(
+                        configmaps.collection(self.config.namespace),
+                        configmaps.watch_params(capublished.NAME),
+                        self._on_ca_event,
+                        stop,
+                        self._on_ca_list,
+                    ),
+                    name="ca-watch",
+                    daemon=True,
+                )
+            )
         policy_file = Path(self.config.policy_file) if self.config.policy_file else None
         watcher = filewatch.Watcher(
             Path(self.config.host_root), policy_file, self._on_file_change, stop
@@ -266,7 +285,13 @@ class NodeDaemon:
         self._pass_spec = spec
         try:
             result = once.run_once(
-                self._host, spec, self.config.node_name, self._clock, settings, self._gate
+                self._host,
+                spec,
+                self.config.node_name,
+                self._clock,
+                settings,
+                self._gate,
+                self._publication if self._kube is not None else None,
             )
             if self.turn.refused and result.withheld is None:
                 # a step was not started: the slot no longer held (reported as a wait)
@@ -318,6 +343,28 @@ class NodeDaemon:
         cap = spec.check_interval if spec is not None else NO_SPEC_RETRY_CAP
         wait = retrying.backoff(first, max(first, cap.total_seconds()))
         return dt.timedelta(seconds=retrying.delay(wait, self._failures))
+
+    # --- the published CAs ---------------------------------------------------------------
+
+    def _on_ca_list(self, items: list[dict[str, Any]]) -> None:
+        self._set_ca(dict(items[0].get("data") or {}) if items else None)
+
+    def _on_ca_event(self, event: kube_.WatchEvent) -> None:
+        self._set_ca(None if event.type == "DELETED" else dict(event.obj.get("data") or {}))
+
+    def _set_ca(self, data: dict[str, Any] | None) -> None:
+        with self._lock:
+            changed, self._ca_data = data != self._ca_data, data
+        if changed:
+            self.wake("published CA certificates changed")
+
+    def _publication(self, observed: hoststate.Observed) -> hoststate.Published:
+        """What the leader publishes, for a pass: in a cluster only the leader renews a CA,
+        a node installs what it accepts (``decide.caplan``)."""
+        with self._lock:
+            data = self._ca_data
+        source = f"ConfigMap {self.config.namespace}/{capublished.NAME}"
+        return capublished.decode(data or {}, source)
 
     # --- desired state ------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import threading
 
 from reconciler.cluster import events, nodes
 from reconciler.cluster import kube as kube_
-from reconciler.decide import status
+from reconciler.decide import castatus, status
 from reconciler.model import actions, nodespec
 from reconciler.run import once
 
@@ -32,6 +32,7 @@ class Reporter:
         self._reported_error: str | None = None
         self._unsent = False  # the last status write failed: the API server did not answer
         self.last_rotation: dt.datetime | None = None
+        self.ca_refused: set[str] = set()  # refusals of a published CA already told
 
     @property
     def pending(self) -> bool:
@@ -60,6 +61,7 @@ class Reporter:
                 status.message(f"{slot or 'no slot'}: {targets}"),
                 self.last_rotation,
                 previous.certificates if previous else {},
+                previous.ca if previous else {},
             )
         )
 
@@ -78,6 +80,12 @@ class Reporter:
                 self.owe(r.action.reason, f"FAILED {note}", events.WARNING)
         if result.error:
             self.owe(actions.Reason.PASS_FAILED, result.error, events.WARNING)
+        for f in result.findings:
+            # a refused published CA: told once per content (it stays refused every pass)
+            refusal = f.reason == actions.Reason.CA_REFUSED and f.severity == "error"
+            if refusal and f.detail not in self.ca_refused:
+                self.ca_refused.add(f.detail)
+                self.owe(f.reason, f"{f.target}: {f.detail}", events.WARNING)
         if spec_error and spec_error != self._reported_error:
             self.owe(actions.Reason.INVALID_DESIRED, spec_error, events.WARNING)
         self._reported_error = spec_error
@@ -157,6 +165,7 @@ def status_of(
     """The ``kucero.io/status`` a pass leads to."""
     spec = result.spec
     certs = status.certificates(result.observed) if result.observed else {}
+    ca = castatus.phases(result.observed, result.after) if result.observed else {}
     failures = result.failures
     if spec_error:
         phase, text = status.Phase.FAILED, spec_error
@@ -173,4 +182,4 @@ def status_of(
     else:
         remaining = ", ".join(f"{a.kind} {a.target}" for a in result.after.actions)
         phase, text = status.Phase.FAILED, f"not converged: still to do: {remaining}"
-    return status.Status(spec.revision, phase, status.message(text), last_rotation, certs)
+    return status.Status(spec.revision, phase, status.message(text), last_rotation, certs, ca)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from reconciler import logs
-from reconciler.decide import plan
+from reconciler.decide import caplan, plan
 from reconciler.model import actions, hoststate, kubeadm, nodespec, paths
 from reconciler.node import execute, observe, transaction
 from reconciler.node import host as host_
@@ -65,6 +65,15 @@ class PassResult:
         return out
 
     @property
+    def ca_renewed(self) -> list[str]:
+        """CAs this pass renewed from their keys here (offline): the other nodes need them."""
+        return [
+            r.action.target
+            for r in self.results
+            if r.ok and r.action.kind == actions.ActionKind.RENEW_CA
+        ]
+
+    @property
     def converged(self) -> bool:
         return (
             not self.failures
@@ -83,12 +92,16 @@ class PassResult:
             "remaining": [a.to_dict() for a in self.after.actions],
             "findings": [f.to_dict() for f in self.findings],
             "failures": self.failures,
+            "otherNodes": caplan.other_nodes(self.ca_renewed) if self.ca_renewed else None,
         }
 
 
 # Called with the plan, under the node lock, before anything is executed: returns None to go
 # ahead, or why the plan is withheld (the node daemon takes its rotation slot here).
 Gate = Callable[[actions.Plan, hoststate.Observed], str | None]
+# What the cluster publishes about the CAs, given this node's observation (the node daemon's
+# ConfigMap, or a --ca-bundle file matched to this node's CAs); None: offline, no cluster.
+Publication = Callable[[hoststate.Observed], hoststate.Published | None]
 
 
 def run_once(
@@ -98,10 +111,11 @@ def run_once(
     clock: Callable[[], dt.datetime],
     settings: execute.Settings,
     gate: Gate | None = None,
+    publication: Publication | None = None,
 ) -> PassResult:
     started = time.monotonic()
     with logs.fields(node=node_name, revision=spec.revision):
-        result = _pass(host, spec, node_name, clock, settings, gate)
+        result = _pass(host, spec, node_name, clock, settings, gate, publication)
         with logs.fields(node=result.node_name):
             _log(result, time.monotonic() - started)
     return result
@@ -114,6 +128,7 @@ def _pass(
     clock: Callable[[], dt.datetime],
     settings: execute.Settings,
     gate: Gate | None,
+    publication: Publication | None = None,
 ) -> PassResult:
     empty = actions.Plan((), ())
     if not host.root.is_dir():
@@ -127,7 +142,7 @@ def _pass(
         )
     try:
         with host.lock(paths.LOCK), host.pinned():
-            return _locked_pass(host, spec, node_name, clock, settings, gate)
+            return _locked_pass(host, spec, node_name, clock, settings, gate, publication)
     except host_.HostError as e:
         return PassResult(spec, (), empty, (), empty, str(e))
 
@@ -182,6 +197,7 @@ def _locked_pass(
     clock: Callable[[], dt.datetime],
     settings: execute.Settings,
     gate: Gate | None,
+    publication: Publication | None = None,
 ) -> PassResult:
     empty = actions.Plan((), ())
     try:
@@ -191,6 +207,8 @@ def _locked_pass(
     if settings.stop.requested:
         return PassResult(spec, tuple(recovered), empty, (), empty, _interrupted(settings))
     observed = observe.observe(host, node_name)
+    if publication is not None:
+        observed = dataclasses.replace(observed, published=publication(observed))
     with logs.fields(node=node_name or observed.node_name):  # from the kubelet's certificate
         return _observed_pass(host, spec, observed, recovered, clock, settings, gate)
 

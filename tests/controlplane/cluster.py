@@ -179,6 +179,18 @@ def start_apiserver(plane: ControlPlane) -> None:
     _wait(plane, lambda: _get(f"{plane.server}/readyz", context))
 
 
+def restart_controller_manager(plane: ControlPlane) -> None:
+    """Stop kube-controller-manager and start it again with the same flags (a static pod
+    restart, as after a CA renewal); wait until it is healthy."""
+    processes.terminate(
+        plane.pids["kube-controller-manager"], binaries.path("kube-controller-manager")
+    )
+    args = json.loads((plane.dir / STATE).read_text())["args"]["kube-controller-manager"]
+    _launch(plane, "kube-controller-manager", args)
+    port = next(a.split("=", 1)[1] for a in args if a.startswith("--secure-port="))
+    _wait(plane, lambda: _get(f"https://127.0.0.1:{port}/healthz", ssl_context(None)))
+
+
 def etcd_url(plane: ControlPlane) -> str:
     """The client URL of the plane's etcd (for tests that compact it)."""
     args = json.loads((plane.dir / STATE).read_text())["args"]["kube-apiserver"]

@@ -36,7 +36,7 @@ certificatesDir: {pki}
 controlPlaneEndpoint: {ip}:6443
 encryptionAlgorithm: {algorithm}
 networking: {{serviceSubnet: 10.96.0.0/12, dnsDomain: cluster.local}}
-"""
+{validity}"""
 # Making the eleven certificates with RSA-2048 keys takes about 2 s; 2 minutes is a hang.
 TIMEOUT_SECONDS = 120
 
@@ -57,26 +57,50 @@ def config(
     node: str = "cp-1",
     ip: str = "10.0.0.11",
     algorithm: str = "RSA-2048",
+    ca_validity: str | None = None,
+    cert_validity: str | None = None,
 ) -> str:
-    """A kubeadm InitConfiguration + ClusterConfiguration for a control-plane node."""
+    """A kubeadm InitConfiguration + ClusterConfiguration for a control-plane node.
+
+    ``ca_validity``/``cert_validity``: kubeadm v1beta4's ``caCertificateValidityPeriod`` and
+    ``certificateValidityPeriod`` (Go durations; kubeadm's defaults, 10 years and 1 year, when
+    None), for trees whose CA ends soon."""
+    validity = "".join(
+        f"{field}: {value}\n"
+        for field, value in (
+            ("caCertificateValidityPeriod", ca_validity),
+            ("certificateValidityPeriod", cert_validity),
+        )
+        if value is not None
+    )
     return CONFIG.format(
-        ip=ip, node=node, version=binaries.K8S_VERSION, pki=pki, algorithm=algorithm
+        ip=ip,
+        node=node,
+        version=binaries.K8S_VERSION,
+        pki=pki,
+        algorithm=algorithm,
+        validity=validity,
     )
 
 
 def build(
-    root: Path, node: str = "cp-1", ip: str = "10.0.0.11", algorithm: str = "RSA-2048"
+    root: Path,
+    node: str = "cp-1",
+    ip: str = "10.0.0.11",
+    algorithm: str = "RSA-2048",
+    ca_validity: str | None = None,
+    cert_validity: str | None = None,
 ) -> Path:
     """A control-plane node tree under ``root`` made by kubeadm itself; returns ``root``.
 
     ``algorithm`` is kubeadm's ``encryptionAlgorithm``: RSA-2048, RSA-3072, RSA-4096,
-    ECDSA-P256 or ECDSA-P384.
+    ECDSA-P256 or ECDSA-P384. ``ca_validity``, ``cert_validity``: see ``config``.
     """
     kubeadm = binaries.path("kubeadm")
     etc = root / "etc/kubernetes"
     (etc / "pki").mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="kubeadm-") as cfg:
-        cfg.write(config(etc / "pki", node, ip, algorithm))
+        cfg.write(config(etc / "pki", node, ip, algorithm, ca_validity, cert_validity))
         cfg.flush()
         _run([kubeadm, "init", "phase", "certs", "all", "--config", cfg.name])
         kubeconfigs = ["kubeconfig", "all", "--config", cfg.name, "--kubeconfig-dir", str(etc)]

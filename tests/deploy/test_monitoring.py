@@ -26,6 +26,8 @@ ALERTS = {
     "KuceroNodeNotConverged",
     "KuceroCAExpiresWithinAYear",
     "KuceroCSRDenialsSpiking",
+    "KuceroNodeTrustsExpiringCA",
+    "KuceroHandedOutKubeconfigsExpire",
 }
 # Checking a dozen rules takes milliseconds; a minute is stuck.
 CHECK_TIMEOUT_SECONDS = 60

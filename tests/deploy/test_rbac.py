@@ -90,7 +90,6 @@ DENIED = [
     # the policy is read, never written; no other ConfigMap
     (CP, "update", "configmaps/kucero-policy", NS, False),
     (CP, "patch", "configmaps/kucero-policy", NS, False),
-    (CP, "get", "configmaps/kubeadm-config", NS, False),
     (CP, "list", "configmaps", NS, False),
     (CP, "get", "configmaps/kucero-policy", "default", False),
     # other signers: never approve or sign client certificates (that would mint credentials)
@@ -133,7 +132,29 @@ DENIED += [
     ],
     *[(sa, "get", "/metrics", None, False) for sa in BOTH],  # kucero does not read its own
 ]
-TABLE = ALLOWED + DENIED
+# CA renewal (kustomize/base/roles/ca.yaml): every node reads the published CA certificates,
+# the leader replaces them (never creates a ConfigMap: the kustomization ships kucero-ca) and
+# brings cluster-info and kubeadm-config in step; nothing else.
+CA_ALLOWED = [
+    *[(sa, v, "configmaps/kucero-ca", NS, True) for sa in BOTH for v in ("get", "list", "watch")],
+    (CP, "update", "configmaps/kucero-ca", NS, True),
+    (CP, "get", "configmaps/kube-root-ca.crt", NS, True),
+    *[(CP, v, "configmaps/cluster-info", "kube-public", True) for v in ("get", "update")],
+    *[(CP, v, "configmaps/kubeadm-config", "kube-system", True) for v in ("get", "update")],
+]
+CA_DENIED = [
+    (NODE, "update", "configmaps/kucero-ca", NS, False),
+    *[(sa, v, "configmaps/kucero-ca", NS, False) for sa in BOTH for v in ("delete", "patch")],
+    *[(sa, "create", "configmaps", NS, False) for sa in BOTH],
+    (CP, "update", "configmaps/kube-root-ca.crt", NS, False),
+    (CP, "get", "configmaps/kube-root-ca.crt", "default", False),
+    (NODE, "update", "configmaps/cluster-info", "kube-public", False),
+    (NODE, "get", "configmaps/kubeadm-config", "kube-system", False),
+    (CP, "update", "configmaps/coredns", "kube-system", False),
+    (CP, "get", "configmaps/extension-apiserver-authentication", "kube-system", False),
+    (CP, "list", "configmaps", "kube-public", False),
+]
+TABLE = ALLOWED + DENIED + CA_ALLOWED + CA_DENIED
 
 
 def can_i(kubeconfig: Path, who: str, verb: str, resource: str, namespace: str | None) -> bool:

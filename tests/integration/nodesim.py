@@ -63,10 +63,13 @@ def tree(
     now: dt.datetime | None = None,
     manifests: Iterable[str] = (),
     expired: Iterable[str] = (),
+    ca_from: Path | None = None,
+    ca_left: dt.timedelta | None = None,
 ) -> Path:
     """A converged kubelet, certificates due in 3 days for the kubeadm names in ``due``, expired
     a day ago for those in ``expired``, and static pod manifests for ``manifests`` (so renewals
-    plan restarts)."""
+    plan restarts). ``ca_from``: share that tree's CAs (one cluster); ``ca_left``: the three
+    CAs end that long from now (CA renewal tests)."""
     now = now or dt.datetime.now(dt.UTC)
     root = base / name
     fabricate.build(
@@ -80,7 +83,9 @@ def tree(
             embedded_kubelet_conf=False,
             kubelet_config_rotation=True,
             expiries=tuple((n, dt.timedelta(days=3)) for n in due)
-            + tuple((n, dt.timedelta(days=-1)) for n in expired),
+            + tuple((n, dt.timedelta(days=-1)) for n in expired)
+            + tuple((n, ca_left) for n in ("ca", "etcd-ca", "front-proxy-ca") if ca_left),
+            ca_from=str(ca_from) if ca_from else "",
         ),
     )
     stop_standin(root)
@@ -91,6 +96,11 @@ def tree(
         for component in manifests:
             manifest = fabricate._manifest(component, ports=ports)  # a kubeadm-shaped static pod
             (root / f"etc/kubernetes/manifests/{component}.yaml").write_bytes(manifest)
+        # only those: the others fabricate wrote name kubeadm's fixed ports, which the
+        # stand-ins of several simulated nodes cannot all listen on
+        for other in (root / "etc/kubernetes/manifests").glob("*.yaml"):
+            if other.stem not in manifests:
+                other.unlink()
         standin = kubelet_standin.KubeletStandin(root).__enter__()
         _STANDINS[root] = standin
         standin.wait_serving(list(manifests))
