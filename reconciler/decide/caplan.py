@@ -15,7 +15,8 @@ CA (``ca``, ``front-proxy-ca``, ``etcd-ca``) this node has:
      that does not match its certificate, or a CA that is not self-signed, renews nothing;
 2. ``install-ca`` for every trust anchor (``decide.trustanchors``) that holds this CA only in a
    certificate ending before the target; an anchor that cannot be read, or lies outside the
-   directories kucero writes, is a finding and stays as it is;
+   directories kucero writes (where its links and ``..`` lead, not how its path starts), is a
+   finding and stays as it is;
 3. the restarts: every static pod whose manifest names a rewritten anchor, and the kubelet for
    kubelet.conf and its clientCAFile (conservative: see docs/deploy.md for which components
    would reload a CA file by themselves).
@@ -180,10 +181,12 @@ def _renew(
             continue
         if _same_file_as(anchor.path, planned, observed):
             continue  # a link to an anchor already planned: installed through that path
-        if not anchor.path.startswith(ownfiles.WRITABLE_PREFIXES):
+        where = _resolved(anchor.path, observed)
+        if not where.startswith(ownfiles.WRITABLE_PREFIXES):
             detail = (
-                f"outside {' and '.join(ownfiles.WRITABLE_PREFIXES)}, where kucero does not "
-                f"write: replace its {ca.name} certificate by hand"
+                f"{'' if where == anchor.path else f'resolves to {where}, '}outside "
+                f"{' and '.join(ownfiles.WRITABLE_PREFIXES)}, where kucero does not write: "
+                f"replace its {ca.name} certificate by hand"
             )
             out.findings.append(
                 actions.Finding(anchor.path, R.TRUST_ANCHOR_NOT_WRITABLE, S.ERROR, detail)
@@ -288,6 +291,18 @@ def _cannot_renew(ca: hoststate.CAFile, is_control_plane: bool) -> actions.Findi
             "renew it where its issuer's key is kept",
         )
     return None
+
+
+def _resolved(path: str, observed: hoststate.Observed) -> str:
+    """Where an anchor's path really leads, every link and ``..`` resolved (as the write
+    would follow them), so a kubelet ``clientCAFile`` of ``/var/lib/kubelet/../../srv/ca.crt``
+    or one reached through a planted link is judged by where it ends, not by how it starts:
+    the literal prefix once let kucero rewrite any host file holding the CA certificate.
+    A path that could not be resolved is judged literally, ``..`` and all (never writable)."""
+    found = observed.identities.get(path)
+    if found is not None:
+        return found.resolved
+    return path if "/../" not in f"{path}/" else "/.."
 
 
 def _same_file_as(path: str, planned: set[str], observed: hoststate.Observed) -> bool:

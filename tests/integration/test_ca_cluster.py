@@ -266,6 +266,22 @@ def _forged_other_subject(root: Path) -> dict[str, str]:
     return capublished.encode({"ca": cert}, {})
 
 
+def _forged_around_our_key(root: Path) -> dict[str, str]:
+    """Our CA's subject, public key and extensions, valid for longer, signed by the forger's
+    own key: everything a reader can copy, but not the signature only the CA key makes."""
+    local = _cert(root, "ca")
+    forger = fabricate.new_key("ecdsa")
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder(extensions=list(local.extensions))
+        .subject_name(local.subject).issuer_name(local.subject).public_key(local.public_key())
+        .serial_number(7).not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=9000))
+        .sign(forger, pki.signature_hash_for(forger))
+    )  # fmt: skip
+    return capublished.encode({"ca": cert}, {})
+
+
 def _garbage(root: Path) -> dict[str, str]:
     return {"ca.crt": "-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n",
             "ca.sha256": "0" * 64}  # fmt: skip
@@ -283,6 +299,7 @@ def _wrong_fingerprint(root: Path) -> dict[str, str]:
     [
         pytest.param(_forged_other_key, "KeyMismatch", id="another-key"),
         pytest.param(_forged_other_subject, "SubjectMismatch", id="another-subject"),
+        pytest.param(_forged_around_our_key, "NotSelfSigned", id="our-key-signed-by-another"),
         pytest.param(_garbage, "Unparseable", id="garbage"),
         pytest.param(_wrong_fingerprint, "FingerprintMismatch", id="wrong-fingerprint"),
     ],
@@ -322,6 +339,44 @@ def test_a_tampered_configmap_is_refused_with_an_event_and_a_metric_and_nothing_
     assert {k: v for k, v in after.items() if "kucero" not in k} == {
         k: v for k, v in before.items() if "kucero" not in k
     }  # not one file of the node changed
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(_forged_other_key, id="another-key"),
+        pytest.param(_forged_around_our_key, id="our-key-signed-by-another"),
+    ],
+)
+def test_the_leader_never_takes_a_forged_publication_for_the_ca_nor_copies_it_to_cluster_info(
+    admin_kube: kube.Kube,
+    tmp_path: Path,
+    namespace: str,
+    cluster_info: Callable[[x509.Certificate], dict[str, Any]],
+    forge: Callable[[Path], dict[str, str]],
+) -> None:
+    """Whoever can write kucero-ca (an author of the namespace, a stolen leader token) puts a
+    CA certificate there that ends later than the real one. The leader judges it by the rule
+    every node applies (same subject, key and extensions, signed by the CA key): refused, so
+    it publishes its own CA in its place (CAPublicationRepaired) and cluster-info, what
+    joining nodes trust, only ever gets a certificate of the CA's own key, signed by it."""
+    root = nodesim.tree(tmp_path, "cp-a", ca_left=CA_LEFT)
+    old = _cert(root, "ca")
+    cluster_info(old)
+    forged_data = forge(root)
+    forged = pki.load_cert(forged_data["ca.crt"].encode())
+    configmaps.create_or_replace(admin_kube, namespace, capublished.NAME, forged_data)
+
+    out = capublisher.CAPublisher(root, namespace).reconcile(admin_kube, SPEC)
+
+    (ca,) = [d for d in out.decisions if d.name == "ca"]
+    assert ca.refused is not None and out.wrote, out
+    published = pki.load_cert(_published(admin_kube, namespace)["ca.crt"].encode())
+    info = _ca_in(capublish.get(admin_kube, capublish.CLUSTER_INFO)["data"]["kubeconfig"])  # type: ignore[index]
+    for cert in (published, info):
+        assert cert != forged
+        assert carenewal.check_published(cert, old, dt.datetime.now(dt.UTC)).accepted
+    assert "CAPublicationRepaired" in _events(admin_kube, namespace, capublished.NAME)
 
 
 def test_several_nodes_accept_the_publication_and_converge_one_at_a_time(
