@@ -90,8 +90,8 @@ class Metrics:
         )
         self.policy_valid = prometheus_client.Gauge(
             "kucero_policy_valid",
-            "1 when the latest policy read was valid, 0 when it was refused (the last valid "
-            "one stays in force)",
+            "1 when the latest policy read was valid, 0 when it was refused or its ConfigMap "
+            "deleted (the last valid one stays in force)",
             registry=r,
         )
         self.policy_info = prometheus_client.Gauge(

@@ -14,7 +14,12 @@ Edge cases:
   version;
 - an invalid policy at start-up, with no valid one seen yet by this leader: nothing is written,
   so the Nodes keep the desired state the previous leader gave them;
-- no ConfigMap (or it is deleted): built-in defaults and the seed flags;
+- no ConfigMap when a term starts: built-in defaults and the seed flags (a first install, or
+  the drop-in ``kucero run`` with flags only);
+- the ConfigMap deleted (or gone from a re-list) after this term has seen it: like a broken
+  policy, the one in force stays (or, if none was valid yet, the Nodes keep theirs; deleting
+  the policy once rolled the built-in defaults out to every Node), ``kucero_policy_valid`` is
+  0, the log says so and a Warning Event ``PolicyDeleted`` on the ConfigMap (once per term);
 - API errors (403 included) while writing: logged, counted in ``kucero_api_errors_total``, and
   the Node retried with back-off (``retrying``); watches back off on their own;
 - leadership lost: the work stops (threads joined) before the election is entered again;
@@ -51,6 +56,7 @@ log = logging.getLogger(__name__)
 POLICY_KEY = "policy.yaml"
 REASON_INVALID = "InvalidPolicy"
 REASON_APPLIED = "PolicyApplied"
+REASON_DELETED = "PolicyDeleted"
 STOP_POLL_SECONDS = 0.5
 # Nodes whose desired state could not be written are tried again after 0.5 s, doubling to 30 s.
 WRITE_BACKOFF_MAX_SECONDS = 30.0
@@ -119,6 +125,8 @@ class Controller:
         self._nodes: dict[str, _Node] = {}
         self._pending: set[str] = set()
         self._reported: str | None = None  # ConfigMap resourceVersion already refused
+        # The policy ConfigMap as this term last saw it: its absence is then a deletion.
+        self._seen: dict[str, Any] | None = None
 
     def current_policy(self) -> policy.Policy | None:
         with self._lock:
@@ -128,6 +136,7 @@ class Controller:
         stop, door = term.stop, term.kube
         with self._lock:  # a new term starts from what the API says, not from the last one
             self.policy, self._nodes, self._pending, self._reported = None, {}, set(), None
+            self._seen = None
             self._door = door
         s = self.settings
         threads = [
@@ -191,13 +200,40 @@ class Controller:
         if items:
             self._read_policy(items[0])
         else:
-            self._use_defaults()
+            self._absent(None)
 
     def _on_configmap_event(self, event: kube_.WatchEvent) -> None:
         if event.type == "DELETED":
-            self._use_defaults()
+            self._absent(event.obj)
         else:
             self._read_policy(event.obj)
+
+    def _absent(self, gone: dict[str, Any] | None) -> None:
+        """No policy ConfigMap: built-in defaults if this term never saw one, else a deletion,
+        which keeps what is in force, as a broken policy does."""
+        with self._lock:
+            seen, in_force = self._seen, self.policy  # ``seen`` stays: still this term's
+            first = seen is not None and self._reported != REASON_DELETED
+            if seen is not None:
+                self._reported = REASON_DELETED
+        if seen is None:
+            self._use_defaults()
+            return
+        s = self.settings
+        kept = in_force.revision if in_force else "none yet (nodes keep theirs)"
+        self.metrics.set_policy(False, None)
+        log.error(
+            "policy ConfigMap %s/%s deleted: revision in force stays %s (recreate it to change "
+            "the policy; the built-in defaults apply only to a leader that starts without one)",
+            s.policy_namespace,
+            s.policy_name,
+            kept,
+            extra={"revision": in_force.revision if in_force else None},
+        )
+        if first:
+            note = f"the policy ConfigMap was deleted: revision {kept} stays in force"
+            obj = _as_configmap(gone or seen or {})
+            events.emit(self._door, obj, REASON_DELETED, note, events.WARNING, "Validate")
 
     def _use_defaults(self) -> None:
         s = self.settings
@@ -211,6 +247,10 @@ class Controller:
 
     def _read_policy(self, configmap: dict[str, Any]) -> None:
         s = self.settings
+        with self._lock:
+            self._seen = configmap
+            if self._reported == REASON_DELETED:
+                self._reported = None  # recreated: a later deletion is news again
         data = configmap.get("data") or {}
         try:
             if POLICY_KEY not in data:

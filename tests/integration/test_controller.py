@@ -227,6 +227,40 @@ def test_each_invalid_policy_is_refused_with_an_event_and_the_last_valid_stays(
     wait_until(lambda: ctl.metric("kucero_policy_valid") == 1, what="policy valid again")
 
 
+def test_a_deleted_policy_keeps_the_last_valid_one_in_force_with_a_warning(
+    admin_kube: kube.Kube, namespace: str, make_node: Any, start: Any
+) -> None:
+    """Deleting the policy ConfigMap once made the leader roll the built-in defaults out to
+    every Node (kubeadm.restart manifest-move, the CSR signer on, whatever the policy said).
+    Now it is treated as a broken policy: what is in force stays, with a Warning Event, a log
+    line and kucero_policy_valid 0; a recreated ConfigMap is read as any edit."""
+    make_node("ctl-del")
+    valid = HEAD + "spec:\n  paused: true\n  kubeadm: {renewBefore: 300h, restart: none}\n"
+    put_policy(admin_kube, namespace, valid)
+    ctl = start()
+    wait_until(all_at(admin_kube, ["ctl-del"], revision(valid)), what="the valid policy")
+    admin_kube.delete(f"/api/v1/namespaces/{namespace}/configmaps/kucero-policy")
+
+    def warned() -> bool:
+        return any(
+            e["reason"] == "PolicyDeleted"
+            and e["type"] == "Warning"
+            and revision(valid) in e["note"]
+            for e in events.list_for(admin_kube, namespace, "kucero-policy")
+        )
+
+    wait_until(warned, what="a PolicyDeleted Warning Event")
+    wait_until(lambda: ctl.metric("kucero_policy_valid") == 0, what="kucero_policy_valid 0")
+    time.sleep(2)  # the work loop writes within milliseconds of a policy change: none came
+    assert desired_of(admin_kube, "ctl-del")["revision"] == revision(valid)  # type: ignore[index]
+    assert ctl.metric(f'kucero_policy_info{{revision="{revision(valid)}"}}') == 1
+    assert "policy ConfigMap" in ctl.output() and "deleted" in ctl.output()
+    later = HEAD + "spec:\n  kubeadm: {renewBefore: 400h}\n"
+    put_policy(admin_kube, namespace, later)
+    wait_until(all_at(admin_kube, ["ctl-del"], revision(later)), what="the recreated policy")
+    wait_until(lambda: ctl.metric("kucero_policy_valid") == 1, what="policy valid again")
+
+
 def holder(admin_kube: kube.Kube, namespace: str) -> str:
     return leases.holder(leases.get(admin_kube, namespace, "kucero-leader-election"))
 
