@@ -8,7 +8,10 @@ functions are idempotent.
 
 Drain evicts the node's pods through the Eviction API (PodDisruptionBudgets apply), except
 DaemonSet pods and static (mirror) pods, which a drain cannot move. It waits at most
-``timeout`` for them to go and reports what is left rather than failing the rotation. Its
+``timeout`` for them to go and reports what is left rather than failing the rotation; it
+stops at once (between two evictions, or in its wait) when the pass is asked to stop: the
+wait is ``healthTimeout`` (5 minutes by default), longer than a pod's termination grace, and a
+SIGTERM once went unheard for all of it, so the kubelet's SIGKILL cut the pass short. Its
 ``kube`` is the node's kubelet (run/turn.py): it lists only with ``spec.nodeName=<node>``, the
 one list of Pods the Node authorizer grants a kubelet, and evicts only pods of that list, the
 ones NodeRestriction lets a kubelet evict.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from reconciler.cluster import kube as kube_
@@ -32,6 +35,15 @@ log = logging.getLogger(__name__)
 
 MARK = "kucero.io/cordoned"
 MIRROR = "kubernetes.io/config.mirror"
+# How often the drain looks whether the evicted pods are gone.
+POLL_SECONDS = 1.0
+# ``wait(seconds) -> True when stopped early`` (``node.interrupt.Stop.wait``).
+Wait = Callable[[float], bool]
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
 
 
 def cordon(kube: kube_.Kube, node_name: str) -> bool:
@@ -57,10 +69,14 @@ def uncordon(kube: kube_.Kube, node_name: str) -> None:
     log.info("uncordoned %s after its rotation", node_name)
 
 
-def drain(kube: kube_.Kube, node_name: str, timeout: float) -> list[str]:
-    """Evict the node's movable pods; returns ``namespace/name`` of those still there."""
+def drain(kube: kube_.Kube, node_name: str, timeout: float, wait: Wait = _sleep) -> list[str]:
+    """Evict the node's movable pods; returns ``namespace/name`` of those still there. Returns
+    early, evicting nothing more, once ``wait`` says the pass is stopping (the node stays
+    cordoned for the caller to lift or keep: a drain is never half-undone here)."""
     params = {"fieldSelector": f"spec.nodeName={node_name}"}
     for pod in _movable(kube.list("/api/v1/pods", params).get("items") or []):
+        if wait(0):
+            break
         meta = pod["metadata"]
         body = {
             "apiVersion": "policy/v1",
@@ -77,9 +93,9 @@ def drain(kube: kube_.Kube, node_name: str, timeout: float) -> list[str]:
     while True:
         left = _movable(kube.list("/api/v1/pods", params).get("items") or [])
         left = [p for p in left if not (p["metadata"].get("deletionTimestamp"))]
-        if not left or time.monotonic() >= deadline:
+        remaining = deadline - time.monotonic()
+        if not left or remaining <= 0 or wait(min(POLL_SECONDS, remaining)):
             return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in left]
-        time.sleep(1.0)
 
 
 def _movable(pods: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

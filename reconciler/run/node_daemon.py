@@ -133,6 +133,7 @@ class NodeDaemon:
             clock,
             host=self._host,
             manifest_grace=config.execute.manifest_grace_seconds,
+            stop=config.execute.stop,
         )
         self._pass_spec: nodespec.NodeSpec | None = None
         self._failures = 0  # passes in a row that failed or could not run

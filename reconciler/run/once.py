@@ -224,6 +224,17 @@ def _observed_pass(
 ) -> PassResult:
     first = plan.plan(spec, observed, clock())
     withheld = gate(first, observed) if gate is not None and first.actions else None
+    if withheld is None and settings.stop.requested:  # e.g. during the gate's drain
+        return PassResult(
+            spec,
+            tuple(recovered),
+            first,
+            (),
+            first,
+            _interrupted(settings),
+            node_name=observed.node_name,
+            observed=observed,
+        )
     if withheld is not None:
         return PassResult(
             spec,

@@ -22,7 +22,9 @@ because of it), the pass goes ahead alone, says so at CRITICAL, and owes the clu
 ``RotatedWithoutSlot`` Event; nothing is fenced then (the etcd quorum check in ``execute`` still
 is). Without a cluster at all (``--policy`` alone) a node is alone by definition. A failed
 cordon or drain is logged and the rotation goes ahead: certificates that expire hurt more than
-pods left on a node.
+pods left on a node. A drain stops as soon as the pass is asked to stop (SIGTERM): the pass
+then starts nothing (``once``), and ends like any other, the cordon lifted and the slot given
+back, so the next pass (the next pod) starts from a schedulable node.
 
 The drain runs as the node's kubelet (``system:node:<name>``, with the client certificate the
 kubelet itself uses, ``kubelet-client-current.pem``), never as kucero's ServiceAccount. RBAC
@@ -46,6 +48,7 @@ from reconciler.cluster import kube as kube_
 from reconciler.decide import slots
 from reconciler.model import actions, hoststate, kubeadm, nodespec
 from reconciler.node import host as host_
+from reconciler.node import interrupt
 from reconciler.run import node_report
 
 log = logging.getLogger(__name__)
@@ -63,8 +66,10 @@ class Turn:
         *,
         host: host_.Host | None = None,  # where drain reads the kubelet's client certificate
         manifest_grace: float = 25.0,  # --manifest-grace: part of the longest restart
+        stop: interrupt.Stop | None = None,  # the pass's: a drain ends early when it is set
     ) -> None:
         self._kube = kube
+        self._stop = stop or interrupt.Stop()
         self._host = host
         self._node = node_name
         self._report = report
@@ -167,6 +172,8 @@ class Turn:
             self._cordoned = cordon.cordon(self._kube, self._node)
             if spec.rollout.drain:
                 left = self._drain(spec.kubeadm.health_timeout.total_seconds())
+                if self._stop.requested:
+                    log.warning("drain of %s cut short by %s", self._node, self._stop.name)
                 if left:
                     log.warning("drain left %d pod(s): %s", len(left), ", ".join(left))
         except (kube_.KubeError, host_.HostError) as e:
@@ -183,6 +190,6 @@ class Turn:
             )
         kubelet = light.as_client_certificate(self._kube, pem)
         try:
-            return cordon.drain(kubelet, self._node, timeout)
+            return cordon.drain(kubelet, self._node, timeout, self._stop.wait)
         finally:
             kubelet.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -267,5 +268,79 @@ def test_a_control_plane_node_rotates_with_cordon_and_drain_under_the_shipped_id
     finally:
         with contextlib.suppress(kube.NotFound):
             admin.delete(nodes.path(name))
+        with contextlib.suppress(kube.NotFound):
+            admin.delete(leases.path(ns, SLOTS[0]))
+
+
+def test_sigterm_during_a_drain_held_by_a_disruption_budget_ends_the_pass_at_once(
+    world: World,
+    clients: Any,
+    control_plane: cluster.ControlPlane,
+    tmp_path: Path,
+) -> None:
+    """A PodDisruptionBudget refuses the eviction, so the drain would wait ``healthTimeout``
+    (5 minutes), longer than the pod's 60 s termination grace: SIGTERM went unheard until the
+    kubelet's SIGKILL. Now the drain stops at once, the pass starts nothing, lifts kucero's
+    cordon and gives the slot back, and the process exits well inside the grace period; the
+    renewal is left whole to the next pass."""
+    admin, ns = world.door("admin"), world.namespace
+    name = f"{ns}-cp-3"
+    admin.create(nodes.PATH, {"metadata": {"name": name, "labels": nodesim.CONTROL_PLANE}})
+    held = f"held-{name}"
+    budget = f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets"
+    try:
+        body = "spec: {kubeadm: {restart: none}, rollout: {drain: true}}\n"
+        nodesim.set_desired(admin, name, body, nodesim.CONTROL_PLANE)
+        pod = plain_pod(held, name)
+        pod["metadata"]["labels"] = {"app": held}
+        admin.create(f"/api/v1/namespaces/{ns}/pods", pod)
+        # Running (a Pending pod is evicted whatever its budget says), not Ready: the budget
+        # (one available at least) allows no disruption, so its eviction is refused (429)
+        admin.patch(f"/api/v1/namespaces/{ns}/pods/{held}/status", {"status": {"phase": "Running"}})
+        admin.create(
+            budget,
+            {
+                "metadata": {"name": held},
+                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": held}}},
+            },
+        )
+        root = nodesim.tree(tmp_path, name, True, due=("apiserver",))
+        crt, key = control_plane.ca().issue(
+            tmp_path / "kubelet", name, f"system:node:{name}", ("system:nodes",)
+        )
+        current = root / "var/lib/kubelet/pki/kubelet-client-current.pem"
+        (root / os.readlink(current).lstrip("/")).write_bytes(crt.read_bytes() + key.read_bytes())
+        before = (root / "etc/kubernetes/pki/apiserver.crt").read_bytes()
+        token = clients.bound_token(ns, shipped.CONTROL_PLANE, name)
+        kubeconfig = control_plane.token_kubeconfig(f"cp-3-{ns}", token)
+        sim = nodesim.start(nodesim.SimNode(name, root, True), kubeconfig, ns)
+        try:
+            nodesim.wait_for(
+                "the drain held by the budget",
+                lambda: "eviction of" in sim.log.read_text(),
+                60,
+                [sim],
+            )
+            sent = time.monotonic()
+            code = sim.stop(timeout=30)
+            took = time.monotonic() - sent
+        finally:
+            if sim.proc is not None and sim.proc.poll() is None:
+                sim.proc.kill()
+                sim.proc.wait()
+        log = sim.log.read_text()
+        assert took < 10, (took, log)  # the DaemonSet's grace is 60 s
+        assert code is not None, log
+        assert "cut short by SIGTERM" in log, log
+        node = nodes.get(admin, name)
+        assert not node["spec"].get("unschedulable") and nodes.annotation(node, cordon.MARK) is None
+        assert leases.holder(leases.get(admin, ns, SLOTS[0])) == ""
+        assert (root / "etc/kubernetes/pki/apiserver.crt").read_bytes() == before
+        pods = f"/api/v1/namespaces/{ns}/pods"
+        assert "deletionTimestamp" not in admin.get(f"{pods}/{held}")["metadata"]
+    finally:
+        for path in (f"{budget}/{held}", f"/api/v1/namespaces/{ns}/pods/{held}", nodes.path(name)):
+            with contextlib.suppress(kube.NotFound):
+                admin.delete(path)
         with contextlib.suppress(kube.NotFound):
             admin.delete(leases.path(ns, SLOTS[0]))

@@ -48,7 +48,8 @@ CP, WORKER = "uninstall-cp-1", "uninstall-w-1"
 IPS = {CP: "10.0.4.11", WORKER: "10.0.4.21"}
 DAEMONSETS = {CP: shipped.CONTROL_PLANE, WORKER: shipped.NODE}
 # The kubelet's SIGTERM-to-SIGKILL grace: the DaemonSets give 60 s and 30 s; a drain held by a
-# PodDisruptionBudget outlasts either (it waits kubeadm.healthTimeout, 5 min), so less will do.
+# PodDisruptionBudget stops at SIGTERM (it would otherwise wait kubeadm.healthTimeout, 5 min),
+# so less will do.
 GRACE_SECONDS = 5.0
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 SHOP = "uninstall-shop"  # a namespace of someone else's, with a pod the drain must not evict
@@ -240,8 +241,8 @@ def test_uninstalling_as_documented_leaves_only_what_expires(
             stopped = kubelets.submit(play_the_kubelet, admin, started)
             leftovers.run(1, tmp_path / "bin", kubeconfig)
             stopped.result()
-        # the leader saw its policy ConfigMap go, but its rights had gone first: it could not
-        # hand the built-in defaults to the nodes while it stopped
+        # the leader saw its policy ConfigMap go (and keeps the policy in force), and its
+        # rights had gone first: nothing reached the nodes' desired states while it stopped
         assert desired_states(admin) == wanted
         leftovers.run(2, tmp_path / "bin", kubeconfig)
     finally:
