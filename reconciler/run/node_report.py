@@ -3,11 +3,15 @@
 The status is patched only when its value changed (``decide.status.changed``): a node at rest
 writes nothing. Events whose write fails (the API server is down: the recovery path) are kept
 and sent after a later pass, oldest first, so the cluster learns what happened while it could
-not listen. Without a cluster (``--policy`` alone) both are only logged.
+not listen. They are bounded (``MAX_OWED``): a node cut off for days runs a pass every few
+minutes and owes Events each time, and the list once grew without end in a pod limited to
+128 MiB; past the bound the oldest go, and an ``EventsDropped`` Warning says how many once the
+API server answers again. Without a cluster (``--policy`` alone) both are only logged.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import threading
@@ -20,6 +24,14 @@ from reconciler.run import once
 
 log = logging.getLogger(__name__)
 
+# Events kept while the API server does not answer. A pass owes about one per action and
+# failure (a full control-plane rotation about 20); 200 hold the last several passes' worth,
+# the newest being what an operator needs, in well under 100 KiB.
+MAX_OWED = 200
+# A published CA refusal is told once per content; at most this many contents are remembered.
+MAX_CA_REFUSED = 16
+REASON_DROPPED = "EventsDropped"
+
 
 class Reporter:
     def __init__(self, kube: kube_.Kube | None, node_name: str) -> None:
@@ -28,7 +40,8 @@ class Reporter:
         self._lock = threading.Lock()
         self._status_text: str | None = None
         self._uid = ""
-        self._owed: list[tuple[str, str, str]] = []
+        self._owed: collections.deque[tuple[str, str, str]] = collections.deque()
+        self._dropped = 0  # owed Events dropped (the oldest) since the API server last answered
         self._reported_error: str | None = None
         self._unsent = False  # the last status write failed: the API server did not answer
         self.last_rotation: dt.datetime | None = None
@@ -46,7 +59,18 @@ class Reporter:
             self._uid = uid
 
     def owe(self, reason: str, note: str, type_: str = events.NORMAL) -> None:
+        """Keep an Event for the next ``flush``; past ``MAX_OWED`` the oldest is dropped."""
         self._owed.append((reason, note, type_))
+        while len(self._owed) > MAX_OWED:
+            dropped = self._owed.popleft()
+            if not self._dropped:
+                log.warning(
+                    "more than %d Events owed while the API server does not answer: dropping "
+                    "the oldest (first %s)",
+                    MAX_OWED,
+                    dropped[0],
+                )
+            self._dropped += 1
 
     def rotating(self, spec: nodespec.NodeSpec, slot: str | None, the_plan: actions.Plan) -> bool:
         """Say ``Rotating``; False when the API did not take it (a control-plane node then
@@ -84,6 +108,8 @@ class Reporter:
             # a refused published CA: told once per content (it stays refused every pass)
             refusal = f.reason == actions.Reason.CA_REFUSED and f.severity == "error"
             if refusal and f.detail not in self.ca_refused:
+                if len(self.ca_refused) >= MAX_CA_REFUSED:  # contents long replaced
+                    self.ca_refused.clear()
                 self.ca_refused.add(f.detail)
                 self.owe(f.reason, f"{f.target}: {f.detail}", events.WARNING)
         if spec_error and spec_error != self._reported_error:
@@ -140,14 +166,23 @@ class Reporter:
         """Send the Events owed, oldest first; keep the rest when the API does not answer."""
         if self._kube is None:
             self._owed.clear()
+            self._dropped = 0
             return
         meta = {"name": self._node_name}
         with self._lock:
             if self._uid:
                 meta["uid"] = self._uid
         ref = {"apiVersion": "v1", "kind": "Node", "metadata": meta}
-        while self._owed:
-            reason, note, type_ = self._owed[0]
+        while self._owed or self._dropped:
+            summary = bool(self._dropped)
+            if summary:  # said first: the Events that follow are not all there were
+                reason, type_ = REASON_DROPPED, events.WARNING
+                note = (
+                    f"{self._dropped} older Event(s) of this node were dropped while the API "
+                    f"server did not answer (at most {MAX_OWED} are kept); its log has them"
+                )
+            else:
+                reason, note, type_ = self._owed[0]
             event = events.body(ref, str(reason), note, type_, instance=self._node_name)
             try:
                 events.record(self._kube, event)  # a repeat counts in the Event's series
@@ -156,7 +191,10 @@ class Reporter:
                 return
             except kube_.KubeError as e:  # refused for good (RBAC, invalid): say it, drop it
                 log.warning("could not record event %s %s: %s", reason, note[:200], e)
-            self._owed.pop(0)
+            if summary:
+                self._dropped = 0
+            else:
+                self._owed.popleft()
 
 
 def status_of(
