@@ -24,7 +24,7 @@ def expiration(
     """One entry per certificate, kubeconfig and CA present on the node. ``previous``: CA name
     -> the certificate a CA renewal replaced (kucero's state file, ``caPrevious``): a CA row
     then says until when kubeconfigs handed out before the renewal work (``handedOutUntil``)."""
-    rows = [_leaf_row(leaf, now, "kucero") for leaf in observed.leaves.values()]
+    rows = [_leaf_row(leaf, now, _leaf_renewer(leaf)) for leaf in observed.leaves.values()]
     if observed.kubelet.conf is not None:
         rows.append(_leaf_row(observed.kubelet.conf, now, "kubelet"))
     current = observed.kubelet.client_current
@@ -54,7 +54,12 @@ def expiration(
                 if ca.cert is None or ca.cert.issuer == ca.cert.subject
                 else ca.cert.issuer.rfc4514_string(),
                 "externallyManaged": not ca.key_present,
-                "renewedBy": "kucero with ca.mode: renew (same key and subject), else nobody",
+                "renewedBy": (
+                    "kucero with ca.mode: renew (same key and subject), else nobody"
+                    if ca.key_present
+                    else f"nobody here: {kubeadm.CA_BY_NAME[ca.name].key} is absent (an "
+                    "external CA: renew it where its key is kept)"
+                ),
                 "error": ca.error,
                 **_handed_out(ca, (previous or {}).get(ca.name)),
             }
@@ -103,6 +108,18 @@ def handed_out_lines(rows: Sequence[dict[str, Any]], now: dt.datetime) -> list[s
                 "(the renewed CA is published in the kucero-ca ConfigMap)."
             )
     return out
+
+
+def _leaf_renewer(leaf: hoststate.LeafFile) -> str:
+    """Who renews a kubeadm leaf: kucero, unless it is one kucero never renews (the plan's
+    ``ExternallyManaged`` and ``NotKubeadmManaged``), as an external etcd's client
+    certificate, once reported as kucero's."""
+    if leaf.externally_managed:
+        return f"nobody here: the {leaf.ca} key is absent (externally managed)"
+    creds = leaf.credentials
+    if creds is not None and (creds.cert_data is None or creds.key_data is None):
+        return "nobody: its client certificate and key are not both embedded (not kubeadm's)"
+    return "kucero"
 
 
 def _leaf_row(leaf: hoststate.LeafFile, now: dt.datetime, renewed_by: str) -> dict[str, Any]:
