@@ -31,7 +31,7 @@ RUN pip --python /opt/kucero/bin/python install --no-cache-dir --disable-pip-ver
     && /opt/kucero/bin/kucero --version
 
 FROM ${BASE_IMAGE}
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 LABEL org.opencontainers.image.title="kucero" \
       org.opencontainers.image.description="Keeps a kubeadm cluster's control-plane certificates from expiring" \
       org.opencontainers.image.version="${VERSION}" \

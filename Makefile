@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 
 # The environment comes from the hashed lock file (requirements/dev.txt: runtime and dev tools,
 # every version pinned, every file's sha256 checked), then kucero itself, editable, without
-# resolving anything again.
-$(STAMP): pyproject.toml requirements/dev.txt
+# resolving anything again. reconciler/__init__.py holds the version: a bump re-installs, so the
+# installed metadata (importlib.metadata, the wheel) says the new one.
+$(STAMP): pyproject.toml requirements/dev.txt reconciler/__init__.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .

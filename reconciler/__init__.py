@@ -1,3 +1,3 @@
 """kucero: keeps a kubeadm cluster's control-plane certificates from expiring."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

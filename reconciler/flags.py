@@ -327,7 +327,7 @@ def parser() -> argparse.ArgumentParser:
     _node_flags(s)
     _ca_bundle_flag(s)
 
-    s = command("validate-policy", "validate policy files; exit 1 on the first invalid one")
+    s = command("validate-policy", "validate policy files; exit 1 if any is invalid")
     s.add_argument("files", nargs="+")
 
     s = command("run", "node reconciler and leader-elected controller in one process")

@@ -7,8 +7,8 @@ dashboard uses them. Certificate expiry is produced at scrape time by a collecto
 latest observation, so a certificate that disappears from a node disappears from ``/metrics``
 too, instead of lingering with its last value as a labelled gauge would.
 
-Names and labels are DESIGN.md's; ``kucero_leader`` and ``kucero_api_errors_total`` are added
-because a controller that cannot lead or cannot talk to the API server must be visible.
+Names and labels are those of docs/design.md; ``kucero_leader`` and ``kucero_api_errors_total``
+are added because a controller that cannot lead or cannot talk to the API server must be visible.
 
 ``--metrics-addr`` is Go-style (``:8080`` all interfaces, ``127.0.0.1:9090``); ``0`` or empty
 turns the endpoint off.

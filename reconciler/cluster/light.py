@@ -1,9 +1,9 @@
 """Client set-up without the ``kubernetes`` package, for the configurations a node meets.
 
 Importing the official client costs about 15 MiB on top of everything else kucero loads (its
-``__init__`` pulls in the whole generated client, PITFALLS.md), and an idle ``kucero node`` runs
-on every node of a cluster. What that process needs from the client is only configuration and
-TLS, so the two shapes it meets are read here with PyYAML and ``ssl``:
+``__init__`` pulls in the whole generated client, docs/pitfalls.md), and an idle ``kucero
+node`` runs on every node of a cluster. What that process needs from the client is only
+configuration and TLS, so the two shapes it meets are read here with PyYAML and ``ssl``:
 
 - in-cluster: ``KUBERNETES_SERVICE_HOST``/``_PORT``, the service-account ``token`` (re-read when
   it changes, as ``kube._TokenFile`` does) and ``ca.crt`` (re-read when it changes too:

@@ -10,10 +10,10 @@ a condition, an Event, a log line and a metric label. No I/O, clock or randomnes
 
 Edge cases it exists for: the request is attacker-controlled bytes (every access to the parsed
 request is guarded, ``cryptography`` raises ``InvalidVersion``, ``UnsupportedAlgorithm`` or
-``ValueError`` lazily, see PITFALLS.md); the requestor is authenticated by the API server but the
-subject and SANs are whatever the client wrote, and the Node's addresses are whatever the node
-wrote (``decide.sans``: they narrow the policy's allowlist, never widen it); a missing Node is a
-reason to wait, for a bounded time.
+``ValueError`` lazily, see docs/pitfalls.md); the requestor is authenticated by the API server
+but the subject and SANs are whatever the client wrote, and the Node's addresses are whatever
+the node wrote (``decide.sans``: they narrow the policy's allowlist, never widen it); a missing
+Node is a reason to wait, for a bounded time.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ kubeadm's kubeconfigs (``admin.conf``, ``controller-manager.conf``, ...) embed t
 certificate and key as base64 (``client-certificate-data``/``client-key-data``); the
 kubelet's, once fixed, references ``/var/lib/kubelet/pki/kubelet-client-current.pem``. We parse
 them as plain YAML (the Kubernetes client's loader writes temp files for embedded data, see
-PITFALLS.md) and rewrite only the user entry in use, keeping every other key and its order.
+docs/pitfalls.md) and rewrite only the user entry in use, keeping every other key and its order.
 
 The user in use is the one of ``current-context``; with no current context, the only user.
 Relative file references are relative to the kubeconfig's directory, as in client-go.

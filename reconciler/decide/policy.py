@@ -242,7 +242,7 @@ def _duration_bound(below: bool) -> Callable[..., Iterator[Any]]:
 
 @functools.cache
 def _validator() -> jsonschema.Draft202012Validator:
-    """Built on first use: importing jsonschema costs about 45 ms (PITFALLS.md), paid by the
+    """Built on first use: importing jsonschema costs about 45 ms (docs/pitfalls.md), paid by the
     commands that validate a policy (the daemons once). The format checker knows only the
     formats the schema uses, none of jsonschema's own; the validator knows the schema's two
     duration keywords."""

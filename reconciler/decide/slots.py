@@ -6,7 +6,7 @@ unchanged on its own monotonic clock), come in as values; a ``Choice`` comes out
 layer writes it with the Lease's ``resourceVersion`` as a precondition, so of two nodes that
 chose the same slot exactly one wins.
 
-Rules (DESIGN.md, Processes; issue 17, fencing):
+Rules (docs/design.md, Processes; issue 17, fencing):
 
 - Slots ``0 .. maxConcurrentNodes-1`` exist; a node holds at most one.
 - A slot is free when its Lease is missing (unless this node saw it held and it has been gone

@@ -4,7 +4,7 @@
 under ``--host-root``), cached. ``watch(stop)`` runs ``watchfiles`` over the directories of
 every CA asked for so far and drops the cache on any change there, so a CA rotated on disk
 (kubeadm, an operator) is used for the next request. The events of a directory watch do not
-always name the file (atomic renames, ConfigMap-style ``..data`` swaps, see PITFALLS.md), so
+always name the file (atomic renames, ConfigMap-style ``..data`` swaps, see docs/pitfalls.md), so
 any event reloads everything, and entries also expire after ``MAX_AGE_SECONDS`` in case an
 event was missed.
 

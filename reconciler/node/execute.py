@@ -235,8 +235,7 @@ def _before_step(
         return refusal
     margin = slots.STEP_SECONDS
     if spec.kubeadm.restart == "manifest-move":
-        # the wait for it to stop is in the step: the kubelet's notice, then its grace period
-        margin += settings.manifest_grace_seconds + pod.grace_seconds
+        margin += settings.manifest_grace_seconds  # the wait for it to stop is in the step
     return settings.guard(f"the restart of {pod.name}", margin)
 
 

@@ -1,7 +1,7 @@
 """Leader election on a coordination.k8s.io Lease, fenced: the leader acts only while no
 standby can have taken over.
 
-Not the client's ``leaderelection`` module (PITFALLS.md: it calls ``sys.exit`` on bad
+Not the client's ``leaderelection`` module (docs/pitfalls.md: it calls ``sys.exit`` on bad
 settings, trusts the wall clock, never releases the Lease and cannot re-enter). The rules:
 
 - **Taking over** (``decide.leasetime``): a Lease held by someone else is taken once its

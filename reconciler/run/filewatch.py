@@ -2,7 +2,7 @@
 
 It watches the host's ``etc/kubernetes`` and ``var/lib/kubelet`` (when present) and, with
 ``--policy FILE``, the policy file's directory, and calls ``on_change(kind)`` with ``"host"`` or
-``"policy"`` after a debounced batch. Edge cases, each learnt the hard way (PITFALLS.md):
+``"policy"`` after a debounced batch. Edge cases, each learnt the hard way (docs/pitfalls.md):
 
 - One ``watch()`` call for all paths: each call costs an inotify instance (128 per user).
 - A ConfigMap volume updates by swapping a ``..data`` symlink, and the events do not name the

@@ -4,7 +4,7 @@ A user is a client certificate minted by the cluster CA (``kubernetes-admin`` in
 ``system:masters``, ``system:node:cp-1`` in ``system:nodes``...) or a service account whose token
 comes from the TokenRequest API, exactly as kubelets and pods authenticate. One ``ApiClient`` per
 user, made on first use and reused: each client owns a connection pool, and making many leaks
-(see PITFALLS.md).
+(see docs/pitfalls.md).
 """
 
 from __future__ import annotations

@@ -280,7 +280,7 @@ def test_a_tampered_published_certificate_is_never_accepted(at: int, xor: int) -
         cert = x509.load_der_x509_certificate(bytes(mutated))
         cert.public_key()
         _ = cert.extensions, cert.subject
-    except Exception:  # any parse failure is a refusal (PITFALLS: not always a ValueError)
+    except Exception:  # any parse failure is a refusal (docs/pitfalls.md: not always a ValueError)
         return
     assert not carenewal.check_published(cert, _PROPERTY_CA[0], NOW).accepted
 

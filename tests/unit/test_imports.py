@@ -1,7 +1,7 @@
 """Each command loads only what it uses: a guard on start-up cost that counts modules, not time.
 
 Importing jsonschema costs about 45 ms, cryptography.x509 about 35 ms and the kubernetes client
-about 190 ms and 44 MiB (PITFALLS.md). Each case runs the command in a fresh interpreter and
+about 190 ms and 44 MiB (docs/pitfalls.md). Each case runs the command in a fresh interpreter and
 lists the modules it loaded. Commands that read no policy load no jsonschema; a policy is
 validated by jsonschema alone. (test_offline_imports.py
 checks ``node --once`` and ``check-expiration`` for the kubernetes client, and that its probe

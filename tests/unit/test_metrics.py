@@ -1,5 +1,6 @@
-"""The metrics endpoint, scraped over plain HTTP (--metrics-secure=false): every DESIGN.md metric is declared, certificate
-series follow the latest observation, counters have no _created series, probes answer."""
+"""The metrics endpoint, scraped over plain HTTP (--metrics-secure=false): every metric of
+docs/design.md is declared, certificate series follow the latest observation, counters have no
+_created series, probes answer."""
 
 from __future__ import annotations
 

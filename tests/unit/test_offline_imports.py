@@ -1,5 +1,5 @@
 """The offline commands never load the Kubernetes client (about 45 MiB and 0.3 s, see
-PITFALLS.md): ``check-expiration`` and ``node --once`` run where the API server may be down,
+docs/pitfalls.md): ``check-expiration`` and ``node --once`` run where the API server may be down,
 on every node. Each command runs in a fresh interpreter that reports ``sys.modules``."""
 
 from __future__ import annotations
