@@ -15,6 +15,9 @@ Edge cases handled here rather than in every caller:
 - a bound service-account token file (in-cluster, or a kubeconfig ``tokenFile``) is re-read
   whenever the file changes (a stat per request) and once more after a 401, so a process keeps
   working across kubelet token rotation; the client's own in-cluster refresh waits a minute;
+- the in-cluster CA bundle (``ca.crt``) is read again when the file changes (``light``): after a
+  CA renewal the kubelet swaps in the renewed certificate, and the old one stops being trusted
+  at its end;
 - watches ask the server for a long timeout and read with a client-side timeout slightly above
   it, so a silent dead connection is noticed; ``watch_forever`` (module ``watching``) re-lists on
   410 and reconnects with back-off;
@@ -185,9 +188,19 @@ class _TokenFile:
 class Kube:
     """A connection to one API server. Thread-safe; make one per process and share it."""
 
-    def __init__(self, host: str, pool: Any, auth: Any, token_file: _TokenFile | None) -> None:
+    def __init__(
+        self,
+        host: str,
+        pool: Any,
+        auth: Any,
+        token_file: _TokenFile | None,
+        current_pool: Callable[[], Any] | None = None,
+    ) -> None:
+        """``current_pool``: when the CA bundle is a file that may change under the process
+        (in-cluster ``ca.crt``: ``light``), the pool for what it holds now, asked per request."""
         self.host = host.rstrip("/")
         self._pool = pool
+        self._current_pool = current_pool
         self._auth = auth  # () -> Authorization header value or None
         self._token_file = token_file
         self.retry_attempts = RETRY_ATTEMPTS
@@ -316,8 +329,13 @@ class Kube:
             self, path, params, on_event, stop, on_list, on_error=on_error, on_alive=on_alive
         )
 
+    @property
+    def pool(self) -> Any:
+        """The urllib3 pool requests go through now."""
+        return self._current_pool() if self._current_pool is not None else self._pool
+
     def close(self) -> None:
-        self._pool.clear()
+        self.pool.clear()
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -383,7 +401,7 @@ class Kube:
             if data is not None and content_type:
                 headers["Content-Type"] = content_type
             try:
-                resp = self._pool.request(
+                resp = self.pool.request(
                     method,
                     url,
                     body=data,

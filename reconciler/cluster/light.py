@@ -6,7 +6,8 @@ node`` runs on every node of a cluster. What that process needs from the client 
 configuration and TLS, so the two shapes it meets are read here with PyYAML and ``ssl``:
 
 - in-cluster: ``KUBERNETES_SERVICE_HOST``/``_PORT``, the service-account ``token`` (re-read when
-  it changes, as ``kube._TokenFile`` does) and ``ca.crt``;
+  it changes, as ``kube._TokenFile`` does) and ``ca.crt`` (re-read when it changes too:
+  ``CABundle``);
 - a kubeconfig whose cluster has ``server`` and ``certificate-authority(-data)`` (or
   ``insecure-skip-tls-verify``) and whose user has a client certificate and key (files or
   ``-data``), a ``token`` or a ``tokenFile``.
@@ -20,10 +21,12 @@ for the moment ``ssl`` loads them, then removed.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import shutil
 import ssl
 import tempfile
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +34,8 @@ import urllib3
 import yaml
 
 from reconciler.cluster import kube as kube_
+
+log = logging.getLogger(__name__)
 
 _CLUSTER_KEYS = {"server", "certificate-authority", "certificate-authority-data"}
 _CLUSTER_KEYS |= {"insecure-skip-tls-verify", "extensions"}
@@ -48,11 +53,10 @@ def connect(
             environ["KUBERNETES_SERVICE_HOST"],
             environ.get("KUBERNETES_SERVICE_PORT", "443"),
         )
-        in_cluster = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies peer and host name
-        in_cluster.load_verify_locations(cafile=os.path.join(service_account_dir, "ca.crt"))
+        bundle = CABundle(os.path.join(service_account_dir, "ca.crt"))
         sa_token = kube_._TokenFile(token_path)
         server = f"https://{f'[{host}]' if ':' in host else host}:{port}"
-        return kube_.Kube(server, _pool(in_cluster), sa_token.header, sa_token)
+        return kube_.Kube(server, bundle.pool(), sa_token.header, sa_token, bundle.pool)
     path = kubeconfig or environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     if os.pathsep in path:
         return None  # several files to merge: the client library's job
@@ -86,6 +90,68 @@ def connect(
     return kube_.Kube(str(cluster["server"]), _pool(tls), auth, token_file)
 
 
+class CABundle:
+    """The API server's CA bundle read from a file, and the connection pool that verifies with
+    it, made again when the file's content changes.
+
+    Why: a CA renewal (docs/deploy.md, "CA renewal") ends with kube-controller-manager
+    publishing the renewed certificate in every namespace's ``kube-root-ca.crt`` and the
+    kubelet swapping it into each pod's projected ``ca.crt``. A process that read the file once
+    stops trusting the API server at the **old** certificate's end (OpenSSL refuses an expired
+    trust anchor, even one whose key signed the server's certificate): kucero's own pods would
+    go deaf then, as Go clients did before client-go's ``ClientsAllowCARotation``.
+
+    A stat per request (as for the token); the file is read again when the stat changes, and
+    a new pool is made when the content did. The first read must succeed (``OSError``,
+    ``ssl.SSLError`` otherwise, as before). A later file that cannot be read or holds no
+    usable certificate keeps the pool in use, logged: the kubelet swaps the file atomically,
+    so that is damage, not an update half written. Requests already under way (a watch) keep
+    the connection they verified; idle connections of the old pool are closed.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int, int] | None = None
+        self._data = b""
+        self._lock = threading.Lock()
+        self._pool = self._load(self._stat(), first=True)
+
+    def pool(self) -> urllib3.PoolManager:
+        try:
+            stamp = self._stat()
+        except OSError as e:
+            log.warning("%s: cannot be read (%s); keeping the CA bundle read before", self.path, e)
+            return self._pool
+        with self._lock:
+            if stamp != self._stamp:
+                self._pool = self._load(stamp, first=False)
+            return self._pool
+
+    def _stat(self) -> tuple[int, int, int, int]:
+        st = os.stat(self.path)  # follows the projected volume's ..data symlinks
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _load(self, stamp: tuple[int, int, int, int], first: bool) -> urllib3.PoolManager:
+        self._stamp = stamp
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+            if not first and data == self._data:
+                return self._pool
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies peer and host name
+            context.load_verify_locations(cadata=data.decode("ascii"))
+        except (OSError, ssl.SSLError, ValueError) as e:  # ValueError: not ASCII PEM
+            if first:
+                raise
+            log.warning("%s: not used (%s); keeping the CA bundle read before", self.path, e)
+            return self._pool
+        self._data = data
+        if not first:
+            log.info("%s changed: the API server is verified with the new CA bundle", self.path)
+            self._pool.clear()  # idle connections only; those in use finish on their own
+        return _pool(context)
+
+
 def as_client_certificate(kube: kube_.Kube, pem: bytes) -> kube_.Kube:
     """A connection to ``kube``'s API server, trusting the CA ``kube`` trusts, that
     authenticates with the client certificate and key in ``pem`` (one PEM holding both, as the
@@ -96,7 +162,7 @@ def as_client_certificate(kube: kube_.Kube, pem: bytes) -> kube_.Kube:
     copied (a configuration only the client library reads, with a CA it keeps elsewhere).
     """
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    settings = getattr(kube._pool, "connection_pool_kw", {})
+    settings = getattr(kube.pool, "connection_pool_kw", {})
     base = settings.get("ssl_context")
     try:
         if isinstance(base, ssl.SSLContext) and base.verify_mode == ssl.CERT_NONE:

@@ -121,6 +121,10 @@ class CAPublisher:
         finally:
             watcher.join()
 
+    def policy_changed(self) -> None:
+        """A policy edit (``ca.mode: renew``, a new ``renewBefore``) is acted on at once."""
+        self._wake.set()
+
     def _wake_on(self, stop: threading.Event) -> None:
         stop.wait()
         self._wake.set()

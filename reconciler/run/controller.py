@@ -83,6 +83,10 @@ class Component(Protocol):
         self, kube: kube_.Kube, stop: threading.Event, current: Callable[[], policy.Policy | None]
     ) -> None: ...
 
+    def policy_changed(self) -> None:
+        """Another policy revision is in force (or the first one of a term): a component that
+        acts on it at its own pace looks again now. Called from the policy watch's thread."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -297,6 +301,10 @@ class Controller:
             log.info(
                 "policy revision %s in force", loaded.revision, extra={"revision": loaded.revision}
             )
+            # the CA publisher otherwise looked again only after its period (up to 10 min):
+            # on the real node a `ca.mode: renew` edit waited that long to start
+            for component in self.components:
+                component.policy_changed()
             if configmap is not None:
                 note = f"policy revision {loaded.revision} is in force"
                 events.emit(

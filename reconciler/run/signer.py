@@ -125,6 +125,9 @@ class Signer:
             self._thread.join()
             self._thread = None
 
+    def policy_changed(self) -> None:
+        """Nothing to do: each CSR is decided with the policy in force when it is handled."""
+
     def run(self, kube: kube_.Kube, stop: threading.Event, current: CurrentPolicy) -> None:
         """Approve and sign until ``stop`` is set."""
         pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="csr")

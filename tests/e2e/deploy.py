@@ -24,13 +24,14 @@ from typing import Any
 
 import yaml
 
-from tests.e2e import node
+from tests.e2e import checks, node
 
 REPO = node.REPO
 DEFAULT_OVERLAY = REPO / "kustomize" / "overlays" / "default"
 NAMESPACE = "kube-system"
 CONTROL_PLANE_DS = "kucero-control-plane"
 RESTART_FLAG = "--kubelet-restart-command="
+SHIPPED_POLICY = (REPO / "policies" / "default.yaml").read_text()
 
 
 def rendered(bin_dir: Path, overlay: Path) -> list[dict[str, Any]]:
@@ -100,3 +101,29 @@ def apply(bin_dir: Path, overlay: Path) -> str:
         [kubectl, f"--kubeconfig={node.ADMIN_CONF}", "apply", "--server-side", "-f", "-"],
         input=rendered_text, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
+
+
+def base_policy() -> str:
+    """The shipped policy, with the node's address allowed in kubelet serving certificates
+    (``csrSigner.allowedIPRanges`` is empty by default: no IP SAN is approved)."""
+    doc = yaml.safe_load(SHIPPED_POLICY)
+    doc["spec"]["csrSigner"]["allowedIPRanges"] = [f"{node.node_ip()}/32"]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def status(bin_dir: Path) -> dict[str, Any]:
+    return checks.node_annotation(bin_dir, "kucero.io/status")
+
+
+def converged_to_desired(bin_dir: Path, not_revision: str | None = None) -> dict[str, Any] | None:
+    desired = checks.node_annotation(bin_dir, "kucero.io/desired").get("revision")
+    st = status(bin_dir)
+    done = st.get("phase") == "Converged" and st.get("revision") == desired
+    return st if desired and desired != not_revision and done else None
+
+
+def apply_policy(bin_dir: Path, cluster: dict[str, Any], policy: str, tmp: Path) -> None:
+    """Deploy again with ``policy``: a policy edit, as a user's GitOps tool applies it."""
+    image = (bin_dir / "e2e" / "kucero.image").read_text().split()[0]
+    overlay = write_overlay(tmp, bin_dir, image, policy, int(cluster["supervisor"]))
+    apply(bin_dir, overlay)

@@ -58,9 +58,15 @@ class Change:
     up: bool
 
 
+# The kubelet's own health endpoint (kubeadm: healthzBindAddress 127.0.0.1, plain HTTP).
+KUBELET_HEALTHZ = "http://127.0.0.1:10248/healthz"
+
+
 class Monitor:
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, with_kubelet: bool = False) -> None:
         self.endpoints = endpoints(address)
+        if with_kubelet:
+            self.endpoints["kubelet"] = KUBELET_HEALTHZ
         self.start = time.monotonic()
         self.wall_start = time.time()
         self.changes: list[Change] = []
@@ -77,6 +83,8 @@ class Monitor:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._stop.is_set():
+            return  # stopped already (idempotent)
         self._stop.set()
         for t in self._threads:
             t.join()
@@ -94,7 +102,7 @@ class Monitor:
 
     def outages(self) -> dict[str, list[tuple[float, float]]]:
         """Each component's down intervals (start, end), after it was first seen up."""
-        out: dict[str, list[tuple[float, float]]] = {c: [] for c in COMPONENTS}
+        out: dict[str, list[tuple[float, float]]] = {c: [] for c in self.endpoints}
         down_since: dict[str, float] = {}
         seen_up: set[str] = set()
         for ch in sorted(self.changes, key=lambda c: c.t):

@@ -28,7 +28,6 @@ pytestmark = pytest.mark.e2e
 
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
 CONVERGE_TIMEOUT = 600.0
-SHIPPED_POLICY = (node.REPO / "policies" / "default.yaml").read_text()
 RESULTS = node.REPO / "bench" / "results" / "e2e-realnode.json"
 KUBEADM_LEAVES = (
     "admin.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client",
@@ -43,20 +42,12 @@ ETCD_PEER = (checks.PKI / "etcd/peer.crt", checks.PKI / "etcd/peer.key")
 results: dict[str, Any] = {}
 
 
-def base_policy() -> str:
-    """The shipped policy, with the node's address allowed in kubelet serving certificates
-    (``csrSigner.allowedIPRanges`` is empty by default: no IP SAN is approved)."""
-    doc = yaml.safe_load(SHIPPED_POLICY)
-    doc["spec"]["csrSigner"]["allowedIPRanges"] = [f"{node.node_ip()}/32"]
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
 def policy_with(certificates: list[str], validity: int, **kubeadm: Any) -> str:
     """Renew ``certificates`` again now: a renewed leaf has 8760 h left, so a
     ``renewBefore`` of ``validity`` - 30 h (``validity`` > 8790) makes it due, and the schema's
     day between ``renewBefore`` and ``certificateValidity`` is kept; each edit raises
     ``validity`` so the last one's renewals are not due again."""
-    doc = yaml.safe_load(base_policy())
+    doc = yaml.safe_load(deploy.base_policy())
     doc["spec"]["kubeadm"].update(
         certificates=certificates,
         certificateValidity=f"{validity}h",
@@ -71,24 +62,7 @@ def edits_policy(bin_dir: Path, cluster: dict[str, Any], tmp_path: Path) -> Iter
     """The test edits the policy; the shipped one is applied again afterwards (otherwise a
     policy that renews every minute would go on restarting components under later tests)."""
     yield
-    apply_policy(bin_dir, cluster, base_policy(), tmp_path / "restore")
-
-
-def status(bin_dir: Path) -> dict[str, Any]:
-    return checks.node_annotation(bin_dir, "kucero.io/status")
-
-
-def converged_to_desired(bin_dir: Path, not_revision: str | None = None) -> dict[str, Any] | None:
-    desired = checks.node_annotation(bin_dir, "kucero.io/desired").get("revision")
-    st = status(bin_dir)
-    done = st.get("phase") == "Converged" and st.get("revision") == desired
-    return st if desired and desired != not_revision and done else None
-
-
-def apply_policy(bin_dir: Path, cluster: dict[str, Any], policy: str, tmp: Path) -> None:
-    image = (bin_dir / "e2e" / "kucero.image").read_text().split()[0]
-    overlay = deploy.write_overlay(tmp, bin_dir, image, policy, int(cluster["supervisor"]))
-    deploy.apply(bin_dir, overlay)
+    deploy.apply_policy(bin_dir, cluster, deploy.base_policy(), tmp_path / "restore")
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +75,7 @@ def rotation(bin_dir: Path, cluster: dict[str, Any], tmp_path_factory: Any) -> d
         tmp_path_factory.mktemp("overlay"),
         bin_dir,
         image,
-        base_policy(),
+        deploy.base_policy(),
         int(cluster["supervisor"]),
     )
     with monitor.Monitor(node.node_ip()) as watch:
@@ -109,7 +83,7 @@ def rotation(bin_dir: Path, cluster: dict[str, Any], tmp_path_factory: Any) -> d
         deploy.apply(bin_dir, overlay)
         st = checks.wait_for(
             "kucero.io/status Converged with the desired revision",
-            lambda: converged_to_desired(bin_dir), CONVERGE_TIMEOUT, poll=2,
+            lambda: deploy.converged_to_desired(bin_dir), CONVERGE_TIMEOUT, poll=2,
         )  # fmt: skip
         converged = time.monotonic() - t0
         # every component healthy again before the monitor stops
@@ -234,7 +208,7 @@ def test_kubectl_with_the_renewed_admin_conf_works_and_status_is_converged(
     assert (admin.not_valid_after_utc - admin.not_valid_before_utc).days >= 364
     assert node.node_ready(bin_dir)
     desired = checks.node_annotation(bin_dir, "kucero.io/desired")
-    st = status(bin_dir)
+    st = deploy.status(bin_dir)
     assert st["phase"] == "Converged" and st["revision"] == desired["revision"], st
 
 
@@ -302,15 +276,15 @@ def test_the_first_pass_restarted_the_kubelet_through_the_configured_command(
 def test_a_policy_edit_reaches_the_node(
     bin_dir: Path, cluster: dict[str, Any], rotation: dict[str, Any], tmp_path: Path
 ) -> None:
-    before_rev = status(bin_dir)["revision"]
+    before_rev = deploy.status(bin_dir)["revision"]
     before = checks.check_expiration(bin_dir)
     old_conf = Path("/etc/kubernetes/scheduler.conf").read_bytes()
     # renew scheduler.conf only
     edited = policy_with(["scheduler.conf"], 8800)
-    apply_policy(bin_dir, cluster, edited, tmp_path)
+    deploy.apply_policy(bin_dir, cluster, edited, tmp_path)
     st = checks.wait_for(
         "Converged with the edited policy's revision",
-        lambda: converged_to_desired(bin_dir, not_revision=before_rev), CONVERGE_TIMEOUT, poll=2,
+        lambda: deploy.converged_to_desired(bin_dir, not_revision=before_rev), CONVERGE_TIMEOUT, poll=2,
     )  # fmt: skip
     assert st["revision"] != before_rev
     assert Path("/etc/kubernetes/scheduler.conf").read_bytes() != old_conf
@@ -322,12 +296,12 @@ def test_a_policy_edit_reaches_the_node(
 def test_kucero_killed_while_a_manifest_is_out_the_next_process_puts_it_back_and_finishes(
     bin_dir: Path, cluster: dict[str, Any], rotation: dict[str, Any], tmp_path: Path
 ) -> None:
-    before_rev = status(bin_dir)["revision"]
+    before_rev = deploy.status(bin_dir)["revision"]
     parked = Path("/etc/kubernetes/tmp/kucero-manifests/kube-scheduler.yaml")
     edited = policy_with(["scheduler.conf"], 8840)
     pids = checks.kucero_pids()
     assert pids, "no kucero process found on the node"
-    apply_policy(bin_dir, cluster, edited, tmp_path)
+    deploy.apply_policy(bin_dir, cluster, edited, tmp_path)
     # kube-scheduler stops answering within half a second of its manifest leaving, and the
     # manifest goes back then: kill as soon as it is seen out
     checks.wait_for("kube-scheduler's manifest parked", parked.exists, 300, poll=0.005)
@@ -336,7 +310,7 @@ def test_kucero_killed_while_a_manifest_is_out_the_next_process_puts_it_back_and
     assert parked.exists(), "the manifest was already back when kucero was killed"
     st = checks.wait_for(
         "Converged again after the SIGKILL",
-        lambda: converged_to_desired(bin_dir, not_revision=before_rev), CONVERGE_TIMEOUT, poll=2,
+        lambda: deploy.converged_to_desired(bin_dir, not_revision=before_rev), CONVERGE_TIMEOUT, poll=2,
     )  # fmt: skip
     assert Path("/etc/kubernetes/manifests/kube-scheduler.yaml").exists()
     assert not parked.exists()
@@ -348,11 +322,11 @@ def test_kucero_killed_while_a_manifest_is_out_the_next_process_puts_it_back_and
 def test_kucero_pod_force_deleted_while_a_manifest_is_out_the_next_pod_finishes(
     bin_dir: Path, cluster: dict[str, Any], rotation: dict[str, Any], tmp_path: Path
 ) -> None:
-    before_rev = status(bin_dir)["revision"]
+    before_rev = deploy.status(bin_dir)["revision"]
     parked = Path("/etc/kubernetes/tmp/kucero-manifests/kube-controller-manager.yaml")
     (old_pod,) = kucero_pods(bin_dir)
     edited = policy_with(["controller-manager.conf"], 8880)
-    apply_policy(bin_dir, cluster, edited, tmp_path)
+    deploy.apply_policy(bin_dir, cluster, edited, tmp_path)
     checks.wait_for("kube-controller-manager's manifest parked", parked.exists, 300, poll=0.05)
     node.kubectl(bin_dir, "-n", deploy.NAMESPACE, "delete", "pod", old_pod, "--force",
                  "--grace-period=0")  # fmt: skip
@@ -360,7 +334,7 @@ def test_kucero_pod_force_deleted_while_a_manifest_is_out_the_next_pod_finishes(
     # once the old pod (SIGTERM from the kubelet) has put the manifest back
     st = checks.wait_for(
         "Converged by the next pod",
-        lambda: converged_to_desired(bin_dir, not_revision=before_rev), CONVERGE_TIMEOUT, poll=2,
+        lambda: deploy.converged_to_desired(bin_dir, not_revision=before_rev), CONVERGE_TIMEOUT, poll=2,
     )  # fmt: skip
     assert old_pod not in kucero_pods(bin_dir)
     assert Path("/etc/kubernetes/manifests/kube-controller-manager.yaml").exists()
@@ -392,7 +366,7 @@ def test_a_component_that_does_not_come_back_is_rolled_back_to_its_old_certifica
     subprocess.run(["ctr", "-n", "k8s.io", "images", "rm", image], check=True, capture_output=True)
     try:
         edited = policy_with(["apiserver"], 8920, healthTimeout="30s")
-        apply_policy(bin_dir, cluster, edited, tmp_path)
+        deploy.apply_policy(bin_dir, cluster, edited, tmp_path)
         checks.wait_for(
             "kucero rolling kube-apiserver back",
             lambda: journal.exists() and json.loads(journal.read_text()).get("phase") == "rollback",
@@ -401,7 +375,7 @@ def test_a_component_that_does_not_come_back_is_rolled_back_to_its_old_certifica
     finally:
         node.import_image(archive)
     st = checks.wait_for(
-        "status Failed with the rollback", lambda: (s := status(bin_dir)).get("phase") == "Failed" and s,
+        "status Failed with the rollback", lambda: (s := deploy.status(bin_dir)).get("phase") == "Failed" and s,
         300, poll=0.5,
     )  # fmt: skip
     assert "rolled back" in st["message"], st

@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -433,6 +434,38 @@ def test_several_nodes_accept_the_publication_and_converge_one_at_a_time(
     assert first_cp.ca["ca"]["notAfter"] == published["ca"].not_valid_after_utc.strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
+
+
+def test_the_publisher_renews_when_the_policy_turns_to_renew_not_after_its_period(
+    admin_kube: kube.Kube, tmp_path: Path, namespace: str
+) -> None:
+    """The user's edit (``ca.mode: report`` -> ``renew``) reaches the running publisher at
+    once: on the real node it used to wait for the publisher's next period (10 min), and the
+    nodes with it (``CAAwaitingPublication``)."""
+    root = nodesim.tree(tmp_path, "cp-edit", ca_left=CA_LEFT)
+    in_force = [policy.load(nodesim.HEAD + "spec: {ca: {mode: report}}\n")]
+    publisher = capublisher.CAPublisher(root, namespace, period_seconds=600.0)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=publisher.run, args=(admin_kube, stop, lambda: in_force[0]), daemon=True
+    )
+    thread.start()
+    try:
+        nodesim.wait_for("the publisher's first look", lambda: publisher.reconciles >= 1, 30)
+        time.sleep(1.0)
+        assert _published(admin_kube, namespace) == {}, "report mode publishes nothing"
+        in_force[0] = policy.load(nodesim.HEAD + RENEW)
+        publisher.policy_changed()  # what the controller does when the revision changes
+        data = nodesim.wait_for(
+            "the renewal published", lambda: _published(admin_kube, namespace), 10
+        )
+        renewed = pki.load_cert(data["ca.crt"].encode())
+        assert carenewal.same_ca(renewed, _cert(root, "ca"))
+        assert renewed.not_valid_after_utc > _cert(root, "ca").not_valid_after_utc
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
 
 
 def capublished_certs(data: dict[str, str]) -> dict[str, str]:

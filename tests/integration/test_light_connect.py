@@ -185,3 +185,54 @@ def test_a_connection_as_the_kubelets_certificate_keeps_the_servers_trust(
     assert not list(Path("/tmp").glob("kucero-client-*")), "the key was left on disk"
     with pytest.raises(kube.KubeError, match="client certificate"):
         light.as_client_certificate(door, b"-----BEGIN CERTIFICATE-----\nnot one\n")
+
+
+def _atomic_swap(sa_dir: Path, name: str, data: bytes) -> None:
+    """What the kubelet's atomic writer does to a projected volume: the files live in a
+    timestamped directory, ``..data`` points at it, ``ca.crt`` at ``..data/ca.crt``; an update
+    makes a new directory and swaps ``..data`` by a rename."""
+    version = sa_dir / f"..{name}"
+    version.mkdir()
+    (version / "ca.crt").write_bytes(data)
+    (sa_dir / "..data_tmp").symlink_to(version.name)
+    (sa_dir / "..data_tmp").replace(sa_dir / "..data")
+    if not (sa_dir / "ca.crt").is_symlink():
+        (sa_dir / "ca.crt").symlink_to("..data/ca.crt")
+
+
+def test_in_cluster_ca_bundle_is_read_again_when_the_kubelet_swaps_in_a_renewed_ca(
+    control_plane: cluster.ControlPlane, clients: Any, namespace: str, tmp_path: Path
+) -> None:
+    """A CA renewal (same key and subject) reaches a pod as a new projected ``ca.crt``; a
+    process that kept the old, ended certificate cannot verify the API server any more. The
+    same connection object (and a ``within`` view made before) follows the file."""
+    import datetime as dt
+
+    from reconciler.cluster import kube
+    from reconciler.decide import carenewal, pki
+
+    ca_cert = pki.load_cert((control_plane.pki / "ca.crt").read_bytes())
+    ca_key = pki.load_key((control_plane.pki / "ca.key").read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    # the CA as a pod still holds it after the old certificate's end: same key, ended
+    ended = carenewal.renew(ca_cert, ca_key, 2, now - dt.timedelta(days=2), dt.timedelta(days=1))
+    renewed = carenewal.renew(ca_cert, ca_key, 3, now, dt.timedelta(days=3650))
+    sa_dir = tmp_path / "serviceaccount"
+    sa_dir.mkdir()
+    (sa_dir / "token").write_text(clients.token(namespace, "bundle"))
+    _atomic_swap(sa_dir, "1", pki.cert_pem(ended))
+    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
+    env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
+    door = kube.connect(None, environ=env, service_account_dir=str(sa_dir))
+    view = door.within(lambda: 30.0, "a test budget")
+    door.retry_attempts = view.retry_attempts = 1
+    with pytest.raises(kube.Unavailable, match="CERTIFICATE_VERIFY_FAILED"):
+        _whoami(door)
+    _atomic_swap(sa_dir, "2", pki.cert_pem(renewed))
+    user = f"system:serviceaccount:{namespace}:bundle"
+    assert _whoami(door) == user
+    assert _whoami(view) == user
+    # damage (not a CA bundle) keeps the bundle read before
+    _atomic_swap(sa_dir, "3", b"not a certificate\n")
+    assert _whoami(door) == user
+    door.close()

@@ -22,8 +22,14 @@ class Signer:
     name = "csr-signer"
     serves_csrs = True
 
+    def __init__(self) -> None:
+        self.changes = 0
+
     def run(self, kube: Any, stop: threading.Event, current: Callable[[], Any]) -> None:
         stop.wait()
+
+    def policy_changed(self) -> None:
+        self.changes += 1
 
 
 def make(components: tuple[Any, ...] = ()) -> controller.Controller:
@@ -82,3 +88,16 @@ def test_value_is_compact_and_resolved_per_labels() -> None:
     assert " " not in edge and json.loads(edge)["override"] == 0
     assert json.loads(core)["override"] is None
     assert desired.decode(edge).kubeadm.renew_before.total_seconds() == 1440 * 3600
+
+
+def test_leader_components_hear_of_each_new_policy_revision_once() -> None:
+    """The CA publisher acts on ``ca.mode: renew`` when told, not after its period."""
+    component = Signer()
+    ctl = make((component,))
+    report = policy.load(HEAD + "spec: {ca: {mode: report}}\n", "p.yaml")
+    renew = policy.load(HEAD + "spec: {ca: {mode: renew}}\n", "p.yaml")
+    ctl._accept(report, None)
+    ctl._accept(report, None)  # the same revision again (a resync): nothing new
+    assert component.changes == 1
+    ctl._accept(renew, None)
+    assert component.changes == 2
