@@ -123,6 +123,18 @@ def stop_standins() -> None:
         stop_standin(root)
 
 
+def stop_all(sims: Iterable[SimNode]) -> None:
+    """End each ``kucero node`` process (SIGTERM; killed if still running after 30 s: the
+    test has failed anyway)."""
+    for sim in sims:
+        try:
+            sim.stop(timeout=30)
+        except subprocess.TimeoutExpired:
+            if sim.proc is not None:
+                sim.proc.kill()
+                sim.proc.wait()
+
+
 def spec_text(body: str = "") -> str:
     return HEAD + body
 

@@ -91,13 +91,7 @@ def sims(
         return sim
 
     yield make
-    for sim in made:
-        try:
-            sim.stop(timeout=30)
-        except Exception:
-            if sim.proc is not None:
-                sim.proc.kill()
-                sim.proc.wait()
+    nodesim.stop_all(made)
     nodesim.stop_standins()
 
 

@@ -83,13 +83,7 @@ class Fleet:
         return lambda: nodesim.converged(self.door, self.names(), rev)
 
     def close(self) -> None:
-        for sim in self.sims:
-            try:
-                sim.stop(timeout=30)
-            except subprocess.TimeoutExpired:
-                assert sim.proc is not None
-                sim.proc.kill()
-                sim.proc.wait()
+        nodesim.stop_all(self.sims)
         for ctl in self.controllers:
             ctl.stop()
             print(f"--- {ctl.identity} ---\n{ctl.output()[-3000:]}")

@@ -82,13 +82,7 @@ def sims(
 
     make.run = run  # type: ignore[attr-defined]
     yield make
-    for sim in made:
-        try:
-            sim.stop(timeout=30)
-        except Exception:  # still running: kill, the test has failed anyway
-            if sim.proc is not None:
-                sim.proc.kill()
-                sim.proc.wait()
+    nodesim.stop_all(made)
     print(nodesim.dump(made))
     nodesim.stop_standins()
 

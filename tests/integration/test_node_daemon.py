@@ -79,13 +79,7 @@ def sims(
 
     make.start = start_later  # type: ignore[attr-defined]
     yield make
-    for sim in made:
-        try:
-            sim.stop(timeout=30)
-        except Exception:  # still running after 30 s: kill, the test has failed anyway
-            if sim.proc is not None:
-                sim.proc.kill()
-                sim.proc.wait()
+    nodesim.stop_all(made)
     nodesim.stop_standins()
 
 
