@@ -158,19 +158,25 @@ class WatchEvent(NamedTuple):
     obj: dict[str, Any]
 
 
+def file_stamp(path: str) -> tuple[int, int, int, int]:
+    """What changes when a file is replaced or rewritten (``os.stat`` follows the kubelet's
+    ``..data`` symlinks, so a swapped projected volume shows a new inode)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class _TokenFile:
     """A bearer token read from a file, re-read when the file changes (kubelet rotates bound
     service-account tokens by swapping a symlink, so the stat sees a new inode)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
         self._token = ""
         self._lock = threading.Lock()
 
     def header(self) -> str:
-        st = os.stat(self.path)
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        stamp = file_stamp(self.path)
         with self._lock:
             if stamp != self._stamp:
                 with open(self.path, encoding="utf-8") as f:

@@ -114,11 +114,11 @@ class CABundle:
         self._stamp: tuple[int, int, int, int] | None = None
         self._data = b""
         self._lock = threading.Lock()
-        self._pool = self._load(self._stat(), first=True)
+        self._pool = self._load(kube_.file_stamp(path), first=True)
 
     def pool(self) -> urllib3.PoolManager:
         try:
-            stamp = self._stat()
+            stamp = kube_.file_stamp(self.path)
         except OSError as e:
             log.warning("%s: cannot be read (%s); keeping the CA bundle read before", self.path, e)
             return self._pool
@@ -126,10 +126,6 @@ class CABundle:
             if stamp != self._stamp:
                 self._pool = self._load(stamp, first=False)
             return self._pool
-
-    def _stat(self) -> tuple[int, int, int, int]:
-        st = os.stat(self.path)  # follows the projected volume's ..data symlinks
-        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _load(self, stamp: tuple[int, int, int, int], first: bool) -> urllib3.PoolManager:
         self._stamp = stamp
