@@ -46,10 +46,15 @@ IN_PLACE = frozenset({"etcd"})
 _POLL_SECONDS = 0.1
 
 
-def _read(path: str) -> bytes:
+# /proc/<pid>/cgroup is a line per hierarchy; a few KiB at most where kucero runs
+_CGROUP_BYTES = 64 * 1024
+
+
+def _read(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path`` (any process may have a huge command line)."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            return f.read(limit)
     except OSError:
         return b""
 
@@ -63,8 +68,9 @@ def lingering(argv: Sequence[str], proc: str = PROC) -> list[int]:
     for name in os.listdir(proc):
         if not name.isdigit():
             continue
-        if _read(f"{proc}/{name}/cmdline") == want and b"kubepods" in _read(
-            f"{proc}/{name}/cgroup"
+        # one byte more than ``want``: a longer command line is not a match
+        if _read(f"{proc}/{name}/cmdline", len(want) + 1) == want and b"kubepods" in _read(
+            f"{proc}/{name}/cgroup", _CGROUP_BYTES
         ):
             found.append(int(name))
     return found

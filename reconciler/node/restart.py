@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import posixpath
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from reconciler.decide import ownfiles, pki
 from reconciler.model import kubeadm, paths, staticpod
 from reconciler.node import host as host_
 from reconciler.node import interrupt, linger, observe, probe, transaction
+
+log = logging.getLogger(__name__)
 
 # kubeadm runs its static pods in kube-system; crictl filters sandboxes by namespace and label.
 NAMESPACE = "kube-system"
@@ -282,9 +285,11 @@ def _wait_gone(
     period before the kubelet can start the new one (``node.linger``)."""
     started = time.monotonic()
     try:
-        gone, _note = linger.wait_gone(
+        gone, done = linger.wait_gone(
             pod.name, pod.argv, settings.drain, deadline, lambda s: _sleep(settings, s)
         )
+        if done:  # a SIGKILL of a control-plane process belongs in the log
+            log.info("%s", done, extra={"component": pod.name})
         return gone
     finally:
         clock.waited += time.monotonic() - started
